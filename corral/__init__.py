@@ -1,0 +1,1 @@
+"""Corral: a supervised runtime for LLM agents."""

@@ -1,0 +1,236 @@
+"""Every exception Corral raises, split by who has to act on it.
+
+The tree::
+
+    CorralError                       root: `except CorralError` catches everything of ours
+    ├── ConfigError                   the developer: invalid settings, limits, TOML, rules
+    ├── UsageError                    the developer: an API used the wrong way
+    │   └── RoutingError              no rule routes this task (carries the explanation)
+    ├── ActorError                    the actor runtime
+    │   ├── ActorDeadError            the actor has stopped; the message was not handled
+    │   ├── AskTimeoutError           `ask` got no reply before its timeout
+    │   └── MailboxFullError          `tell(..., wait=False)` on a full mailbox
+    ├── CallError                     a call to the outside world failed (data: retryable, retry_after)
+    │   ├── ToolError                 a tool failed; raise it from a tool to control retries
+    │   │   ├── ToolTimeout           the tool exceeded its hard timeout
+    │   │   └── ToolUnavailable       the tool's circuit breaker is open
+    │   ├── ModelError                a model provider failed (status_code when HTTP)
+    │   │   └── ModelTimeout          the model call exceeded its timeout
+    │   └── RateLimited               429 / 529 / overloaded: retry after `retry_after` seconds
+    └── RunError                      a run stopped by policy (carries run_id and outcome)
+        ├── BudgetExceeded            token, cost or wall-clock budget reached
+        ├── StepLimitExceeded         tool-call cap reached
+        ├── LoopDetected              the same tool called too many times in a row
+        ├── CircuitOpen               a breaker is open and no fallback exists
+        └── RunCancelled              somebody stopped the run
+
+`CallError` subclasses carry retry behaviour as data: a tool that knows its failure is
+permanent raises `ToolError("...", retryable=False)` and Corral will not retry it.
+
+This module imports nothing from the rest of Corral, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ActorDeadError",
+    "ActorError",
+    "AskTimeoutError",
+    "BudgetExceeded",
+    "CallError",
+    "CircuitOpen",
+    "ConfigError",
+    "CorralError",
+    "LoopDetected",
+    "MailboxFullError",
+    "ModelError",
+    "ModelTimeout",
+    "RateLimited",
+    "RoutingError",
+    "RunCancelled",
+    "RunError",
+    "StepLimitExceeded",
+    "ToolError",
+    "ToolTimeout",
+    "ToolUnavailable",
+    "UsageError",
+]
+
+
+class CorralError(Exception):
+    """Root of every exception Corral raises."""
+
+
+class ConfigError(CorralError):
+    """Invalid configuration: settings, limits, rules or a TOML file."""
+
+
+class UsageError(CorralError):
+    """A Corral API was used the wrong way; the message says how to fix it."""
+
+
+class RoutingError(UsageError):
+    """No routing rule matched a task.
+
+    Attributes:
+        explanation: every rule that was tried and why it did not match.
+    """
+
+    def __init__(self, message: str, *, explanation: Any = None) -> None:
+        super().__init__(message)
+        self.explanation = explanation
+
+
+class ActorError(CorralError):
+    """Base class for errors of the actor runtime."""
+
+
+class ActorDeadError(ActorError):
+    """The actor has stopped, so the message will never be handled."""
+
+    def __init__(self, message: str, *, actor: str = "") -> None:
+        super().__init__(message)
+        self.actor = actor
+
+
+class AskTimeoutError(ActorError, TimeoutError):
+    """An `ask` got no reply within its timeout.
+
+    Attributes:
+        actor: name of the actor that was asked.
+        message_type: class name of the message that went unanswered.
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(self, *, actor: str, message_type: str, timeout: float) -> None:
+        super().__init__(
+            f"actor {actor!r} did not answer {message_type} within {timeout:g} s"
+        )
+        self.actor = actor
+        self.message_type = message_type
+        self.timeout = timeout
+
+
+class MailboxFullError(ActorError):
+    """A non-waiting `tell` found the actor's bounded mailbox full."""
+
+    def __init__(self, *, actor: str, capacity: int) -> None:
+        super().__init__(f"mailbox of actor {actor!r} is full ({capacity} messages)")
+        self.actor = actor
+        self.capacity = capacity
+
+
+class CallError(CorralError):
+    """A call to a tool or a model failed.
+
+    Attributes:
+        retryable: whether trying again may succeed. Default True.
+        retry_after: seconds to wait before the next attempt, when the other side said so.
+    """
+
+    def __init__(
+        self, message: str, *, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class ToolError(CallError):
+    """A tool failed. Raise it from a tool to say whether a retry can help."""
+
+
+class ToolTimeout(ToolError):
+    """A tool call exceeded the tool's hard timeout."""
+
+
+class ToolUnavailable(ToolError):
+    """A tool cannot be called right now (its circuit breaker is open)."""
+
+
+class ModelError(CallError):
+    """A model provider returned an error or could not be reached.
+
+    Attributes:
+        status_code: the HTTP status, when the provider answered.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message, retryable=retryable, retry_after=retry_after)
+        self.status_code = status_code
+
+
+class ModelTimeout(ModelError):
+    """A model call exceeded its timeout."""
+
+
+class RateLimited(CallError):
+    """The other side asked us to slow down (HTTP 429, or 529 overloaded).
+
+    Raise it from a tool, with `retry_after` when known; an `httpx.HTTPStatusError` for a
+    429 response raised by a tool is translated to it automatically.
+    """
+
+    def __init__(
+        self,
+        message: str = "rate limited",
+        *,
+        retry_after: float | None = None,
+        status_code: int | None = 429,
+    ) -> None:
+        super().__init__(message, retryable=True, retry_after=retry_after)
+        self.status_code = status_code
+
+
+class RunError(CorralError):
+    """A run was stopped by policy.
+
+    Attributes:
+        run_id: the run that stopped.
+        outcome: the run's outcome, for example ``stopped_budget``.
+    """
+
+    outcome = "failed"
+
+    def __init__(self, message: str, *, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class BudgetExceeded(RunError):
+    """A token, cost or wall-clock budget was reached."""
+
+    outcome = "stopped_budget"
+
+
+class StepLimitExceeded(RunError):
+    """The run reached its cap on tool calls."""
+
+    outcome = "stopped_steps"
+
+
+class LoopDetected(RunError):
+    """The run repeated itself (the same tool too many times in a row)."""
+
+    outcome = "stopped_loop"
+
+
+class CircuitOpen(RunError):
+    """A tool's circuit breaker is open and the tool has no fallback."""
+
+    outcome = "stopped_breaker"
+
+
+class RunCancelled(RunError):
+    """The run was cancelled by a person or by the runtime shutting down."""
+
+    outcome = "cancelled"

@@ -1,0 +1,258 @@
+"""Run events: every decision Corral makes, as one discriminated union on ``kind``.
+
+A run's events are at once its durable state (the journal persists exactly these), its
+audit trail and its observability trace. Events are deltas, never snapshots of the whole
+conversation: a run's state is a fold over its events (see `corral.subagents.RunState`).
+
+Use `EventAdapter` to validate or dump events (``EventAdapter.validate_json(row)``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .models import ModelResponse
+
+__all__ = [
+    "OUTCOMES",
+    "TERMINAL_OUTCOMES",
+    "BudgetReserved",
+    "BudgetSettled",
+    "Event",
+    "EventAdapter",
+    "GuardrailVerdict",
+    "ModelCalled",
+    "ModelFailed",
+    "Outcome",
+    "RunFinished",
+    "RunStarted",
+    "ToolCallFailed",
+    "ToolCallFinished",
+    "ToolCallProposed",
+    "ToolCallRejected",
+    "ToolCallStarted",
+]
+
+Outcome = Literal[
+    "completed",
+    "failed",
+    "stopped_budget",
+    "stopped_steps",
+    "stopped_loop",
+    "stopped_breaker",
+    "cancelled",
+]
+"""How a run ended."""
+
+OUTCOMES: tuple[Outcome, ...] = (
+    "completed",
+    "failed",
+    "stopped_budget",
+    "stopped_steps",
+    "stopped_loop",
+    "stopped_breaker",
+    "cancelled",
+)
+TERMINAL_OUTCOMES = frozenset(OUTCOMES)
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    """The run this event belongs to."""
+    seq: int = 0
+    """Position in the run's journal, from 1; assigned when the event is appended."""
+    ts: float = 0.0
+    """Wall-clock time of the event, Unix seconds (from the runtime's clock)."""
+
+
+class RunStarted(_EventBase):
+    """A task was routed to an agent and its run began."""
+
+    kind: Literal["run_started"] = "run_started"
+    agent: str
+    task: str
+    task_kind: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    tenant: str = "default"
+    rule: str = ""
+    """Routing rule that matched."""
+    route_reason: str = ""
+    """Why the rule matched, in words."""
+    limits: dict[str, Any] = Field(default_factory=dict)
+    """The run's limits, as plain data."""
+
+
+class BudgetReserved(_EventBase):
+    """Tokens were set aside for a model call before it was made."""
+
+    kind: Literal["budget_reserved"] = "budget_reserved"
+    step: int
+    tokens: int
+    """Estimated input (with margin) plus the output cap."""
+    max_tokens: int
+    """Output cap granted for the call (may be lower than asked, to fit the budget)."""
+
+
+class BudgetSettled(_EventBase):
+    """A reservation was replaced by the real usage."""
+
+    kind: Literal["budget_settled"] = "budget_settled"
+    step: int
+    reserved: int
+    used: int
+    cost_usd: float = 0.0
+    tokens_total: int = 0
+    """Tokens used by the run after this call."""
+
+
+class ModelCalled(_EventBase):
+    """A model call completed; its full response is kept so a replay never repeats it."""
+
+    kind: Literal["model_called"] = "model_called"
+    step: int
+    model: str
+    response: ModelResponse
+    duration_s: float
+    attempt: int = 1
+    cost_usd: float = 0.0
+
+
+class ModelFailed(_EventBase):
+    """A model call failed (it may be retried)."""
+
+    kind: Literal["model_failed"] = "model_failed"
+    step: int
+    model: str
+    error: str
+    error_type: str
+    attempt: int
+    will_retry: bool
+    delay_s: float = 0.0
+
+
+class ToolCallProposed(_EventBase):
+    """The model asked for a tool call."""
+
+    kind: Literal["tool_call_proposed"] = "tool_call_proposed"
+    step: int
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    offered: list[str] = Field(default_factory=list)
+    """The tools the model was offered at this step."""
+
+
+class ToolCallRejected(_EventBase):
+    """A proposed call was refused before it ran; `message` is what the model was told."""
+
+    kind: Literal["tool_call_rejected"] = "tool_call_rejected"
+    step: int
+    call_id: str
+    tool: str
+    guardrail: str
+    """Which check refused it: ``registered``, ``arguments``, ``schema``, ``permission``, ..."""
+    reason: str
+    """Short reason for people and metrics."""
+    message: str = ""
+    """The text fed back to the model."""
+
+
+class ToolCallStarted(_EventBase):
+    """An attempt of a tool call is about to run (written before the act)."""
+
+    kind: Literal["tool_call_started"] = "tool_call_started"
+    step: int
+    call_id: str
+    tool: str
+    attempt: int
+    idempotency_key: str
+    side_effect: str = "read"
+    fallback_for: str | None = None
+    """Set when this is a fallback tool standing in for the named tool."""
+
+
+class ToolCallFinished(_EventBase):
+    """A tool call succeeded; `content` is what the model was given."""
+
+    kind: Literal["tool_call_finished"] = "tool_call_finished"
+    step: int
+    call_id: str
+    tool: str
+    attempt: int
+    content: str
+    duration_s: float
+    truncated: bool = False
+    result_chars: int = 0
+    """Size of the full result before truncation."""
+    result_blob: str | None = None
+    """When truncated and a store keeps blobs: the digest of the full result."""
+
+
+class ToolCallFailed(_EventBase):
+    """An attempt of a tool call failed; `final` is set when nothing more will be tried."""
+
+    kind: Literal["tool_call_failed"] = "tool_call_failed"
+    step: int
+    call_id: str
+    tool: str
+    attempt: int
+    error: str
+    error_type: str
+    retryable: bool
+    will_retry: bool
+    delay_s: float = 0.0
+    final: bool = False
+    message: str = ""
+    """When final: the text fed back to the model."""
+
+
+class GuardrailVerdict(_EventBase):
+    """A guardrail decided something that did not block a tool call (flag, redact, truncate...)."""
+
+    kind: Literal["guardrail_verdict"] = "guardrail_verdict"
+    guardrail: str
+    decision: str
+    reason: str
+    step: int = 0
+    call_id: str | None = None
+
+
+class RunFinished(_EventBase):
+    """The run ended; nothing follows this event."""
+
+    kind: Literal["run_finished"] = "run_finished"
+    outcome: Outcome
+    output: str | None = None
+    """The final answer (or the partial answer when stopped)."""
+    reason: str = ""
+    steps: int = 0
+    """Tool calls proposed."""
+    model_calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    duration_s: float = 0.0
+
+
+Event = Annotated[
+    RunStarted
+    | BudgetReserved
+    | BudgetSettled
+    | ModelCalled
+    | ModelFailed
+    | ToolCallProposed
+    | ToolCallRejected
+    | ToolCallStarted
+    | ToolCallFinished
+    | ToolCallFailed
+    | GuardrailVerdict
+    | RunFinished,
+    Field(discriminator="kind"),
+]
+"""Any run event."""
+
+EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
+"""Validates and dumps any `Event` (``EventAdapter.validate_json(text)``)."""

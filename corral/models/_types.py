@@ -1,0 +1,151 @@
+"""The model protocol: one request in, one response out.
+
+Everything a provider adapter needs is here; adapters translate these to and from their
+wire format and nothing above `corral.models` sees a provider type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "refusal", "other"]
+"""Why the model stopped producing output."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Usage(_Frozen):
+    """Tokens one model call consumed, as the provider (or the fake) reported them."""
+
+    input_tokens: int = 0
+    """Prompt tokens billed at the normal rate."""
+    output_tokens: int = 0
+    """Generated tokens."""
+    cache_read_tokens: int = 0
+    """Prompt tokens served from the provider's prompt cache."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the provider's prompt cache."""
+
+    @property
+    def total_tokens(self) -> int:
+        """All tokens of the call, the figure budgets are counted in."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+class ToolCall(_Frozen):
+    """One tool call the model proposed."""
+
+    id: str
+    """Provider-assigned call id, echoed back with the result."""
+    name: str
+    """Tool name as the model wrote it (it may not exist)."""
+    arguments: Mapping[str, Any] = Field(default_factory=dict)
+    """Arguments as decoded JSON; empty when `parse_error` is set."""
+    parse_error: str | None = None
+    """Set when the provider sent arguments that are not a JSON object."""
+
+
+class UserMessage(_Frozen):
+    """Text from the user (the task) or from the runtime (a notice)."""
+
+    role: Literal["user"] = "user"
+    content: str
+
+
+class AssistantMessage(_Frozen):
+    """What the model said: text and/or tool calls."""
+
+    role: Literal["assistant"] = "assistant"
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+class ToolResultMessage(_Frozen):
+    """The result (or the error) of one tool call, as fed back to the model."""
+
+    role: Literal["tool"] = "tool"
+    call_id: str
+    tool: str
+    content: str
+    is_error: bool = False
+
+
+Message = Annotated[UserMessage | AssistantMessage | ToolResultMessage, Field(discriminator="role")]
+"""One entry of a conversation."""
+
+
+class ToolSpec(_Frozen):
+    """A tool as offered to the model: name, description and JSON Schema of its input."""
+
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]
+
+
+class ModelRequest(_Frozen):
+    """Everything a model gets for one call."""
+
+    system: str
+    """System prompt (the agent's instructions)."""
+    messages: tuple[Message, ...]
+    """The conversation so far, oldest first."""
+    tools: tuple[ToolSpec, ...] = ()
+    """Tools the model may call."""
+    max_tokens: int = 4096
+    """Cap on output tokens for this call (the supervisor may lower it to fit a budget)."""
+    run_id: str = ""
+    """Run this call belongs to (for logs and fakes; never sent to a provider)."""
+    step: int = 0
+    """Index of this model call within the run, starting at 1."""
+
+
+class ModelResponse(_Frozen):
+    """What a model returned."""
+
+    text: str = ""
+    """Assistant text; the final answer when there are no tool calls."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Tool calls to run, in order."""
+    usage: Usage = Field(default_factory=Usage)
+    """Tokens consumed by this call."""
+    stop_reason: StopReason = "end_turn"
+    """Why the model stopped."""
+    model: str = ""
+    """The model that answered, as the provider named it."""
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A language model. Implement `request` and a `name` to plug in any provider."""
+
+    @property
+    def name(self) -> str:
+        """Model identifier, used in events and price look-ups."""
+        ...
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        """Send one request and return the response.
+
+        Raises:
+            RateLimited: the provider asked to slow down (429, 529).
+            ModelError: any other provider failure; `retryable` says whether to try again.
+        """
+        ...

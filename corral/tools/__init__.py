@@ -1,0 +1,21 @@
+"""Tools: functions the model may call, with strict schemas, side-effect levels and policies."""
+
+from ._tool import SIDE_EFFECTS as SIDE_EFFECTS
+from ._tool import RetryPolicy as RetryPolicy
+from ._tool import SchemaViolation as SchemaViolation
+from ._tool import SideEffect as SideEffect
+from ._tool import Tool as Tool
+from ._tool import ToolContext as ToolContext
+from ._tool import retry_after_from_response as retry_after_from_response
+from ._tool import tool as tool
+
+__all__ = [
+    "SIDE_EFFECTS",
+    "RetryPolicy",
+    "SchemaViolation",
+    "SideEffect",
+    "Tool",
+    "ToolContext",
+    "retry_after_from_response",
+    "tool",
+]

@@ -1,0 +1,381 @@
+"""Tools: a name, a description, a strict JSON Schema, a side-effect level and a call policy."""
+
+from __future__ import annotations
+
+import copy
+import email.utils
+import inspect
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_type_hints, overload
+
+import anyio.to_thread
+import httpx
+import jsonschema
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, ConfigDict, create_model
+
+from ..errors import ConfigError, RateLimited, ToolError
+from ..models import ToolSpec
+
+__all__ = [
+    "SIDE_EFFECTS",
+    "RetryPolicy",
+    "SchemaViolation",
+    "SideEffect",
+    "Tool",
+    "ToolContext",
+    "retry_after_from_response",
+    "tool",
+]
+
+SideEffect = Literal["read", "write", "external", "destructive"]
+"""What a tool does to the world: reads only, writes our state, calls out, or destroys."""
+
+SIDE_EFFECTS: tuple[SideEffect, ...] = ("read", "write", "external", "destructive")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failed tool call is retried.
+
+    With the defaults the delays before retries 1, 2 and 3 are about 1 s, 4 s and 16 s.
+    """
+
+    max_retries: int = 3
+    """Retries after the first attempt (so at most `max_retries + 1` attempts). Default 3."""
+    initial_delay: float = 1.0
+    """Delay before the first retry, in seconds. Default 1 s."""
+    multiplier: float = 4.0
+    """Each further delay is the previous one times this. Default 4."""
+    max_delay: float = 60.0
+    """Cap on one delay, in seconds (a `Retry-After` above it is honoured anyway). Default 60 s."""
+    jitter: float = 0.1
+    """Random spread of each delay, as a fraction (0.1 = ±10 %). Default 0.1."""
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ConfigError(f"RetryPolicy.max_retries must be >= 0, got {self.max_retries}")
+        if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
+            raise ConfigError(
+                "RetryPolicy delays must be >= 0 and multiplier >= 1, got "
+                f"initial_delay={self.initial_delay}, max_delay={self.max_delay}, "
+                f"multiplier={self.multiplier}"
+            )
+        if not 0 <= self.jitter < 1:
+            raise ConfigError(f"RetryPolicy.jitter must be in [0, 1), got {self.jitter}")
+
+    def delay(
+        self, retry: int, *, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
+        """Seconds to wait before retry number `retry` (1-based).
+
+        Args:
+            retry: which retry this is, starting at 1.
+            retry_after: the server's `Retry-After`, honoured when longer than the backoff.
+            rng: random source for jitter (seed it for repeatable tests).
+
+        Returns:
+            The delay in seconds.
+        """
+        base = min(self.initial_delay * self.multiplier ** (retry - 1), self.max_delay)
+        if self.jitter:
+            base *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
+        if retry_after is not None:
+            return max(base, retry_after)
+        return base
+
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a running tool may know about its call. Declare a parameter of this type to get it."""
+
+    run_id: str
+    """The run making the call."""
+    call_id: str
+    """The model's id for this call."""
+    agent: str
+    """The sub-agent making the call."""
+    attempt: int
+    """1 for the first attempt, 2 for the first retry, and so on."""
+    idempotency_key: str
+    """Stable across retries and restarts of this call: pass it to the API you call."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaViolation:
+    """One way the arguments break the tool's schema."""
+
+    path: str
+    """JSON path of the offending value, such as ``$.invoice_id``."""
+    message: str
+    """The validator's message."""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def _strict(schema: Any) -> Any:
+    """Return the schema with ``additionalProperties: false`` on every object that does not say."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def _json_path(path: Iterable[Any]) -> str:
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def retry_after_from_response(response: httpx.Response) -> float | None:
+    """Read a `Retry-After` (seconds or HTTP date) or `retry-after-ms` header, in seconds."""
+    ms = response.headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+class Tool:
+    """A function the model may call, with everything Corral needs to call it safely.
+
+    Build one with the `tool` decorator, or directly. The JSON Schema is strict: objects
+    get ``additionalProperties: false`` unless the schema says otherwise.
+
+    Args:
+        fn: the function (sync or async). Sync functions run in a worker thread.
+        name: name the model calls it by. Default: the function's name.
+        description: what it does, for the model. Default: the docstring's first paragraph.
+        schema: JSON Schema of the arguments. Default: derived from a pydantic model
+            parameter or from the type hints.
+        side_effect: ``read``, ``write``, ``external`` or ``destructive``. Default ``read``.
+        timeout: hard limit for one attempt, in seconds (finite, > 0). Default 30 s.
+        retry: retry policy. Default 3 retries with backoff 1 s, 4 s, 16 s.
+        fallback: a tool called with the same arguments when retries are exhausted or the
+            breaker is open; it is never offered to the model.
+        idempotent: safe to run twice with the same idempotency key. Default: True for
+            ``read`` tools, else False.
+        scopes: permissions the calling agent must hold, such as ``{"invoices:write"}``.
+
+    Raises:
+        ConfigError: invalid name, schema, timeout or side-effect level.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        schema: Mapping[str, Any] | None = None,
+        side_effect: SideEffect = "read",
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        fallback: Tool | None = None,
+        idempotent: bool | None = None,
+        scopes: Iterable[str] = (),
+    ) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        if not self.name.replace("_", "").replace("-", "").isalnum() or len(self.name) > 64:
+            raise ConfigError(
+                f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'"
+            )
+        doc = inspect.getdoc(fn) or ""
+        self.description = description if description is not None else doc.split("\n\n")[0]
+        if not self.description:
+            raise ConfigError(f"tool {self.name!r} needs a description (or a docstring)")
+        if side_effect not in SIDE_EFFECTS:
+            raise ConfigError(
+                f"tool {self.name!r}: side_effect must be one of {', '.join(SIDE_EFFECTS)}, "
+                f"got {side_effect!r}"
+            )
+        self.side_effect: SideEffect = side_effect
+        if not (isinstance(timeout, int | float) and timeout > 0 and math.isfinite(timeout)):
+            raise ConfigError(
+                f"tool {self.name!r} needs a finite timeout > 0 seconds, got {timeout!r}"
+            )
+        self.timeout = float(timeout)
+        self.retry = retry if retry is not None else RetryPolicy()
+        if fallback is not None and fallback is self:
+            raise ConfigError(f"tool {self.name!r} cannot be its own fallback")
+        self.fallback = fallback
+        self.idempotent = idempotent if idempotent is not None else side_effect == "read"
+        self.scopes = frozenset(scopes)
+
+        self._context_param: str | None = None
+        self._model_param: tuple[str, type[BaseModel]] | None = None
+        derived = self._inspect_signature(fn)
+        raw_schema = dict(schema) if schema is not None else derived
+        if raw_schema.get("type", "object") != "object":
+            raise ConfigError(f"tool {self.name!r}: the schema must describe an object")
+        self.input_schema: dict[str, Any] = _strict(copy.deepcopy(raw_schema))
+        self.input_schema.setdefault("type", "object")
+        try:
+            Draft202012Validator.check_schema(self.input_schema)
+        except jsonschema.SchemaError as exc:
+            raise ConfigError(f"tool {self.name!r} has an invalid JSON Schema: {exc.message}") from exc
+        self._validator = Draft202012Validator(
+            self.input_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+        self._is_async = inspect.iscoroutinefunction(fn)
+        self._spec = ToolSpec(
+            name=self.name, description=self.description, input_schema=self.input_schema
+        )
+
+    def _inspect_signature(self, fn: Callable[..., Any]) -> dict[str, Any]:
+        """Find the context parameter and derive a schema from the other parameters."""
+        try:
+            hints = get_type_hints(fn)
+        except Exception:  # unresolvable forward refs: fall back to raw annotations
+            hints = dict(getattr(fn, "__annotations__", {}))
+        fields: dict[str, Any] = {}
+        for pname, param in inspect.signature(fn).parameters.items():
+            annotation = hints.get(pname, Any)
+            if annotation is ToolContext:
+                self._context_param = pname
+                continue
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+                self._model_param = (pname, annotation)
+                continue
+            default = ... if param.default is param.empty else param.default
+            fields[pname] = (annotation, default)
+        if self._model_param is not None:
+            if fields:
+                raise ConfigError(
+                    f"tool {self.name!r}: a pydantic-model parameter must be the only argument "
+                    f"(besides a ToolContext); also found {', '.join(fields)}"
+                )
+            return self._model_param[1].model_json_schema()
+        args_model = create_model(  # type: ignore[call-overload]
+            f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+        )
+        derived: dict[str, Any] = args_model.model_json_schema()
+        derived.pop("title", None)
+        for prop in derived.get("properties", {}).values():
+            if isinstance(prop, dict):
+                prop.pop("title", None)
+        return derived
+
+    def spec(self) -> ToolSpec:
+        """The tool as offered to the model."""
+        return self._spec
+
+    def validate(self, arguments: Mapping[str, Any]) -> list[SchemaViolation]:
+        """Check arguments against the schema.
+
+        Returns:
+            Every violation, sorted by path; empty when the arguments are valid.
+        """
+        errors = [
+            SchemaViolation(_json_path(err.absolute_path), err.message)
+            for err in self._validator.iter_errors(dict(arguments))
+        ]
+        return sorted(errors, key=lambda v: v.path)
+
+    async def invoke(self, arguments: Mapping[str, Any], context: ToolContext) -> Any:
+        """Run the function once with validated arguments (no timeout or retry here).
+
+        Raises:
+            RateLimited: the function raised an `httpx.HTTPStatusError` for a 429.
+            ToolError: the function raised an `httpx.HTTPStatusError` for another status.
+        """
+        kwargs: dict[str, Any]
+        if self._model_param is not None:
+            pname, model = self._model_param
+            kwargs = {pname: model.model_validate(dict(arguments))}
+        else:
+            kwargs = dict(arguments)
+        if self._context_param is not None:
+            kwargs[self._context_param] = context
+        try:
+            if self._is_async:
+                return await self.fn(**kwargs)
+            result = await anyio.to_thread.run_sync(lambda: self.fn(**kwargs))
+            if inspect.isawaitable(result):
+                return await result
+            return result
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            retry_after = retry_after_from_response(exc.response)
+            if status == 429:
+                raise RateLimited(
+                    f"{self.name}: HTTP 429 Too Many Requests", retry_after=retry_after
+                ) from exc
+            raise ToolError(
+                f"{self.name}: HTTP {status} from {exc.request.url.host}",
+                retryable=status >= 500 or status == 408,
+                retry_after=retry_after,
+            ) from exc
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r}, side_effect={self.side_effect!r}, timeout={self.timeout:g})"
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    schema: Mapping[str, Any] | None = None,
+    side_effect: SideEffect = "read",
+    timeout: float = 30.0,
+    retry: RetryPolicy | None = None,
+    fallback: Tool | None = None,
+    idempotent: bool | None = None,
+    scopes: Iterable[str] = (),
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    **options: Any,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a function into a `Tool`; use bare (``@tool``) or with options (``@tool(...)``).
+
+    Args:
+        fn: the function, when used bare.
+        **options: any keyword argument of `Tool`.
+
+    Returns:
+        The tool, or a decorator that makes one.
+    """
+    if fn is not None:
+        return Tool(fn, **options)
+
+    def decorate(f: Callable[..., Any]) -> Tool:
+        return Tool(f, **options)
+
+    return decorate
+
