@@ -63,8 +63,11 @@ class CorralError(Exception):
     """Root of every exception Corral raises."""
 
 
-class ConfigError(CorralError):
-    """Invalid configuration: settings, limits, rules or a TOML file."""
+class ConfigError(CorralError, ValueError):
+    """Invalid configuration: settings, limits, rules, a TOML file, or an agent definition.
+
+    It is also a `ValueError`, so code validating values can catch either.
+    """
 
 
 class UsageError(CorralError):

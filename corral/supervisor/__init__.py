@@ -1,1 +1,40 @@
-"""See the package docstring of corral."""
+"""Supervisor: the actor that enforces budgets, step caps, loop detection and breakers.
+
+Public: `Supervisor` and its messages, `Limits`, `BreakerPolicy`.
+"""
+
+from ._limits import BreakerPolicy as BreakerPolicy
+from ._limits import Limits as Limits
+from ._supervisor import BreakerState as BreakerState
+from ._supervisor import CloseRun as CloseRun
+from ._supervisor import Deny as Deny
+from ._supervisor import GetBreakers as GetBreakers
+from ._supervisor import GetUsage as GetUsage
+from ._supervisor import OpenRun as OpenRun
+from ._supervisor import Permit as Permit
+from ._supervisor import ReserveModel as ReserveModel
+from ._supervisor import ReserveTool as ReserveTool
+from ._supervisor import SettleModel as SettleModel
+from ._supervisor import StopRun as StopRun
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import ToolOutcome as ToolOutcome
+from ._supervisor import UsageSnapshot as UsageSnapshot
+
+__all__ = [
+    "BreakerPolicy",
+    "BreakerState",
+    "CloseRun",
+    "Deny",
+    "GetBreakers",
+    "GetUsage",
+    "Limits",
+    "OpenRun",
+    "Permit",
+    "ReserveModel",
+    "ReserveTool",
+    "SettleModel",
+    "StopRun",
+    "Supervisor",
+    "ToolOutcome",
+    "UsageSnapshot",
+]

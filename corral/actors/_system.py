@@ -1,0 +1,614 @@
+"""A small actor runtime on anyio: bounded mailboxes, tell/ask, one-for-one restarts.
+
+An actor handles one message at a time from its own bounded mailbox. Everything runs in
+the task group owned by the `ActorSystem`, so no task outlives it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..errors import ActorDeadError, AskTimeoutError, ConfigError, MailboxFullError, UsageError
+
+__all__ = [
+    "Actor",
+    "ActorRef",
+    "ActorSystem",
+    "MailboxStatistics",
+    "RestartPolicy",
+]
+
+log = structlog.get_logger("corral.actors")
+
+A = TypeVar("A", bound="Actor")
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """How a parent restarts a crashed child (one-for-one).
+
+    A child that crashes more than `max_restarts` times within `within` seconds is not
+    restarted again: the failure escalates to its parent's `Actor.child_failed`.
+    """
+
+    max_restarts: int = 3
+    """Restarts allowed inside the window. Default 3; 0 means never restart."""
+    within: float = 60.0
+    """Length of the window, in seconds. Default 60 s."""
+    backoff: float = 0.1
+    """Delay before the first restart, doubled for each restart in the window. Default 0.1 s."""
+    max_backoff: float = 5.0
+    """Cap on the restart delay, in seconds. Default 5 s."""
+
+    def __post_init__(self) -> None:
+        if self.max_restarts < 0 or self.within <= 0 or self.backoff < 0 or self.max_backoff < 0:
+            raise ConfigError(f"invalid RestartPolicy: {self!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatistics:
+    """A snapshot of one actor's mailbox, for metrics."""
+
+    actor: str
+    queued: int
+    """Messages waiting."""
+    capacity: int | float
+    """Mailbox size (``math.inf`` when unbounded)."""
+    processed: int
+    """Messages handled since the actor was spawned (across restarts)."""
+    restarts: int
+    """Times the actor was restarted."""
+    waiting_senders: int
+    """Tasks blocked on a full mailbox (back-pressure in action)."""
+
+
+class _Reply:
+    """A one-shot slot an `ask` waits on."""
+
+    __slots__ = ("_event", "error", "value")
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, value: Any) -> None:
+        self.value = value
+        self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._event.set()
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass(slots=True)
+class _Envelope:
+    message: Any
+    reply: _Reply | None
+
+
+@dataclass(slots=True)
+class _ChildFailed:
+    child: ActorRef
+    error: BaseException
+
+
+class Actor:
+    """Base class for actors. Override `receive`; optionally `started`, `stopped`, `child_failed`.
+
+    `receive` is called with one message at a time. Its return value answers an `ask`; an
+    exception raised while answering an `ask` goes back to the caller and the actor keeps
+    running, while an exception raised while handling a `tell` crashes the actor, and its
+    parent restarts it (a fresh instance from the same factory, same mailbox).
+    """
+
+    mailbox_size: ClassVar[int] = 256
+    """Capacity of the bounded mailbox. Override per class, or pass to `spawn`."""
+
+    _cell: _Cell
+
+    @property
+    def ref(self) -> ActorRef:
+        """This actor's own reference (to give to others or to tell itself)."""
+        return self._cell.ref
+
+    @property
+    def system(self) -> ActorSystem:
+        """The system this actor lives in."""
+        return self._cell.system
+
+    @property
+    def parent(self) -> ActorRef | None:
+        """The parent actor, or None for a top-level actor."""
+        return self._cell.parent.ref if self._cell.parent is not None else None
+
+    @property
+    def children(self) -> list[ActorRef]:
+        """Live children."""
+        return [c.ref for c in self._cell.children.values()]
+
+    async def spawn(
+        self,
+        factory: Callable[[], A],
+        *,
+        name: str,
+        restart: RestartPolicy | None = None,
+        mailbox_size: int | None = None,
+    ) -> ActorRef:
+        """Start a child actor supervised by this one.
+
+        Args:
+            factory: builds a fresh instance (called again at each restart).
+            name: unique name among this actor's children.
+            restart: restart policy. Default `RestartPolicy()`.
+            mailbox_size: overrides the class's `mailbox_size`.
+
+        Returns:
+            The child's reference, once its mailbox is open.
+        """
+        return await self._cell.system._spawn(
+            factory, name=name, parent=self._cell, restart=restart, mailbox_size=mailbox_size
+        )
+
+    def stop_self(self) -> None:
+        """Stop this actor once the current message is handled (callable from `receive`)."""
+        scope = self._cell.scope
+        if scope is not None:
+            scope.cancel()
+
+    async def started(self) -> None:
+        """Called when the actor starts, and again after each restart."""
+
+    async def receive(self, message: Any) -> Any:
+        """Handle one message; the return value answers an `ask`.
+
+        Raises:
+            UsageError: by default, for a message the actor does not handle.
+        """
+        raise UsageError(f"actor {self._cell.name!r} does not handle {type(message).__name__}")
+
+    async def stopped(self) -> None:
+        """Called once when the actor stops for good (not between restarts)."""
+
+    async def child_failed(self, child: ActorRef, error: BaseException) -> None:
+        """Called when a child crashed more often than its restart policy allows.
+
+        The default escalates: it re-raises the error, crashing this actor in turn.
+
+        Args:
+            child: the child that gave up (already stopped).
+            error: its last exception.
+        """
+        raise error
+
+
+class ActorRef:
+    """A handle to send messages to an actor.
+
+    You should never need to create ActorRef instances yourself: `ActorSystem.spawn` and
+    `Actor.spawn` return them.
+    """
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: _Cell) -> None:
+        self._cell = cell
+
+    @property
+    def name(self) -> str:
+        """The actor's path, such as ``supervisor`` or ``agent:billing/run_ab12``."""
+        return self._cell.path
+
+    @property
+    def alive(self) -> bool:
+        """False once the actor has stopped for good."""
+        return not self._cell.dead
+
+    async def tell(self, message: Any, *, wait: bool = True) -> None:
+        """Send a message and do not wait for it to be handled.
+
+        Args:
+            message: any object the actor's `receive` understands.
+            wait: when the mailbox is full, wait for room (True, the default: back-pressure)
+                or fail at once (False).
+
+        Raises:
+            ActorDeadError: the actor has stopped.
+            MailboxFullError: `wait=False` and the mailbox is full.
+        """
+        await self._cell.put(_Envelope(message, None), wait=wait)
+
+    def tell_nowait(self, message: Any) -> None:
+        """Send a message without waiting; fail at once if the mailbox is full.
+
+        Raises:
+            ActorDeadError: the actor has stopped.
+            MailboxFullError: the mailbox is full.
+        """
+        self._cell.put_nowait(_Envelope(message, None))
+
+    async def ask(self, message: Any, *, timeout: float = 10.0) -> Any:
+        """Send a message and wait for the actor's answer.
+
+        Args:
+            message: any object the actor's `receive` understands.
+            timeout: seconds to wait for the answer (including time waiting for mailbox
+                room). On expiry the message may still be handled later, but its answer is
+                dropped. Default 10 s.
+
+        Returns:
+            What the actor's `receive` returned.
+
+        Raises:
+            AskTimeoutError: no answer within `timeout`; names the actor and message type.
+            ActorDeadError: the actor stopped before answering.
+            Exception: whatever the actor raised while handling this message.
+        """
+        reply = _Reply()
+        envelope = _Envelope(message, reply)
+        try:
+            with anyio.fail_after(timeout):
+                await self._cell.put(envelope, wait=True)
+                return await reply.wait()
+        except TimeoutError as exc:
+            if reply.done and reply.error is None:  # answered at the deadline: keep it
+                return reply.value
+            raise AskTimeoutError(
+                actor=self.name, message_type=type(message).__name__, timeout=timeout
+            ) from exc
+
+    async def stop(self) -> None:
+        """Stop the actor (and its children) and wait until it has stopped.
+
+        Queued messages are not handled: each queued `ask` fails with `ActorDeadError`.
+        """
+        await self._cell.stop()
+
+    def statistics(self) -> MailboxStatistics:
+        """Return a snapshot of the mailbox for metrics."""
+        return self._cell.statistics()
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.name}{'' if self.alive else ' (dead)'}>"
+
+
+class _Cell:
+    """The runtime side of one actor: mailbox, instance, restarts, children."""
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        factory: Callable[[], Actor],
+        *,
+        name: str,
+        parent: _Cell | None,
+        restart: RestartPolicy,
+        mailbox_size: int,
+    ) -> None:
+        self.system = system
+        self.factory = factory
+        self.name = name
+        self.parent = parent
+        self.path = f"{parent.path}/{name}" if parent is not None else name
+        self.restart = restart
+        self.capacity = mailbox_size
+        self.send: MemoryObjectSendStream[_Envelope | _ChildFailed]
+        self.receive: MemoryObjectReceiveStream[_Envelope | _ChildFailed]
+        self.send, self.receive = anyio.create_memory_object_stream[_Envelope | _ChildFailed](
+            mailbox_size
+        )
+        self.ref = ActorRef(self)
+        self.children: dict[str, _Cell] = {}
+        self.dead = False
+        self.scope: anyio.CancelScope | None = None
+        self.finished = anyio.Event()
+        self.processed = 0
+        self.restarts = 0
+        self._restart_times: deque[float] = deque()
+        self.current: _Envelope | _ChildFailed | None = None
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _dead(self) -> ActorDeadError:
+        return ActorDeadError(f"actor {self.path!r} has stopped", actor=self.path)
+
+    async def put(self, envelope: _Envelope | _ChildFailed, *, wait: bool) -> None:
+        if self.dead:
+            raise self._dead()
+        try:
+            if wait:
+                await self.send.send(envelope)
+            else:
+                self.send.send_nowait(envelope)
+        except anyio.WouldBlock:
+            raise MailboxFullError(actor=self.path, capacity=self.capacity) from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise self._dead() from None
+
+    def put_nowait(self, envelope: _Envelope | _ChildFailed) -> None:
+        if self.dead:
+            raise self._dead()
+        try:
+            self.send.send_nowait(envelope)
+        except anyio.WouldBlock:
+            raise MailboxFullError(actor=self.path, capacity=self.capacity) from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise self._dead() from None
+
+    def statistics(self) -> MailboxStatistics:
+        stats = self.send.statistics()
+        return MailboxStatistics(
+            actor=self.path,
+            queued=stats.current_buffer_used,
+            capacity=stats.max_buffer_size,
+            processed=self.processed,
+            restarts=self.restarts,
+            waiting_senders=stats.tasks_waiting_send,
+        )
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the actor until it stops, restarting it after crashes as the policy allows."""
+        failure: BaseException | None = None
+        instance: Actor | None = None
+        with anyio.CancelScope() as scope:
+            self.scope = scope
+            task_status.started()
+            while True:
+                instance = self.factory()
+                instance._cell = self
+                try:
+                    await instance.started()
+                    await self._loop(instance)
+                    break  # mailbox closed: a clean stop
+                except Exception as exc:
+                    if not self._may_restart():
+                        failure = exc
+                        break
+                    delay = min(
+                        self.restart.backoff * 2 ** (len(self._restart_times) - 1),
+                        self.restart.max_backoff,
+                    )
+                    log.warning(
+                        "actor.restarting", actor=self.path, error=repr(exc), delay_s=delay
+                    )
+                    self.restarts += 1
+                    await anyio.sleep(delay)
+        await self._teardown(instance, failure)
+
+    def _may_restart(self) -> bool:
+        now = time.monotonic()
+        window = self._restart_times
+        while window and now - window[0] > self.restart.within:
+            window.popleft()
+        if len(window) >= self.restart.max_restarts:
+            return False
+        window.append(now)
+        return True
+
+    async def _loop(self, instance: Actor) -> None:
+        receive = self.receive
+        while True:
+            try:
+                envelope = receive.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    envelope = await receive.receive()
+                except anyio.EndOfStream:
+                    return
+            except anyio.EndOfStream:
+                return
+            self.current = envelope
+            if isinstance(envelope, _ChildFailed):
+                await instance.child_failed(envelope.child, envelope.error)
+            elif envelope.reply is None:
+                await instance.receive(envelope.message)
+            else:
+                try:
+                    result = await instance.receive(envelope.message)
+                except Exception as exc:
+                    envelope.reply.fail(exc)
+                else:
+                    envelope.reply.set(result)
+            self.current = None
+            self.processed += 1
+
+    async def _teardown(self, instance: Actor | None, failure: BaseException | None) -> None:
+        """Stop children, fail what will not be handled, tell the parent, run `stopped`."""
+        self.dead = True
+        with anyio.CancelScope(shield=True):
+            for child in list(self.children.values()):
+                await child.stop()
+            dead = self._dead()
+            pending = self.current
+            self.current = None
+            if isinstance(pending, _Envelope) and pending.reply is not None and not pending.reply.done:
+                pending.reply.fail(dead)
+            self.send.close()
+            while True:
+                try:
+                    envelope = self.receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                if isinstance(envelope, _Envelope) and envelope.reply is not None:
+                    envelope.reply.fail(dead)
+            self.receive.close()
+            if instance is not None:
+                try:
+                    with anyio.move_on_after(5):
+                        await instance.stopped()
+                except Exception as exc:
+                    log.error("actor.stopped_hook_failed", actor=self.path, error=repr(exc))
+            if self.parent is not None:
+                self.parent.children.pop(self.name, None)
+            self.system._cells.pop(self.path, None)
+            self.finished.set()
+            if failure is not None:
+                self.system._escalate(self, failure)
+
+    async def stop(self) -> None:
+        if self.scope is not None and not self.finished.is_set():
+            self.scope.cancel()
+        await self.finished.wait()
+
+
+class ActorSystem:
+    """Owns the task group every actor runs in. Use as ``async with ActorSystem() as system``.
+
+    Args:
+        name: used in logs.
+        on_escalation: called with (actor path, error) when a top-level actor gives up after
+            its restarts. Default: re-raise inside the system, which stops every actor and
+            raises out of ``async with`` (fail loudly).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "corral",
+        on_escalation: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._on_escalation = on_escalation
+        self._tg: TaskGroup | None = None
+        self._cells: dict[str, _Cell] = {}
+        self._escalated: BaseException | None = None
+
+    async def __aenter__(self) -> ActorSystem:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        try:
+            await self.shutdown()
+        finally:
+            tg, self._tg = self._tg, None
+            assert tg is not None
+            result = await tg.__aexit__(*exc_info)
+        if self._escalated is not None and exc_info[0] is None:
+            raise self._escalated
+        return result
+
+    async def spawn(
+        self,
+        factory: Callable[[], A],
+        *,
+        name: str,
+        restart: RestartPolicy | None = None,
+        mailbox_size: int | None = None,
+    ) -> ActorRef:
+        """Start a top-level actor.
+
+        Args:
+            factory: builds a fresh instance (called again at each restart), for example the
+                class itself or a ``lambda: Counter(start=5)``.
+            name: unique name among top-level actors.
+            restart: restart policy. Default `RestartPolicy()`.
+            mailbox_size: overrides the class's `mailbox_size`.
+
+        Returns:
+            The actor's reference, once its mailbox is open.
+
+        Raises:
+            UsageError: the system is not running or the name is taken.
+        """
+        return await self._spawn(
+            factory, name=name, parent=None, restart=restart, mailbox_size=mailbox_size
+        )
+
+    async def _spawn(
+        self,
+        factory: Callable[[], Actor],
+        *,
+        name: str,
+        parent: _Cell | None,
+        restart: RestartPolicy | None,
+        mailbox_size: int | None,
+    ) -> ActorRef:
+        if self._tg is None:
+            raise UsageError("the ActorSystem is not running; use `async with ActorSystem()`")
+        if not name or "/" in name:
+            raise UsageError(f"invalid actor name {name!r}: non-empty, without '/'")
+        path = f"{parent.path}/{name}" if parent is not None else name
+        if path in self._cells:
+            raise UsageError(f"an actor named {path!r} is already running")
+        if parent is not None and parent.dead:
+            raise ActorDeadError(f"actor {parent.path!r} has stopped", actor=parent.path)
+        size = mailbox_size if mailbox_size is not None else getattr(factory, "mailbox_size", None)
+        if size is None:
+            size = Actor.mailbox_size
+        if size <= 0 and size != math.inf:
+            raise ConfigError(f"mailbox size must be > 0, got {size}")
+        cell = _Cell(
+            self,
+            factory,
+            name=name,
+            parent=parent,
+            restart=restart or RestartPolicy(),
+            mailbox_size=size,
+        )
+        self._cells[path] = cell
+        if parent is not None:
+            parent.children[name] = cell
+        await self._tg.start(cell.run)
+        return cell.ref
+
+    def get(self, path: str) -> ActorRef | None:
+        """Return the live actor at `path`, or None."""
+        cell = self._cells.get(path)
+        return cell.ref if cell is not None else None
+
+    def actors(self) -> list[ActorRef]:
+        """Every live actor, parents before children."""
+        return [c.ref for c in self._cells.values()]
+
+    def _escalate(self, cell: _Cell, error: BaseException) -> None:
+        parent = cell.parent
+        if parent is not None and not parent.dead and self._tg is not None:
+            # Wait for room rather than drop the failure: the parent must hear of it.
+            self._tg.start_soon(self._deliver_failure, parent, _ChildFailed(cell.ref, error))
+            return
+        self._give_up(cell.path, error)
+
+    async def _deliver_failure(self, parent: _Cell, failure: _ChildFailed) -> None:
+        try:
+            await parent.put(failure, wait=True)
+        except ActorDeadError:
+            self._give_up(failure.child.name, failure.error)
+
+    def _give_up(self, path: str, error: BaseException) -> None:
+        log.error("actor.gave_up", actor=path, error=repr(error))
+        if self._on_escalation is not None:
+            self._on_escalation(path, error)
+        elif self._escalated is None:
+            self._escalated = error
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+
+    async def shutdown(self) -> None:
+        """Stop every actor, children first; queued asks fail with `ActorDeadError`."""
+        roots = [c for c in self._cells.values() if c.parent is None]
+        for cell in reversed(roots):
+            await cell.stop()

@@ -1,0 +1,91 @@
+"""Checks every proposed tool call passes before it runs: name, arguments, schema, scopes.
+
+Each returns a `Verdict`; a blocking verdict's `message` is written for the model, so
+it can correct itself on the next turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from ..models import ToolCall
+from ..tools import Tool
+from ._verdict import Verdict
+
+__all__ = ["check_arguments_parsed", "check_registered", "check_schema", "check_scopes"]
+
+_MAX_VIOLATIONS = 10
+
+
+def check_registered(call: ToolCall, tools: Mapping[str, Tool]) -> Verdict:
+    """Block a call to a tool the agent does not have, listing the tools that exist."""
+    if call.name in tools:
+        return Verdict("registered", "allow")
+    available = ", ".join(repr(name) for name in tools) or "(none)"
+    return Verdict(
+        "registered",
+        "block",
+        reason=f"unknown tool {call.name!r}",
+        message=(
+            f"Unknown tool name: {call.name!r}. Available tools: {available}. "
+            "Call one of these by its exact name."
+        ),
+        details={"available": list(tools)},
+    )
+
+
+def check_arguments_parsed(call: ToolCall) -> Verdict:
+    """Block a call whose arguments the provider could not decode as a JSON object."""
+    if call.parse_error is None:
+        return Verdict("arguments", "allow")
+    return Verdict(
+        "arguments",
+        "block",
+        reason=f"arguments are not a JSON object: {call.parse_error}",
+        message=(
+            f"The arguments for {call.name!r} are not valid JSON ({call.parse_error}). "
+            "Send the arguments as one JSON object matching the tool's schema."
+        ),
+    )
+
+
+def check_schema(call: ToolCall, tool: Tool) -> Verdict:
+    """Block arguments that break the tool's strict JSON Schema, naming each violation."""
+    violations = tool.validate(call.arguments)
+    if not violations:
+        return Verdict("schema", "allow")
+    shown = violations[:_MAX_VIOLATIONS]
+    lines = "\n".join(f"- {v}" for v in shown)
+    more = len(violations) - len(shown)
+    if more:
+        lines += f"\n- ... and {more} more"
+    return Verdict(
+        "schema",
+        "block",
+        reason="; ".join(str(v) for v in shown),
+        message=(
+            f"Invalid arguments for tool {call.name!r}:\n{lines}\nFix the errors and try again."
+        ),
+        details={"violations": [{"path": v.path, "message": v.message} for v in violations]},
+    )
+
+
+def check_scopes(call: ToolCall, tool: Tool, agent_scopes: Iterable[str]) -> Verdict:
+    """Block a call to a tool needing a scope the agent does not hold (least privilege)."""
+    missing = sorted(tool.scopes.difference(agent_scopes))
+    if not missing:
+        return Verdict("permission", "allow")
+    return Verdict(
+        "permission",
+        "block",
+        reason=(
+            f"agent lacks scope {', '.join(missing)} required by {tool.side_effect} tool "
+            f"{call.name!r}"
+        ),
+        message=(
+            f"You are not permitted to call {call.name!r}: it needs the permission "
+            f"{', '.join(missing)}, which this agent does not have. Do not retry it; "
+            "continue with the tools you are allowed to use or explain what is needed."
+        ),
+        details={"missing": missing},
+    )

@@ -1,0 +1,159 @@
+"""The reasoning trail: one readable row per decision of a run, for people to follow."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from rich.markup import escape
+
+from ..events import (
+    Event,
+    ModelCalled,
+    ModelFailed,
+    RunFinished,
+    RunStarted,
+    ToolCallFailed,
+    ToolCallFinished,
+    ToolCallProposed,
+    ToolCallRejected,
+    ToolCallStarted,
+)
+
+__all__ = ["TrailRow", "TrailWriter", "trail_row"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrailRow:
+    """One line of the trail."""
+
+    step: int
+    """Model step the row belongs to (0 before the first model call)."""
+    elapsed_s: float
+    """Seconds since the run started."""
+    what: str
+    """Short label: ``model``, ``call``, ``ok``, ``rejected``, ``error``, ``retry`` ..."""
+    tool: str
+    detail: str
+    verdict: str
+    """``ok``, ``blocked: <guardrail>``, ``retry``, ``failed`` or empty."""
+    tokens: int | None = None
+    """Tokens used by the run so far, on model rows."""
+
+
+def _short(value: Any, width: int = 70) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class _RunTrail:
+    """Per-run context needed to format rows (start time, tokens so far)."""
+
+    def __init__(self, started: RunStarted) -> None:
+        self.start = started.ts
+        self.tokens = 0
+        self.step = 0
+        self.budget = int(started.limits.get("max_tokens", 0) or 0)
+
+
+def trail_row(event: Event, trail: _RunTrail) -> TrailRow | None:
+    """Format one event as a trail row, or None for events the trail leaves out."""
+    t = max(event.ts - trail.start, 0.0)
+    if isinstance(event, ModelCalled):
+        trail.step = event.step
+        trail.tokens += event.response.usage.total_tokens
+        calls = ", ".join(c.name for c in event.response.tool_calls)
+        detail = f"→ {calls}" if calls else f"final answer: {_short(event.response.text, 60)}"
+        usage = event.response.usage
+        return TrailRow(
+            event.step, t, "model", event.model, f"{detail} ({usage.input_tokens}+"
+            f"{usage.output_tokens} tok)", "ok", trail.tokens
+        )
+    if isinstance(event, ModelFailed):
+        verdict = f"retry in {event.delay_s:.2f} s" if event.will_retry else "failed"
+        return TrailRow(event.step, t, "model", event.model, f"{event.error_type}: {_short(event.error, 60)}", verdict)
+    if isinstance(event, ToolCallProposed):
+        return TrailRow(event.step, t, "call", event.tool, _short(event.arguments), "")
+    if isinstance(event, ToolCallRejected):
+        return TrailRow(event.step, t, "rejected", event.tool, _short(event.reason, 80), f"blocked: {event.guardrail}")
+    if isinstance(event, ToolCallStarted):
+        if event.fallback_for:
+            return TrailRow(event.step, t, "fallback", event.tool, f"standing in for {event.fallback_for}", "")
+        if event.attempt > 1:
+            return TrailRow(event.step, t, "retry", event.tool, f"attempt {event.attempt}", "")
+        return None
+    if isinstance(event, ToolCallFailed):
+        if event.will_retry:
+            verdict = f"retry in {event.delay_s:.2f} s"
+        elif event.final:
+            verdict = "failed"
+        else:
+            verdict = "fallback"
+        return TrailRow(event.step, t, "error", event.tool, f"{event.error_type}: {_short(event.error, 60)}", verdict)
+    if isinstance(event, ToolCallFinished):
+        cut = " (truncated)" if event.truncated else ""
+        return TrailRow(event.step, t, "result", event.tool, _short(event.content, 70) + cut, "ok")
+    return None
+
+
+class TrailWriter:
+    """An event subscriber that prints each run's trail as it happens.
+
+    Args:
+        console: a `rich.console.Console` (imported lazily, so `import corral` stays light).
+    """
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self._runs: dict[str, _RunTrail] = {}
+
+    def __call__(self, event: Event) -> None:
+        """Print the row(s) for one event."""
+        if isinstance(event, RunStarted):
+            self._runs[event.run_id] = _RunTrail(event)
+            self.console.print(
+                f"[bold]{event.run_id}[/] → agent [cyan]{event.agent}[/] "
+                f"(rule [magenta]{event.rule}[/]: {event.route_reason})"
+            )
+            self.console.print(
+                f"[dim]{'step':>4}  {'time':>6}  {'event':<9} {'tool':<19} {'detail':<72} "
+                f"{'verdict':<20} tokens[/]"
+            )
+            return
+        trail = self._runs.get(event.run_id)
+        if trail is None:
+            return
+        if isinstance(event, RunFinished):
+            style = "green" if event.outcome == "completed" else "red"
+            budget = f"/{trail.budget:,}" if trail.budget else ""
+            self.console.print(
+                f"[bold {style}]{event.outcome}[/]  steps={event.steps}  "
+                f"model_calls={event.model_calls}  tokens={event.tokens:,}{budget}  "
+                f"cost=${event.cost_usd:.4f}  time={event.duration_s:.2f}s"
+                + (f"  reason: {event.reason}" if event.reason else "")
+            )
+            if event.output:
+                self.console.print(event.output, markup=False, highlight=False)
+            del self._runs[event.run_id]
+            return
+        row = trail_row(event, trail)
+        if row is None:
+            return
+        colour = {
+            "rejected": "yellow",
+            "error": "red",
+            "result": "green",
+            "model": "blue",
+            "fallback": "magenta",
+            "retry": "magenta",
+        }.get(row.what, "white")
+        tokens = f"{row.tokens:,}/{trail.budget:,}" if row.tokens is not None else ""
+        self.console.print(
+            f"{row.step:>4}  {row.elapsed_s:>5.2f}s  [{colour}]{row.what:<9}[/] "
+            f"{escape(row.tool):<19} {escape(row.detail):<72} {escape(row.verdict):<20} {tokens}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -1,0 +1,87 @@
+"""A sub-agent definition: instructions, a model, a scope of permissions, at most five tools."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from ..actors import RestartPolicy
+from ..errors import ConfigError
+from ..models import Model, ToolSpec
+from ..supervisor import Limits
+from ..tools import Tool
+
+__all__ = ["DEFAULT_MAX_TOOLS", "SubAgent"]
+
+DEFAULT_MAX_TOOLS = 5
+"""Tools one sub-agent may hold. Small tool sets keep the model's choices reliable."""
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class SubAgent:
+    """A small, focused agent. Each run of it gets its own actor.
+
+    Args:
+        name: lowercase identifier, used by routing rules and in events.
+        instructions: the system prompt.
+        tools: the tools the model may call (at most `max_tools`).
+        model: any `corral.models.Model`.
+        scopes: permissions this agent holds, such as ``{"invoices:read"}``; a tool whose
+            `scopes` are not all held is refused before it runs.
+        limits: per-run limits for this agent. Default: the runtime's limits.
+        max_tools: the tool cap. Default 5.
+        restart: how a crashed run actor is restarted (it resumes from its journal).
+
+    Raises:
+        ConfigError: (a `ValueError`) an invalid name, a duplicate tool name, or more tools
+            than `max_tools`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        instructions: str,
+        tools: Sequence[Tool],
+        model: Model,
+        scopes: Iterable[str] = (),
+        limits: Limits | None = None,
+        max_tools: int = DEFAULT_MAX_TOOLS,
+        restart: RestartPolicy | None = None,
+    ) -> None:
+        if not _NAME.match(name):
+            raise ConfigError(
+                f"sub-agent name {name!r} must be lowercase letters, digits, '_' or '-', "
+                "starting with a letter"
+            )
+        tools = list(tools)
+        if len(tools) > max_tools:
+            raise ConfigError(
+                f"sub-agent {name!r} has {len(tools)} tools ({', '.join(t.name for t in tools)}); "
+                f"the limit is {max_tools}. Models pick tools less reliably as the list grows: "
+                "split the work across several sub-agents and route between them."
+            )
+        by_name: dict[str, Tool] = {}
+        for t in tools:
+            if not isinstance(t, Tool):
+                raise ConfigError(
+                    f"sub-agent {name!r}: {t!r} is not a Tool; decorate the function with @tool"
+                )
+            if t.name in by_name:
+                raise ConfigError(f"sub-agent {name!r} has two tools named {t.name!r}")
+            by_name[t.name] = t
+        if not instructions.strip():
+            raise ConfigError(f"sub-agent {name!r} needs instructions (its system prompt)")
+        self.name = name
+        self.instructions = instructions
+        self.tools: dict[str, Tool] = by_name
+        self.model = model
+        self.scopes = frozenset(scopes)
+        self.limits = limits
+        self.max_tools = max_tools
+        self.restart = restart or RestartPolicy()
+        self.specs: tuple[ToolSpec, ...] = tuple(t.spec() for t in tools)
+
+    def __repr__(self) -> str:
+        return f"SubAgent({self.name!r}, tools={list(self.tools)}, model={self.model.name!r})"

@@ -1,0 +1,544 @@
+"""The agent loop, run by one actor per run.
+
+ask the model -> check each proposed tool call -> run it under a timeout and retry policy
+-> feed back the result (or the error, in words the model can act on) -> repeat, until a
+final answer or a limit. Every decision is an event; the state is a fold over them, so a
+restarted actor resumes from the journal without repeating completed calls.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from pydantic import BaseModel
+
+from .._clock import Clock
+from ..actors import Actor, ActorRef
+from ..errors import CallError, ModelTimeout, ToolTimeout
+from ..events import (
+    BudgetReserved,
+    BudgetSettled,
+    Event,
+    ModelCalled,
+    ModelFailed,
+    Outcome,
+    RunFinished,
+    ToolCallFailed,
+    ToolCallFinished,
+    ToolCallProposed,
+    ToolCallRejected,
+    ToolCallStarted,
+)
+from ..guardrails._toolcall import (
+    check_arguments_parsed,
+    check_registered,
+    check_schema,
+    check_scopes,
+)
+from ..models import ModelRequest, ModelResponse, ToolCall, Usage
+from ..models._tokens import estimate_tokens
+from ..store import Journal
+from ..supervisor import (
+    CloseRun,
+    Deny,
+    Limits,
+    OpenRun,
+    ReserveModel,
+    ReserveTool,
+    SettleModel,
+    ToolOutcome,
+)
+from ..tools import Tool, ToolContext
+from ._agent import SubAgent
+from ._state import RunState
+
+__all__ = ["RunActor", "RunServices", "render_result"]
+
+_SHIELD_S = 5.0
+"""How long cleanup (journaling the end of a cancelled run) may take under cancellation."""
+
+
+@dataclass(slots=True)
+class RunServices:
+    """What every run actor shares: the supervisor, the journal, time and hooks."""
+
+    supervisor: ActorRef
+    journal: Journal
+    clock: Clock
+    limits: Limits
+    publish: Callable[[Event], None]
+    """Fans each event out to in-process subscribers (never raises)."""
+    cost: Callable[[str, Usage], float]
+    """Cost in USD of one model call's usage, by model name."""
+    on_finished: Callable[[RunState], None]
+    """Called once with the final state when a run ends."""
+    rng: random.Random
+    """Jitter source for backoff."""
+    supervisor_timeout: float = 10.0
+    """Seconds to wait for the supervisor's answer before failing the step."""
+
+
+def render_result(value: Any) -> str:
+    """Turn a tool's return value into the text the model receives."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _truncate(content: str, max_tokens: int) -> tuple[str, bool]:
+    """Cut a result to about `max_tokens` tokens, saying how much was cut."""
+    if estimate_tokens(content) <= max_tokens:
+        return content, False
+    keep = max_tokens * 4
+    cut = len(content) - keep
+    return f"{content[:keep]}\n… [{cut:,} more characters truncated]", True
+
+
+class _Stop(Exception):
+    """Internal: the loop must end with this outcome."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+class _Continue:
+    """Message a run actor sends itself to (re)start driving its run."""
+
+
+class RunActor(Actor):
+    """Drives one run of one sub-agent, from its journal, to an outcome."""
+
+    mailbox_size = 8
+
+    def __init__(self, agent: SubAgent, run_id: str, services: RunServices) -> None:
+        self.agent = agent
+        self.run_id = run_id
+        self.s = services
+        self.limits = agent.limits or services.limits
+        self._stop_requested: tuple[Outcome, str] | None = None
+        self._scope: anyio.CancelScope | None = None
+
+    async def started(self) -> None:
+        """Kick off (or resume) the run."""
+        await self.ref.tell(_Continue())
+
+    async def receive(self, message: Any) -> Any:
+        """Drive the run to its end, then stop this actor."""
+        if isinstance(message, _Continue):
+            await self._drive()
+            self.stop_self()
+            return None
+        return await super().receive(message)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    async def _record(self, state: RunState, event: Event, *, wait: bool = True) -> None:
+        event.ts = self.s.clock.now()
+        await self.s.journal.append(event, wait=wait)
+        state.apply(event)
+        self.s.publish(event)
+
+    def _request_stop(self, outcome: Outcome, reason: str) -> None:
+        if self._stop_requested is None:
+            self._stop_requested = (outcome, reason)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _drive(self) -> None:
+        events = await self.s.journal.read(self.run_id)
+        state = RunState.fold(self.run_id, events)
+        if state.done:
+            self.s.on_finished(state)
+            return
+        limits = self.limits
+        await self.s.supervisor.ask(
+            OpenRun(
+                run_id=self.run_id,
+                limits=limits,
+                started_at=state.started_at,
+                stop=self._request_stop,
+                used_tokens=state.tokens,
+                used_cost=state.cost_usd,
+                tool_calls=state.tool_calls,
+                last_tools=tuple(state.recent_tools),
+            ),
+            timeout=self.s.supervisor_timeout,
+        )
+        remaining = state.started_at + limits.max_wall_clock_s - self.s.clock.now()
+        outcome: Outcome = "completed"
+        reason = ""
+        output: str | None = None
+        try:
+            with anyio.CancelScope(deadline=anyio.current_time() + remaining) as scope:
+                self._scope = scope
+                try:
+                    output = await self._loop(state)
+                except _Stop as stop:
+                    outcome, reason = stop.outcome, stop.reason
+            self._scope = None
+            if scope.cancelled_caught:
+                if self._stop_requested is not None:
+                    outcome, reason = self._stop_requested
+                else:
+                    outcome = "stopped_budget"
+                    reason = f"wall-clock limit of {limits.max_wall_clock_s:g} s reached"
+        finally:
+            with anyio.move_on_after(_SHIELD_S, shield=True):
+                if not state.done:
+                    if outcome == "completed" and output is None:
+                        outcome, reason = "cancelled", "the runtime stopped the run"
+                    await self._finish(state, outcome, output, reason)
+                await self.s.supervisor.tell(CloseRun(self.run_id))
+
+    async def _finish(
+        self, state: RunState, outcome: Outcome, output: str | None, reason: str
+    ) -> None:
+        finished = RunFinished(
+            run_id=self.run_id,
+            outcome=outcome,
+            output=output if output is not None else (state.last_text or None),
+            reason=reason,
+            steps=state.tool_calls,
+            model_calls=state.model_calls,
+            tokens=state.tokens,
+            cost_usd=state.cost_usd,
+            duration_s=max(self.s.clock.now() - state.started_at, 0.0),
+        )
+        await self._record(state, finished)
+        self.s.on_finished(state)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def _loop(self, state: RunState) -> str:
+        while True:
+            if state.pending:
+                call = state.pending[0]
+                await self._handle_call(state, call)
+                continue
+            response = await self._model_step(state)
+            if not response.tool_calls:
+                return response.text
+
+    async def _ask_supervisor(self, message: Any) -> Any:
+        answer = await self.s.supervisor.ask(message, timeout=self.s.supervisor_timeout)
+        if isinstance(answer, Deny):
+            raise _Stop(answer.outcome, answer.reason)
+        return answer
+
+    async def _model_step(self, state: RunState) -> ModelResponse:
+        agent, limits = self.agent, self.limits
+        step = state.model_calls + 1
+        estimate = (
+            estimate_tokens(agent.instructions) + state.message_tokens + self._tool_tokens()
+        )
+        permit = await self._ask_supervisor(
+            ReserveModel(self.run_id, estimate, limits.output_tokens)
+        )
+        request = ModelRequest.model_construct(
+            system=agent.instructions,
+            messages=tuple(state.messages),
+            tools=agent.specs,
+            max_tokens=permit.max_tokens,
+            run_id=self.run_id,
+            step=step,
+        )
+        await self._record(
+            state,
+            BudgetReserved(
+                run_id=self.run_id, step=step, tokens=permit.reserved, max_tokens=permit.max_tokens
+            ),
+            wait=False,
+        )
+        model = agent.model
+        policy = limits.model_retry
+        attempt = 0
+        used = 0
+        cost = 0.0
+        try:
+            while True:
+                attempt += 1
+                started = time.perf_counter()
+                try:
+                    try:
+                        with anyio.fail_after(limits.model_timeout_s):
+                            response = await model.request(request)
+                    except TimeoutError as exc:
+                        raise ModelTimeout(
+                            f"model {model.name!r} did not answer within {limits.model_timeout_s:g} s"
+                        ) from exc
+                except CallError as exc:
+                    retry = exc.retryable and attempt <= policy.max_retries
+                    delay = (
+                        policy.delay(attempt, retry_after=exc.retry_after, rng=self.s.rng)
+                        if retry
+                        else 0.0
+                    )
+                    await self._record(
+                        state,
+                        ModelFailed(
+                            run_id=self.run_id,
+                            step=step,
+                            model=model.name,
+                            error=str(exc),
+                            error_type=type(exc).__name__,
+                            attempt=attempt,
+                            will_retry=retry,
+                            delay_s=delay,
+                        ),
+                    )
+                    if not retry:
+                        raise _Stop(
+                            "failed", f"model call failed after {attempt} attempt(s): {exc}"
+                        ) from exc
+                    await self.s.clock.sleep(delay)
+                    continue
+                except Exception as exc:
+                    await self._record(
+                        state,
+                        ModelFailed(
+                            run_id=self.run_id,
+                            step=step,
+                            model=model.name,
+                            error=str(exc),
+                            error_type=type(exc).__name__,
+                            attempt=attempt,
+                            will_retry=False,
+                        ),
+                    )
+                    raise _Stop("failed", f"model call failed: {exc!r}") from exc
+                break
+            duration = time.perf_counter() - started
+            used = response.usage.total_tokens
+            cost = self.s.cost(response.model or model.name, response.usage)
+            await self._record(
+                state,
+                ModelCalled(
+                    run_id=self.run_id,
+                    step=step,
+                    model=response.model or model.name,
+                    response=response,
+                    duration_s=duration,
+                    attempt=attempt,
+                    cost_usd=cost,
+                ),
+            )
+            await self._record(
+                state,
+                BudgetSettled(
+                    run_id=self.run_id,
+                    step=step,
+                    reserved=permit.reserved,
+                    used=used,
+                    cost_usd=cost,
+                    tokens_total=state.tokens,
+                ),
+                wait=False,
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.s.supervisor.tell(
+                    SettleModel(self.run_id, reserved=permit.reserved, used=used, cost_usd=cost)
+                )
+        return response
+
+    def _tool_tokens(self) -> int:
+        cached: int | None = getattr(self, "_tool_tokens_cache", None)
+        if cached is None:
+            cached = sum(
+                estimate_tokens(s.name + s.description + json.dumps(dict(s.input_schema)))
+                for s in self.agent.specs
+            )
+            self._tool_tokens_cache = cached
+        return cached
+
+    async def _handle_call(self, state: RunState, call: ToolCall) -> None:
+        agent = self.agent
+        step = state.pending_step
+        tool = agent.tools.get(call.name)
+        use_fallback = False
+        if call.id not in state.proposed:
+            await self._record(
+                state,
+                ToolCallProposed(
+                    run_id=self.run_id,
+                    step=step,
+                    call_id=call.id,
+                    tool=call.name,
+                    arguments=dict(call.arguments),
+                    offered=list(agent.tools),
+                ),
+                wait=False,
+            )
+            permit = await self._ask_supervisor(
+                ReserveTool(
+                    self.run_id,
+                    call.name,
+                    registered=tool is not None,
+                    has_fallback=tool is not None and tool.fallback is not None,
+                )
+            )
+            use_fallback = permit.use_fallback
+        # The checks are pure, so a resumed run re-runs them rather than trusting a
+        # proposal whose verdict never reached the journal.
+        verdict = check_registered(call, agent.tools)
+        if not verdict.blocked and tool is not None:
+            verdict = check_arguments_parsed(call)
+            if not verdict.blocked:
+                verdict = check_schema(call, tool)
+            if not verdict.blocked:
+                verdict = check_scopes(call, tool, agent.scopes)
+        if verdict.blocked or tool is None:
+            await self._record(
+                state,
+                ToolCallRejected(
+                    run_id=self.run_id,
+                    step=step,
+                    call_id=call.id,
+                    tool=call.name,
+                    guardrail=verdict.guardrail,
+                    reason=verdict.reason,
+                    message=verdict.message,
+                ),
+                wait=False,
+            )
+            return
+        key = f"{self.run_id}/{step}/{state.call_index.get(call.id, 0)}"
+        await self._execute(state, call, tool, step, key, use_fallback=use_fallback)
+
+    async def _execute(
+        self,
+        state: RunState,
+        call: ToolCall,
+        tool: Tool,
+        step: int,
+        key: str,
+        *,
+        use_fallback: bool,
+    ) -> None:
+        original = tool
+        fallback_for: str | None = None
+        if use_fallback and tool.fallback is not None:
+            fallback_for, tool = tool.name, tool.fallback
+        attempt = state.attempts.get(call.id, 0)
+        tries_left = tool.retry.max_retries + 1
+        while True:
+            attempt += 1
+            tries_left -= 1
+            context = ToolContext(
+                run_id=self.run_id,
+                call_id=call.id,
+                agent=self.agent.name,
+                attempt=attempt,
+                idempotency_key=key,
+            )
+            await self._record(
+                state,
+                ToolCallStarted(
+                    run_id=self.run_id,
+                    step=step,
+                    call_id=call.id,
+                    tool=tool.name,
+                    attempt=attempt,
+                    idempotency_key=key,
+                    side_effect=tool.side_effect,
+                    fallback_for=fallback_for,
+                ),
+                wait=tool.side_effect != "read",
+            )
+            started = time.perf_counter()
+            error: Exception
+            try:
+                try:
+                    with anyio.fail_after(tool.timeout):
+                        value = await tool.invoke(call.arguments, context)
+                except TimeoutError as exc:
+                    raise ToolTimeout(
+                        f"tool {tool.name!r} did not finish within its {tool.timeout:g} s timeout"
+                    ) from exc
+            except Exception as exc:
+                error = exc
+            else:
+                await self.s.supervisor.tell(ToolOutcome(tool.name, ok=True))
+                full = render_result(value)
+                content, truncated = _truncate(full, self.limits.max_result_tokens)
+                await self._record(
+                    state,
+                    ToolCallFinished(
+                        run_id=self.run_id,
+                        step=step,
+                        call_id=call.id,
+                        tool=tool.name,
+                        attempt=attempt,
+                        content=content,
+                        duration_s=time.perf_counter() - started,
+                        truncated=truncated,
+                        result_chars=len(full),
+                    ),
+                    wait=tool.side_effect != "read",
+                )
+                return
+            await self.s.supervisor.tell(ToolOutcome(tool.name, ok=False))
+            retryable = error.retryable if isinstance(error, CallError) else True
+            retry_after = error.retry_after if isinstance(error, CallError) else None
+            will_retry = retryable and tries_left > 0
+            delay = (
+                tool.retry.delay(
+                    tool.retry.max_retries - tries_left + 1, retry_after=retry_after, rng=self.s.rng
+                )
+                if will_retry
+                else 0.0
+            )
+            falls_back = not will_retry and fallback_for is None and original.fallback is not None
+            failed = ToolCallFailed(
+                run_id=self.run_id,
+                step=step,
+                call_id=call.id,
+                tool=tool.name,
+                attempt=attempt,
+                error=str(error) or type(error).__name__,
+                error_type=type(error).__name__,
+                retryable=retryable,
+                will_retry=will_retry,
+                delay_s=delay,
+                final=not will_retry and not falls_back,
+            )
+            if failed.final:
+                failed.message = self._failure_message(call, tool, error, attempt, retryable)
+            await self._record(state, failed)
+            if will_retry:
+                await self.s.clock.sleep(delay)
+                continue
+            if falls_back:
+                assert original.fallback is not None
+                fallback_for, tool = original.name, original.fallback
+                tries_left = tool.retry.max_retries + 1
+                continue
+            return
+
+    @staticmethod
+    def _failure_message(
+        call: ToolCall, tool: Tool, error: Exception, attempts: int, retryable: bool
+    ) -> str:
+        detail = str(error) or type(error).__name__
+        if not retryable:
+            return (
+                f"Tool {call.name!r} failed: {detail}. Retrying the same call will not help; "
+                "change the arguments or take another approach."
+            )
+        return (
+            f"Tool {call.name!r} failed after {attempts} attempt(s): {detail}. It is not "
+            "available right now; continue without it or report that it failed."
+        )

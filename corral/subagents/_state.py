@@ -1,0 +1,144 @@
+"""A run's state as a fold over its events.
+
+The live loop and a replay after a crash use the same `RunState.apply`, so a resumed run
+continues exactly where the journal says it was: completed model and tool calls are
+never repeated, their recorded results are used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..events import (
+    Event,
+    ModelCalled,
+    RunFinished,
+    RunStarted,
+    ToolCallFailed,
+    ToolCallFinished,
+    ToolCallProposed,
+    ToolCallRejected,
+    ToolCallStarted,
+)
+from ..models import (
+    AssistantMessage,
+    Message,
+    ToolCall,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+)
+from ..models._tokens import estimate_message_tokens
+
+__all__ = ["RunState"]
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything the loop needs to take the next step, rebuilt from events alone."""
+
+    run_id: str
+    agent: str = ""
+    task: str = ""
+    tenant: str = "default"
+    started_at: float = 0.0
+    messages: list[Message] = field(default_factory=list)
+    """The conversation as the model sees it."""
+    message_tokens: int = 0
+    """Running estimate of the messages' tokens (kept incrementally: O(1) per step)."""
+    pending: list[ToolCall] = field(default_factory=list)
+    """Tool calls of the last model response that have no outcome yet, in order."""
+    pending_step: int = 0
+    """The model step the pending calls came from."""
+    call_index: dict[str, int] = field(default_factory=dict)
+    """Position of each of the last response's calls in that response, by call id."""
+    proposed: set[str] = field(default_factory=set)
+    """Call ids already proposed (counted by the supervisor), so a resume does not recount."""
+    in_flight: dict[str, ToolCallStarted] = field(default_factory=dict)
+    """Attempts started and not yet finished or failed, by call id."""
+    attempts: dict[str, int] = field(default_factory=dict)
+    """Attempts made so far, by call id (numbering continues after a restart)."""
+    model_calls: int = 0
+    tool_calls: int = 0
+    """Tool calls proposed, rejected ones included."""
+    usage: Usage = field(default_factory=Usage)
+    tokens: int = 0
+    cost_usd: float = 0.0
+    last_text: str = ""
+    """The model's latest text (the partial answer if the run is stopped)."""
+    recent_tools: list[str] = field(default_factory=list)
+    """The current streak of consecutive calls to one tool."""
+    finished: RunFinished | None = None
+    last_seq: int = 0
+
+    @classmethod
+    def fold(cls, run_id: str, events: Iterable[Event]) -> RunState:
+        """Build the state of a run from its events, oldest first."""
+        state = cls(run_id)
+        for event in events:
+            state.apply(event)
+        return state
+
+    def _add_message(self, message: Message) -> None:
+        self.messages.append(message)
+        self.message_tokens += estimate_message_tokens(message)
+
+    def _resolve(self, call_id: str, content: str, *, is_error: bool, tool: str) -> None:
+        self.in_flight.pop(call_id, None)
+        for i, call in enumerate(self.pending):
+            if call.id == call_id:
+                del self.pending[i]
+                break
+        else:
+            return  # not pending (a duplicate outcome): the conversation already has it
+        self._add_message(
+            ToolResultMessage(call_id=call_id, tool=tool, content=content, is_error=is_error)
+        )
+
+    def apply(self, event: Event) -> None:
+        """Apply one event to the state."""
+        self.last_seq = event.seq or self.last_seq + 1
+        if isinstance(event, ModelCalled):
+            response = event.response
+            self.model_calls = max(self.model_calls, event.step)
+            self.usage = self.usage + response.usage
+            self.tokens += response.usage.total_tokens
+            self.cost_usd += event.cost_usd
+            if response.text:
+                self.last_text = response.text
+            self._add_message(AssistantMessage(text=response.text, tool_calls=response.tool_calls))
+            self.pending = list(response.tool_calls)
+            self.pending_step = event.step
+            self.call_index = {c.id: i for i, c in enumerate(response.tool_calls)}
+        elif isinstance(event, ToolCallProposed):
+            self.tool_calls += 1
+            self.proposed.add(event.call_id)
+            if self.recent_tools and self.recent_tools[-1] == event.tool:
+                self.recent_tools.append(event.tool)
+            else:
+                self.recent_tools = [event.tool]
+        elif isinstance(event, ToolCallStarted):
+            self.in_flight[event.call_id] = event
+            self.attempts[event.call_id] = event.attempt
+        elif isinstance(event, ToolCallFinished):
+            self._resolve(event.call_id, event.content, is_error=False, tool=event.tool)
+        elif isinstance(event, ToolCallFailed):
+            self.in_flight.pop(event.call_id, None)
+            if event.final:
+                self._resolve(event.call_id, event.message, is_error=True, tool=event.tool)
+        elif isinstance(event, ToolCallRejected):
+            self._resolve(event.call_id, event.message, is_error=True, tool=event.tool)
+        elif isinstance(event, RunStarted):
+            self.agent = event.agent
+            self.task = event.task
+            self.tenant = event.tenant
+            self.started_at = event.ts
+            self._add_message(UserMessage(content=event.task))
+        elif isinstance(event, RunFinished):
+            self.finished = event
+
+    @property
+    def done(self) -> bool:
+        """True once the run has finished."""
+        return self.finished is not None

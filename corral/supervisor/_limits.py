@@ -1,0 +1,55 @@
+"""Limits: the per-run budget and policy values, validated, with production defaults."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..tools import RetryPolicy
+
+__all__ = ["BreakerPolicy", "Limits"]
+
+
+class Limits(BaseModel):
+    """What one run may consume. Every field is a setting (``CORRAL_LIMITS__<FIELD>``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int = Field(100_000, gt=0)
+    """Tokens per run (input + output + cache), across all its model calls. Default 100,000."""
+    max_cost_usd: float | None = Field(None, gt=0)
+    """Cost per run in USD, from the price table; None for no cost cap. Default None."""
+    max_tool_calls: int = Field(20, gt=0)
+    """Tool calls the model may propose per run, rejected ones included. Default 20."""
+    max_wall_clock_s: float = Field(300.0, gt=0)
+    """Seconds from the run's start to its end, not counting pauses. Default 300 s."""
+    max_consecutive_same_tool: int | None = Field(3, gt=0)
+    """The same tool called more than this many times in a row stops the run. Default 3."""
+    output_tokens: int = Field(4096, gt=0)
+    """Output cap asked for on each model call (lowered to fit the budget). Default 4096."""
+    min_output_tokens: int = Field(64, gt=0)
+    """A model call is refused when the budget leaves fewer output tokens than this. Default 64."""
+    estimate_margin: float = Field(1.25, ge=1.0)
+    """Estimated input tokens are multiplied by this when reserving budget. Default 1.25."""
+    model_timeout_s: float = Field(120.0, gt=0)
+    """Hard timeout of one model call attempt, in seconds. Default 120 s."""
+    model_retry: RetryPolicy = RetryPolicy()
+    """How failed model calls are retried. Default 3 retries, backoff 1 s, 4 s, 16 s."""
+    max_result_tokens: int = Field(800, gt=0)
+    """Tool results are cut to about this many tokens before the model sees them. Default 800."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Limits:
+        if self.min_output_tokens > self.output_tokens:
+            raise ValueError("min_output_tokens cannot exceed output_tokens")
+        return self
+
+
+class BreakerPolicy(BaseModel):
+    """Per-tool circuit breaker settings, shared by every run of the process."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    failure_threshold: int = Field(5, gt=0)
+    """Consecutive failed attempts that open the breaker. Default 5."""
+    cooldown_s: float = Field(30.0, ge=0)
+    """Seconds an open breaker waits before letting one trial call through. Default 30 s."""
