@@ -507,7 +507,7 @@ class ActorSystem:
             tg, self._tg = self._tg, None
             assert tg is not None
             result = await tg.__aexit__(*exc_info)
-        if self._escalated is not None and exc_info[0] is None:
+        if self._escalated is not None:
             raise self._escalated
         return result
 

@@ -62,9 +62,15 @@ def _to_response(step: Any, request: ModelRequest, model_name: str) -> ModelResp
             f"exception, not {type(step).__name__}"
         )
     if response.usage.total_tokens == 0:
+        output_tokens = estimate_output_tokens(response.text, response.tool_calls)
+        if output_tokens > request.max_tokens:
+            # As a real model does: stop at the cap, mid-answer, with no complete tool call.
+            response = ModelResponse(
+                text=response.text[: request.max_tokens * 4], stop_reason="max_tokens"
+            )
+            output_tokens = min(estimate_output_tokens(response.text), request.max_tokens)
         usage = Usage(
-            input_tokens=estimate_request_tokens(request),
-            output_tokens=estimate_output_tokens(response.text, response.tool_calls),
+            input_tokens=estimate_request_tokens(request), output_tokens=output_tokens
         )
         response = response.model_copy(update={"usage": usage})
     if response.tool_calls and response.stop_reason == "end_turn":

@@ -188,20 +188,23 @@ class RunActor(Actor):
                     output = await self._loop(state)
                 except _Stop as stop:
                     outcome, reason = stop.outcome, stop.reason
-            self._scope = None
-            if scope.cancelled_caught:
-                if self._stop_requested is not None:
-                    outcome, reason = self._stop_requested
-                else:
-                    outcome = "stopped_budget"
-                    reason = f"wall-clock limit of {limits.max_wall_clock_s:g} s reached"
-        finally:
+        except BaseException:
+            # A crash (the actor restarts and resumes from the journal) or the runtime
+            # shutting down (the run resumes at next start): leave the run unfinished.
             with anyio.move_on_after(_SHIELD_S, shield=True):
-                if not state.done:
-                    if outcome == "completed" and output is None:
-                        outcome, reason = "cancelled", "the runtime stopped the run"
-                    await self._finish(state, outcome, output, reason)
                 await self.s.supervisor.tell(CloseRun(self.run_id))
+            raise
+        finally:
+            self._scope = None
+        if scope.cancelled_caught:
+            if self._stop_requested is not None:
+                outcome, reason = self._stop_requested
+            else:
+                outcome = "stopped_budget"
+                reason = f"wall-clock limit of {limits.max_wall_clock_s:g} s reached"
+        with anyio.move_on_after(_SHIELD_S, shield=True):
+            await self._finish(state, outcome, output, reason)
+            await self.s.supervisor.tell(CloseRun(self.run_id))
 
     async def _finish(
         self, state: RunState, outcome: Outcome, output: str | None, reason: str
@@ -224,13 +227,13 @@ class RunActor(Actor):
 
     async def _loop(self, state: RunState) -> str:
         while True:
+            if state.answer is not None:  # recorded before a crash: never ask again
+                return state.answer
             if state.pending:
                 call = state.pending[0]
                 await self._handle_call(state, call)
                 continue
-            response = await self._model_step(state)
-            if not response.tool_calls:
-                return response.text
+            await self._model_step(state)
 
     async def _ask_supervisor(self, message: Any) -> Any:
         answer = await self.s.supervisor.ask(message, timeout=self.s.supervisor_timeout)

@@ -67,6 +67,8 @@ class RunState:
     cost_usd: float = 0.0
     last_text: str = ""
     """The model's latest text (the partial answer if the run is stopped)."""
+    answer: str | None = None
+    """The final answer, once the model gave one (a response without tool calls)."""
     recent_tools: list[str] = field(default_factory=list)
     """The current streak of consecutive calls to one tool."""
     finished: RunFinished | None = None
@@ -110,6 +112,8 @@ class RunState:
             self._add_message(AssistantMessage(text=response.text, tool_calls=response.tool_calls))
             self.pending = list(response.tool_calls)
             self.pending_step = event.step
+            if not response.tool_calls:
+                self.answer = response.text
             self.call_index = {c.id: i for i, c in enumerate(response.tool_calls)}
         elif isinstance(event, ToolCallProposed):
             self.tool_calls += 1

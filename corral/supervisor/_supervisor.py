@@ -190,6 +190,8 @@ class RunUsage:
     budget: _Budget
     started_at: float
     stop: Callable[[Outcome, str], None] | None
+    reserved: int = 0
+    """Tokens this run has reserved and not settled (released if the run closes)."""
     last_tool: str | None = None
     same_tool_streak: int = 0
     stopped: tuple[Outcome, str] | None = None
@@ -231,6 +233,8 @@ class Supervisor(Actor):
     # -- runs ---------------------------------------------------------------------------
 
     def _open(self, m: OpenRun) -> None:
+        if m.run_id in self._runs:  # re-opened by a restarted run actor: start clean
+            self._close(CloseRun(m.run_id))
         key = m.budget_key or m.run_id
         budget = self._budgets.get(key)
         if budget is None:
@@ -249,6 +253,7 @@ class Supervisor(Actor):
         run = self._runs.pop(m.run_id, None)
         if run is None:
             return
+        run.budget.reserved -= run.reserved
         run.budget.runs -= 1
         if run.budget.runs <= 0:
             self._budgets.pop(run.budget.key, None)
@@ -306,6 +311,7 @@ class Supervisor(Actor):
             )
         reserved = input_reservation + granted
         budget.reserved += reserved
+        run.reserved += reserved
         return Permit(max_tokens=granted, reserved=reserved)
 
     def _settle_model(self, m: SettleModel) -> None:
@@ -314,6 +320,7 @@ class Supervisor(Actor):
             return
         budget = run.budget
         budget.reserved -= m.reserved
+        run.reserved -= m.reserved
         budget.tokens += m.used
         budget.cost += m.cost_usd
 

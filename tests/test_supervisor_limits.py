@@ -1,0 +1,321 @@
+"""Each supervisor limit: steps, tokens (never overshot), loops, breakers, wall clock, stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from corral import BreakerPolicy, Limits, MockClock, SubAgent, tool
+from corral.actors import ActorSystem
+from corral.errors import ConfigError, ToolError
+from corral.events import Event
+from corral.models import FunctionModel, ModelRequest, ScriptedModel, call, reply
+from corral.store import MemoryJournal
+from corral.supervisor import (
+    Deny,
+    OpenRun,
+    Permit,
+    ReserveModel,
+    ReserveTool,
+    SettleModel,
+    Supervisor,
+)
+from corral.tools import RetryPolicy
+
+from ._support import agent, of_kind, runtime
+
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+def counting_tools(ran: list[str]) -> list[Any]:
+    @tool(timeout=5)
+    async def alpha(n: int = 0) -> str:
+        """Alpha."""
+        ran.append("alpha")
+        return "a"
+
+    @tool(timeout=5)
+    async def beta(n: int = 0) -> str:
+        """Beta."""
+        ran.append("beta")
+        return "b"
+
+    return [alpha, beta]
+
+
+async def test_step_cap_stops_the_run_and_keeps_the_partial_answer() -> None:
+    ran: list[str] = []
+
+    def alternate(request: ModelRequest) -> Any:
+        n = len(request.messages)
+        return [call("alpha" if n % 4 == 1 else "beta", n=n)]
+
+    model = FunctionModel(alternate)
+    limits = Limits(max_tool_calls=3)
+    async with runtime(agent(counting_tools(ran), model, limits=limits)) as rt:
+        result = await rt.run("never stop")
+    assert result.outcome == "stopped_steps"
+    assert result.reason == "tool-call limit reached: 3 of 3"
+    assert len(ran) == 3
+    assert len(of_kind(result.events, "tool_call_proposed")) == 4
+    assert result.events[-1].kind == "run_finished"
+
+
+async def test_same_tool_more_than_three_times_in_a_row_is_a_loop() -> None:
+    ran: list[str] = []
+    model = ScriptedModel([call("alpha", n=i) for i in range(10)])
+    async with runtime(agent(counting_tools(ran), model)) as rt:
+        result = await rt.run("loop")
+    assert result.outcome == "stopped_loop"
+    assert "'alpha' called 4 times in a row (limit 3)" in result.reason
+    assert ran == ["alpha"] * 3
+
+
+async def test_token_budget_is_never_overshot_and_output_cap_shrinks_to_fit() -> None:
+    ran: list[str] = []
+    big = "word " * 300  # about 375 output tokens per answer
+
+    def chatty(request: ModelRequest) -> Any:
+        n = len(request.messages)
+        from corral.models import ModelResponse, ToolCall
+
+        return ModelResponse(
+            text=big, tool_calls=(ToolCall(id=f"c{n}", name="alpha" if n % 4 == 1 else "beta"),)
+        )
+
+    model = FunctionModel(chatty)
+    limits = Limits(max_tokens=3000, output_tokens=1000, min_output_tokens=50)
+    async with runtime(agent(counting_tools(ran), model, limits=limits)) as rt:
+        result = await rt.run("spend")
+    assert result.outcome == "stopped_budget"
+    assert result.reason.startswith("token budget reached")
+    called = of_kind(result.events, "model_called")
+    used = sum(c.response.usage.total_tokens for c in called)
+    assert used == result.tokens <= 3000
+    granted = [r.max_tokens for r in model.requests]
+    assert granted[0] == 1000
+    assert granted[-1] < 1000  # the last call was given only what was left
+    settled = of_kind(result.events, "budget_settled")
+    assert all(s.used <= s.reserved for s in settled)
+
+
+async def test_shared_budget_across_runs_with_one_budget_key() -> None:
+    clock = MockClock()
+    async with ActorSystem() as system:
+        sup = await system.spawn(lambda: Supervisor(clock=clock), name="supervisor")
+        limits = Limits(max_tokens=1000, output_tokens=300, min_output_tokens=100)
+        await sup.ask(OpenRun("r1", limits, clock.now(), budget_key="wf"))
+        await sup.ask(OpenRun("r2", limits, clock.now(), budget_key="wf"))
+        p1 = await sup.ask(ReserveModel("r1", estimated_input=200, max_tokens=300))
+        assert p1 == Permit(max_tokens=300, reserved=550)  # 200 * 1.25 + 300
+        p2 = await sup.ask(ReserveModel("r2", estimated_input=200, max_tokens=300))
+        assert p2 == Permit(max_tokens=200, reserved=450)  # only 450 left in the shared budget
+        denied = await sup.ask(ReserveModel("r1", estimated_input=10, max_tokens=300))
+        assert isinstance(denied, Deny) and denied.outcome == "stopped_budget"
+        await sup.tell(SettleModel("r1", reserved=550, used=400))
+        again = await sup.ask(ReserveModel("r1", estimated_input=40, max_tokens=300))
+        assert again == Permit(max_tokens=100, reserved=150)  # 1000 - 400 - 450 = 150 left
+
+
+async def test_breaker_opens_after_consecutive_failures_shared_by_all_runs() -> None:
+    attempts: list[int] = []
+
+    @tool(timeout=5, retry=NO_RETRY)
+    async def payments(order: str) -> str:
+        """Payment API."""
+        attempts.append(1)
+        raise ToolError("payments 503")
+
+    clock = MockClock()
+    policy = BreakerPolicy(failure_threshold=2, cooldown_s=30)
+    model = ScriptedModel(
+        [call("payments", order="1"), reply("failed 1"), call("payments", order="2"), reply("failed 2"),
+         call("payments", order="3"), reply("never")]
+    )
+    async with runtime(agent([payments], model), clock=clock, breakers=policy) as rt:
+        first = await rt.run("pay 1")
+        second = await rt.run("pay 2")
+        states = await rt.breaker_states()
+        assert states["payments"].state == "open"
+        third = await rt.run("pay 3")
+    assert first.outcome == second.outcome == "completed"
+    assert third.outcome == "stopped_breaker"
+    assert "circuit breaker for 'payments' is open after 2 consecutive failures" in third.reason
+    assert len(attempts) == 2  # the third run never reached the tool
+
+
+async def test_open_breaker_uses_fallback_and_half_open_trial_closes_it() -> None:
+    healthy = {"up": False}
+    attempts: list[str] = []
+
+    @tool(timeout=5)
+    async def cached_quote(sku: str) -> str:
+        """Cached quote."""
+        attempts.append("fallback")
+        return "cached"
+
+    @tool(timeout=5, retry=NO_RETRY, fallback=cached_quote)
+    async def quote(sku: str) -> str:
+        """Live quote."""
+        attempts.append("live")
+        if not healthy["up"]:
+            raise ToolError("quote service down")
+        return "live"
+
+    clock = MockClock()
+    policy = BreakerPolicy(failure_threshold=1, cooldown_s=30)
+    steps: list[Any] = []
+    for i in range(3):
+        steps += [call("quote", sku=str(i)), reply(f"done {i}")]
+    model = ScriptedModel(steps)
+    async with runtime(agent([quote], model), clock=clock, breakers=policy) as rt:
+        await rt.run("q0")  # live fails -> fallback; breaker opens
+        assert attempts == ["live", "fallback"]
+        await rt.run("q1")  # open: straight to the fallback
+        assert attempts == ["live", "fallback", "fallback"]
+        clock.advance(31)
+        healthy["up"] = True
+        result = await rt.run("q2")  # half-open: one trial call, which succeeds
+        assert attempts[-1] == "live"
+        assert await rt.breaker_states() == {}
+    assert result.output == "done 2"
+
+
+async def test_wall_clock_limit_stops_the_run() -> None:
+    clock = MockClock()
+
+    @tool(timeout=5)
+    async def slow_job() -> str:
+        """Takes ten minutes of (mock) time."""
+        clock.advance(600)
+        return "done"
+
+    model = ScriptedModel([call("slow_job"), call("slow_job"), reply("x")])
+    async with runtime(agent([slow_job], model), clock=clock) as rt:
+        result = await rt.run("go")
+    assert result.outcome == "stopped_budget"
+    assert result.reason.startswith("wall-clock limit reached: 600.0 s of 300 s")
+
+
+async def test_real_wall_clock_deadline_interrupts_an_in_flight_call() -> None:
+    @tool(timeout=30)
+    async def forever() -> str:
+        """Hangs."""
+        await anyio.sleep_forever()
+        return ""
+
+    model = ScriptedModel([call("forever")])
+    async with runtime(agent([forever], model, limits=Limits(max_wall_clock_s=0.1))) as rt:
+        result = await rt.run("go")
+    assert result.outcome == "stopped_budget"
+    assert "wall-clock limit of 0.1 s" in result.reason
+
+
+async def test_cancel_stops_a_run_mid_tool_call_and_leaves_a_consistent_journal() -> None:
+    entered = anyio.Event()
+    cleaned: list[bool] = []
+
+    @tool(timeout=30)
+    async def long_export() -> str:
+        """Slow export."""
+        entered.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cleaned.append(True)
+        return ""
+
+    model = ScriptedModel([call("long_export")])
+    async with runtime(agent([long_export], model)) as rt:
+        handle = await rt.submit("export")
+        await entered.wait()
+        assert await handle.cancel("operator pressed stop")
+        result = await handle.result(timeout=5)
+        assert await rt.usage(handle.run_id) is None  # the supervisor forgot the run
+        assert not await handle.cancel()
+    assert result.outcome == "cancelled"
+    assert result.reason == "operator pressed stop"
+    assert cleaned == [True]
+    assert [e.kind for e in result.events][-3:] == ["tool_call_proposed", "tool_call_started", "run_finished"]
+    budget = of_kind(result.events, "budget_reserved")
+    assert len(budget) == len(of_kind(result.events, "budget_settled"))
+
+
+def test_a_sixth_tool_is_refused_at_construction() -> None:
+    tools = []
+    for i in range(6):
+
+        @tool(name=f"t{i}", timeout=5)
+        async def t() -> None:
+            """Doc."""
+
+        tools.append(t)
+    with pytest.raises(ValueError, match="has 6 tools .* the limit is 5") as info:
+        SubAgent("crowded", instructions="x", tools=tools, model=ScriptedModel([]))
+    assert isinstance(info.value, ConfigError)
+    SubAgent("fits", instructions="x", tools=tools[:5], model=ScriptedModel([]))
+    SubAgent("raised", instructions="x", tools=tools, model=ScriptedModel([]), max_tools=6)
+
+
+class CrashOnceJournal(MemoryJournal):
+    """A journal whose Nth append fails once, as a crashing disk would, mid-run."""
+
+    def __init__(self, crash_at: int) -> None:
+        super().__init__()
+        self.appends = 0
+        self.crash_at = crash_at
+        self.failed_kind: str | None = None
+
+    async def append(self, event: Event, *, wait: bool = True) -> None:
+        self.appends += 1
+        if self.appends == self.crash_at:
+            self.failed_kind = event.kind
+            raise OSError("disk went away")
+        await super().append(event, wait=wait)
+
+
+def plan(request: ModelRequest) -> Any:
+    """A deterministic model: alpha, then beta, then the answer (a repeat gets the same)."""
+    from corral.models import ToolResultMessage
+
+    done = sum(isinstance(m, ToolResultMessage) for m in request.messages)
+    return [call("alpha"), call("beta"), "done"][done]
+
+
+@pytest.mark.parametrize("crash_at", range(2, 17))
+async def test_a_crashed_run_actor_resumes_from_its_journal_without_repeating_calls(
+    crash_at: int,
+) -> None:
+    from corral.actors import RestartPolicy
+
+    ran: list[str] = []
+    model = FunctionModel(plan)
+    journal = CrashOnceJournal(crash_at)
+    worker = SubAgent(
+        "worker",
+        instructions="x",
+        tools=counting_tools(ran),
+        model=model,
+        restart=RestartPolicy(max_restarts=3, backoff=0.0),
+    )
+    async with runtime(worker, journal=journal) as rt:
+        result = await rt.run("go")
+        assert await rt.usage(result.run_id) is None
+    assert journal.failed_kind is not None
+    assert result.outcome == "completed", result.reason
+    assert result.output == "done"
+    called = of_kind(result.events, "model_called")
+    assert [c.step for c in called] == [1, 2, 3]
+    # A model call whose result reached the journal is never made again; only the one
+    # whose record was lost is repeated.
+    assert len(model.requests) == 3 + (journal.failed_kind == "model_called")
+    # A tool whose outcome reached the journal never runs again; a read tool whose
+    # outcome was lost in the crash is run again (it is idempotent).
+    repeated = 1 if journal.failed_kind == "tool_call_finished" else 0
+    assert len(ran) == 2 + repeated
+    assert ran[:1] == ["alpha"] and ran[-1] == "beta"
+    kinds_ = [e.kind for e in result.events]
+    assert kinds_.count("tool_call_proposed") == 2
+    assert kinds_.count("run_finished") == 1
