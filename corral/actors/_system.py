@@ -6,6 +6,7 @@ the task group owned by the `ActorSystem`, so no task outlives it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
+import sniffio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -73,7 +75,7 @@ class MailboxStatistics:
 
 
 class _Reply:
-    """A one-shot slot an `ask` waits on."""
+    """A one-shot slot an `ask` waits on (generic anyio version, any backend)."""
 
     __slots__ = ("_event", "error", "value")
 
@@ -101,10 +103,40 @@ class _Reply:
         return self.value
 
 
+class _FutureReply:
+    """The same slot on asyncio, as a bare future: an `ask` is on every step's hot path."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+
+    def set(self, value: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+    @property
+    def done(self) -> bool:
+        return self.future.done()
+
+
+class _AskExpired(TimeoutError):
+    """Set on an ask's future when its deadline passes (told apart from the actor's own errors)."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_AskExpired())
+
+
 @dataclass(slots=True)
 class _Envelope:
     message: Any
-    reply: _Reply | None
+    reply: _Reply | _FutureReply | None
 
 
 @dataclass(slots=True)
@@ -264,6 +296,8 @@ class ActorRef:
             ActorDeadError: the actor stopped before answering.
             Exception: whatever the actor raised while handling this message.
         """
+        if sniffio.current_async_library() == "asyncio":
+            return await self._ask_asyncio(message, timeout)
         reply = _Reply()
         envelope = _Envelope(message, reply)
         try:
@@ -273,9 +307,31 @@ class ActorRef:
         except TimeoutError as exc:
             if reply.done and reply.error is None:  # answered at the deadline: keep it
                 return reply.value
-            raise AskTimeoutError(
-                actor=self.name, message_type=type(message).__name__, timeout=timeout
-            ) from exc
+            raise self._timeout_error(message, timeout) from exc
+
+    async def _ask_asyncio(self, message: Any, timeout: float) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        envelope = _Envelope(message, _FutureReply(future))
+        deadline = loop.time() + timeout
+        try:
+            self._cell.put_nowait(envelope)
+        except MailboxFullError:
+            try:
+                with anyio.fail_after(timeout):
+                    await self._cell.put(envelope, wait=True)
+            except TimeoutError as exc:
+                raise self._timeout_error(message, timeout) from exc
+        timer = loop.call_at(deadline, _expire, future)
+        try:
+            return await future
+        except _AskExpired:
+            raise self._timeout_error(message, timeout) from None
+        finally:
+            timer.cancel()
+
+    def _timeout_error(self, message: Any, timeout: float) -> AskTimeoutError:
+        return AskTimeoutError(actor=self.name, message_type=type(message).__name__, timeout=timeout)
 
     async def stop(self) -> None:
         """Stop the actor (and its children) and wait until it has stopped.
@@ -336,12 +392,16 @@ class _Cell:
         if self.dead:
             raise self._dead()
         try:
-            if wait:
-                await self.send.send(envelope)
-            else:
-                self.send.send_nowait(envelope)
+            # Room in the mailbox: enqueue without a scheduling round trip (hot path).
+            self.send.send_nowait(envelope)
+            return
         except anyio.WouldBlock:
-            raise MailboxFullError(actor=self.path, capacity=self.capacity) from None
+            if not wait:
+                raise MailboxFullError(actor=self.path, capacity=self.capacity) from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise self._dead() from None
+        try:
+            await self.send.send(envelope)  # full: wait for room (back-pressure)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise self._dead() from None
 

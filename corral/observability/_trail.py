@@ -115,11 +115,13 @@ class TrailWriter:
             self._runs[event.run_id] = _RunTrail(event)
             self.console.print(
                 f"[bold]{event.run_id}[/] → agent [cyan]{event.agent}[/] "
-                f"(rule [magenta]{event.rule}[/]: {event.route_reason})"
+                f"(rule [magenta]{escape(event.rule)}[/]: {escape(event.route_reason)})",
+                soft_wrap=True,
             )
             self.console.print(
                 f"[dim]{'step':>4}  {'time':>6}  {'event':<9} {'tool':<19} {'detail':<72} "
-                f"{'verdict':<20} tokens[/]"
+                f"{'verdict':<20} tokens[/]",
+                soft_wrap=True,
             )
             return
         trail = self._runs.get(event.run_id)
@@ -132,10 +134,11 @@ class TrailWriter:
                 f"[bold {style}]{event.outcome}[/]  steps={event.steps}  "
                 f"model_calls={event.model_calls}  tokens={event.tokens:,}{budget}  "
                 f"cost=${event.cost_usd:.4f}  time={event.duration_s:.2f}s"
-                + (f"  reason: {event.reason}" if event.reason else "")
+                + (f"  reason: {escape(event.reason)}" if event.reason else ""),
+                soft_wrap=True,
             )
             if event.output:
-                self.console.print(event.output, markup=False, highlight=False)
+                self.console.print(event.output, markup=False, highlight=False, soft_wrap=True)
             del self._runs[event.run_id]
             return
         row = trail_row(event, trail)

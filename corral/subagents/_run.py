@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from .._clock import Clock
 from ..actors import Actor, ActorRef
-from ..errors import CallError, ModelTimeout, ToolTimeout
+from ..errors import CallError, MailboxFullError, ModelTimeout, ToolTimeout
 from ..events import (
     BudgetReserved,
     BudgetSettled,
@@ -325,7 +325,7 @@ class RunActor(Actor):
                 break
             duration = time.perf_counter() - started
             used = response.usage.total_tokens
-            cost = self.s.cost(response.model or model.name, response.usage)
+            cost = float(self.s.cost(response.model or model.name, response.usage))
             await self._record(
                 state,
                 ModelCalled(
@@ -351,10 +351,12 @@ class RunActor(Actor):
                 wait=False,
             )
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.s.supervisor.tell(
-                    SettleModel(self.run_id, reserved=permit.reserved, used=used, cost_usd=cost)
-                )
+            settle = SettleModel(self.run_id, reserved=permit.reserved, used=used, cost_usd=cost)
+            try:
+                self.s.supervisor.tell_nowait(settle)
+            except MailboxFullError:
+                with anyio.CancelScope(shield=True):  # a reservation must never leak
+                    await self.s.supervisor.tell(settle)
         return response
 
     def _tool_tokens(self) -> int:

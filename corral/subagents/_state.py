@@ -109,7 +109,9 @@ class RunState:
             self.cost_usd += event.cost_usd
             if response.text:
                 self.last_text = response.text
-            self._add_message(AssistantMessage(text=response.text, tool_calls=response.tool_calls))
+            self._add_message(
+                AssistantMessage(text=response.text, tool_calls=response.tool_calls)
+            )
             self.pending = list(response.tool_calls)
             self.pending_step = event.step
             if not response.tool_calls:

@@ -251,8 +251,11 @@ class Tool:
         """Find the context parameter and derive a schema from the other parameters."""
         try:
             hints = get_type_hints(fn)
-        except Exception:  # unresolvable forward refs: fall back to raw annotations
-            hints = dict(getattr(fn, "__annotations__", {}))
+        except NameError as exc:
+            raise ConfigError(
+                f"tool {self.name!r}: cannot resolve the type hints ({exc}); define the types "
+                "at module level, or pass schema= explicitly"
+            ) from exc
         fields: dict[str, Any] = {}
         for pname, param in inspect.signature(fn).parameters.items():
             annotation = hints.get(pname, Any)
@@ -293,9 +296,12 @@ class Tool:
         Returns:
             Every violation, sorted by path; empty when the arguments are valid.
         """
+        arguments = dict(arguments)
+        if self._validator.is_valid(arguments):  # the common case, without building errors
+            return []
         errors = [
             SchemaViolation(_json_path(err.absolute_path), err.message)
-            for err in self._validator.iter_errors(dict(arguments))
+            for err in self._validator.iter_errors(arguments)
         ]
         return sorted(errors, key=lambda v: v.path)
 

@@ -1,0 +1,87 @@
+"""Orchestration cost per step, in memory, with an instant model and instant tools.
+
+A step is one model call plus the tool call it proposes, through everything Corral does
+around them: supervisor reservation and settlement, loop and breaker checks, name and
+schema validation, timeout and retry wrappers, result rendering, and six journal events.
+
+Prints steps per second and microseconds per step (median of several repetitions) for
+one run and for 100 concurrent runs. Target: at most 100 us of orchestration per step at
+one run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from corral import Limits, Runtime, SubAgent, tool  # noqa: E402
+from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall, Usage  # noqa: E402
+
+STEPS_PER_RUN = 50
+REPEATS = 5
+USAGE = Usage(input_tokens=10, output_tokens=5)
+
+
+@tool(timeout=5)
+async def lookup(invoice_id: str) -> dict[str, Any]:
+    """Instant lookup."""
+    return {"invoice_id": invoice_id, "total": 10}
+
+
+def instant_model() -> FunctionModel:
+    def respond(request: ModelRequest) -> ModelResponse:
+        step = request.step
+        if step > STEPS_PER_RUN:
+            return ModelResponse(text="done", usage=USAGE, model="instant")
+        return ModelResponse(
+            tool_calls=(ToolCall(id=f"c{step}", name="lookup", arguments={"invoice_id": f"INV-{step}"}),),
+            usage=USAGE,
+            stop_reason="tool_use",
+            model="instant",
+        )
+
+    return FunctionModel(respond, name="instant")
+
+
+LIMITS = Limits(
+    max_tokens=10_000_000,
+    max_tool_calls=10_000,
+    max_consecutive_same_tool=None,
+    max_wall_clock_s=3600,
+)
+
+
+async def measure(concurrent: int) -> float:
+    agent = SubAgent(
+        "bench", instructions="Benchmark agent.", tools=[lookup], model=instant_model(), limits=LIMITS
+    )
+    async with Runtime(agents=[agent]) as runtime:
+        await runtime.run("warm up")
+        start = time.perf_counter()
+        handles = [await runtime.submit(f"task {i}") for i in range(concurrent)]
+        results = [await h.result() for h in handles]
+        elapsed = time.perf_counter() - start
+    assert all(r.outcome == "completed" and r.steps == STEPS_PER_RUN for r in results)
+    return elapsed / (concurrent * STEPS_PER_RUN)
+
+
+def main() -> None:
+    print(f"bench_core: {STEPS_PER_RUN} steps per run, median of {REPEATS} repetitions")
+    for concurrent in (1, 100):
+        per_step = statistics.median(anyio.run(measure, concurrent) for _ in range(REPEATS))
+        print(
+            f"  {concurrent:>3} concurrent run(s): {1 / per_step:>9,.0f} steps/s  "
+            f"{per_step * 1e6:>7.1f} us/step"
+            + ("   (target <= 100 us)" if concurrent == 1 else "")
+        )
+
+
+if __name__ == "__main__":
+    main()
