@@ -17,6 +17,8 @@ from ._clock import Clock as Clock
 from ._clock import MockClock as MockClock
 from ._clock import SystemClock as SystemClock
 from ._runtime import RunHandle as RunHandle
+from ._settings import Settings as Settings
+from ._settings import load_settings as load_settings
 from ._runtime import RunResult as RunResult
 from ._runtime import Runtime as Runtime
 from ._task import Task as Task
@@ -45,10 +47,12 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "Runtime",
+    "Settings",
     "SubAgent",
     "SystemClock",
     "Task",
     "Tool",
     "ToolContext",
+    "load_settings",
     "tool",
 ]

@@ -19,11 +19,13 @@ def test_exported_names_are_pinned() -> None:
         "RunHandle",
         "RunResult",
         "Runtime",
+        "Settings",
         "SubAgent",
         "SystemClock",
         "Task",
         "Tool",
         "ToolContext",
+        "load_settings",
         "tool",
     ]
     for name in corral.__all__:
