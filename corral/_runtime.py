@@ -24,10 +24,13 @@ from .supervisor import (
     BreakerPolicy,
     BreakerState,
     GetBreakers,
+    GetTenantUsage,
     GetUsage,
     Limits,
     StopRun,
     Supervisor,
+    TenantLimits,
+    TenantUsage,
     UsageSnapshot,
 )
 
@@ -146,6 +149,8 @@ class Runtime:
         cost: cost in USD of a model call's usage, by model name. Default: no cost.
         seed: seed for retry jitter, for repeatable runs.
         resume: on start, continue every unfinished run found in the journal. Default True.
+        tenants: daily budgets by tenant, shared by all of a tenant's runs.
+        default_tenant_limits: daily budget of any tenant not in `tenants`. Default: none.
 
     Raises:
         ConfigError: duplicate agent names, or routes to agents that do not exist.
@@ -163,6 +168,8 @@ class Runtime:
         cost: Callable[[str, Usage], float] | None = None,
         seed: int | None = None,
         resume: bool = True,
+        tenants: Mapping[str, TenantLimits] | None = None,
+        default_tenant_limits: TenantLimits | None = None,
     ) -> None:
         names = [a.name for a in agents]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -181,6 +188,8 @@ class Runtime:
         self._cost = cost or (lambda model, usage: 0.0)
         self._rng = random.Random(seed)
         self._resume = resume
+        self._tenants = dict(tenants or {})
+        self._default_tenant_limits = default_tenant_limits
         self._subscribers: list[Callable[[Event], None]] = []
         self._waiters: dict[str, _Waiter] = {}
         self._system: ActorSystem | None = None
@@ -196,8 +205,14 @@ class Runtime:
         try:
             self._system = system
             clock, breakers = self.clock, self.breakers
+            tenants, default_tenant = self._tenants, self._default_tenant_limits
             self._supervisor = await system.spawn(
-                lambda: Supervisor(clock=clock, breakers=breakers),
+                lambda: Supervisor(
+                    clock=clock,
+                    breakers=breakers,
+                    tenants=tenants,
+                    default_tenant_limits=default_tenant,
+                ),
                 name="supervisor",
                 restart=RestartPolicy(max_restarts=10, within=60, backoff=0.0),
             )
@@ -425,6 +440,13 @@ class Runtime:
         assert self._supervisor is not None
         snapshot: UsageSnapshot | None = await self._supervisor.ask(GetUsage(run_id))
         return snapshot
+
+    async def tenant_usage(self, tenant: str) -> TenantUsage:
+        """Return a tenant's usage today against its daily budget."""
+        self._require_running()
+        assert self._supervisor is not None
+        usage: TenantUsage = await self._supervisor.ask(GetTenantUsage(tenant))
+        return usage
 
     async def breaker_states(self) -> dict[str, BreakerState]:
         """Return the state of every tool breaker that has seen a failure."""

@@ -218,3 +218,10 @@ async def test_unhandled_message_type_is_reported_to_the_asker() -> None:
         ref = await system.spawn(Silent, name="s")
         with pytest.raises(UsageError, match="does not handle int"):
             await ref.ask(42)
+
+
+async def test_an_error_in_the_body_comes_out_as_itself_not_a_group() -> None:
+    with pytest.raises(KeyError):
+        async with ActorSystem() as system:
+            await system.spawn(Counter, name="c")
+            raise KeyError("plain")

@@ -105,21 +105,21 @@ async def test_shared_budget_across_runs_with_one_budget_key() -> None:
     clock = MockClock()
     async with ActorSystem() as system:
         sup = await system.spawn(lambda: Supervisor(clock=clock), name="supervisor")
-        limits = Limits(max_tokens=1000, output_tokens=300, min_output_tokens=100)
+        limits = Limits(max_tokens=1000, output_tokens=300, min_output_tokens=100, warn_at=1.0)
         await sup.ask(OpenRun("r1", limits, clock.now(), budget_key="wf"))
         await sup.ask(OpenRun("r2", limits, clock.now(), budget_key="wf"))
         p1 = await sup.ask(ReserveModel("r1", estimated_input=200, max_tokens=300))
-        assert p1 == Permit(max_tokens=300, reserved=550)  # 200 * 1.25 + 300
+        assert (p1.max_tokens, p1.reserved) == (300, 550)  # 200 * 1.25 + 300
         p2 = await sup.ask(ReserveModel("r2", estimated_input=200, max_tokens=300))
-        assert p2 == Permit(max_tokens=200, reserved=450)  # only 450 left in the shared budget
+        assert (p2.max_tokens, p2.reserved) == (200, 450)  # only 450 left in the shared budget
         denied = await sup.ask(ReserveModel("r1", estimated_input=10, max_tokens=300))
         assert isinstance(denied, Deny) and denied.outcome == "stopped_budget"
         await sup.tell(SettleModel("r1", reserved=550, used=400))
         again = await sup.ask(ReserveModel("r1", estimated_input=40, max_tokens=300))
-        assert again == Permit(max_tokens=100, reserved=150)  # 1000 - 400 - 450 = 150 left
+        assert (again.max_tokens, again.reserved) == (100, 150)  # 1000 - 400 - 450 = 150 left
 
 
-async def test_breaker_opens_after_consecutive_failures_shared_by_all_runs() -> None:
+async def test_open_breaker_is_shared_by_all_runs_and_its_tool_is_not_offered() -> None:
     attempts: list[int] = []
 
     @tool(timeout=5, retry=NO_RETRY)
@@ -128,25 +128,34 @@ async def test_breaker_opens_after_consecutive_failures_shared_by_all_runs() -> 
         attempts.append(1)
         raise ToolError("payments 503")
 
+    @tool(timeout=5)
+    async def ledger(order: str) -> str:
+        """Ledger lookup."""
+        return "ok"
+
     clock = MockClock()
     policy = BreakerPolicy(failure_threshold=2, cooldown_s=30)
     model = ScriptedModel(
         [call("payments", order="1"), reply("failed 1"), call("payments", order="2"), reply("failed 2"),
-         call("payments", order="3"), reply("never")]
+         call("payments", order="3"), reply("used the ledger instead")]
     )
-    async with runtime(agent([payments], model), clock=clock, breakers=policy) as rt:
+    async with runtime(agent([payments, ledger], model), clock=clock, breakers=policy) as rt:
         first = await rt.run("pay 1")
         second = await rt.run("pay 2")
         states = await rt.breaker_states()
         assert states["payments"].state == "open"
         third = await rt.run("pay 3")
-    assert first.outcome == second.outcome == "completed"
-    assert third.outcome == "stopped_breaker"
-    assert "circuit breaker for 'payments' is open after 2 consecutive failures" in third.reason
+    assert first.outcome == second.outcome == third.outcome == "completed"
     assert len(attempts) == 2  # the third run never reached the tool
+    offered = [t.name for t in model.requests[4].tools]
+    assert offered == ["ledger"]
+    assert "'payments' is temporarily unavailable (its circuit breaker is open" in model.requests[4].system
+    (rejected,) = of_kind(third.events, "tool_call_rejected")
+    assert rejected.guardrail == "breaker"
+    assert "temporarily unavailable" in model.requests[5].messages[-1].content
 
 
-async def test_open_breaker_uses_fallback_and_half_open_trial_closes_it() -> None:
+async def test_open_breaker_offers_the_fallback_and_half_open_trial_closes_it() -> None:
     healthy = {"up": False}
     attempts: list[str] = []
 
@@ -164,23 +173,28 @@ async def test_open_breaker_uses_fallback_and_half_open_trial_closes_it() -> Non
             raise ToolError("quote service down")
         return "live"
 
+    def pick(request: ModelRequest) -> Any:
+        from corral.models import ToolResultMessage
+
+        if isinstance(request.messages[-1], ToolResultMessage):
+            return f"answer: {request.messages[-1].content}"
+        return call(request.tools[0].name, sku="A")
+
     clock = MockClock()
     policy = BreakerPolicy(failure_threshold=1, cooldown_s=30)
-    steps: list[Any] = []
-    for i in range(3):
-        steps += [call("quote", sku=str(i)), reply(f"done {i}")]
-    model = ScriptedModel(steps)
+    model = FunctionModel(pick)
     async with runtime(agent([quote], model), clock=clock, breakers=policy) as rt:
-        await rt.run("q0")  # live fails -> fallback; breaker opens
-        assert attempts == ["live", "fallback"]
-        await rt.run("q1")  # open: straight to the fallback
-        assert attempts == ["live", "fallback", "fallback"]
+        r0 = await rt.run("q0")  # live fails -> fallback runs; breaker opens
+        assert attempts == ["live", "fallback"] and r0.output == "answer: cached"
+        r1 = await rt.run("q1")  # open: the fallback is offered instead of the tool
+        assert [t.name for t in model.requests[-2].tools] == ["cached_quote"]
+        assert attempts[-1] == "fallback" and r1.output == "answer: cached"
         clock.advance(31)
         healthy["up"] = True
-        result = await rt.run("q2")  # half-open: one trial call, which succeeds
+        r2 = await rt.run("q2")  # cooldown over: offered again; one trial call succeeds
         assert attempts[-1] == "live"
         assert await rt.breaker_states() == {}
-    assert result.output == "done 2"
+    assert r2.output == "answer: live"
 
 
 async def test_wall_clock_limit_stops_the_run() -> None:

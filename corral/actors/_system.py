@@ -561,12 +561,16 @@ class ActorSystem:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
+        # An ordinary error from the body is re-raised as itself, not wrapped in an
+        # ExceptionGroup: every actor is stopped first, so no task can add to it.
+        # Cancellation is passed on, so the task group can absorb its own.
+        passthrough = exc_info if not isinstance(exc_info[1], Exception) else (None, None, None)
         try:
             await self.shutdown()
         finally:
             tg, self._tg = self._tg, None
             assert tg is not None
-            result = await tg.__aexit__(*exc_info)
+            result = await tg.__aexit__(*passthrough)
         if self._escalated is not None:
             raise self._escalated
         return result

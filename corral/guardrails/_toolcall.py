@@ -6,7 +6,7 @@ it can correct itself on the next turn.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from ..models import ToolCall
 from ..tools import Tool
@@ -17,10 +17,30 @@ __all__ = ["check_arguments_parsed", "check_registered", "check_schema", "check_
 _MAX_VIOLATIONS = 10
 
 
-def check_registered(call: ToolCall, tools: Mapping[str, Tool]) -> Verdict:
-    """Block a call to a tool the agent does not have, listing the tools that exist."""
+def check_registered(
+    call: ToolCall, tools: Mapping[str, Tool], *, unavailable: Collection[str] = ()
+) -> Verdict:
+    """Block a call to a tool that is not offered, listing the tools that are.
+
+    Args:
+        call: the proposed call.
+        tools: the tools offered at this step, by name.
+        unavailable: the agent's tools left out because their circuit breaker is open.
+    """
     if call.name in tools:
         return Verdict("registered", "allow")
+    if call.name in unavailable:
+        offered = ", ".join(repr(name) for name in tools) or "(none)"
+        return Verdict(
+            "breaker",
+            "block",
+            reason=f"tool {call.name!r} is unavailable: its circuit breaker is open",
+            message=(
+                f"Tool {call.name!r} is temporarily unavailable: it failed repeatedly and its "
+                f"circuit breaker is open. Available tools: {offered}. Use one of these or "
+                "answer with what you have."
+            ),
+        )
     available = ", ".join(repr(name) for name in tools) or "(none)"
     return Verdict(
         "registered",

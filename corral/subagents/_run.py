@@ -25,6 +25,7 @@ from ..events import (
     BudgetReserved,
     BudgetSettled,
     Event,
+    GuardrailVerdict,
     ModelCalled,
     ModelFailed,
     Outcome,
@@ -41,10 +42,11 @@ from ..guardrails._toolcall import (
     check_schema,
     check_scopes,
 )
-from ..models import ModelRequest, ModelResponse, ToolCall, Usage
+from ..models import ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from ..models._tokens import estimate_tokens
 from ..store import Journal
 from ..supervisor import (
+    CallFailed,
     CloseRun,
     Deny,
     Limits,
@@ -56,7 +58,7 @@ from ..supervisor import (
 )
 from ..tools import Tool, ToolContext
 from ._agent import SubAgent
-from ._state import RunState
+from ._state import BUDGET_NOTICE, RunState, call_key
 
 __all__ = ["RunActor", "RunServices", "render_result"]
 
@@ -130,6 +132,10 @@ class RunActor(Actor):
         self.limits = agent.limits or services.limits
         self._stop_requested: tuple[Outcome, str] | None = None
         self._scope: anyio.CancelScope | None = None
+        self._offered: dict[str, Tool] = agent.tools
+        """Tools callable at the current step (open breakers out, their fallbacks in)."""
+        self._unavailable: frozenset[str] = frozenset()
+        self._price_cache: dict[str, tuple[float, float]] = {}
 
     async def started(self) -> None:
         """Kick off (or resume) the run."""
@@ -173,7 +179,10 @@ class RunActor(Actor):
                 used_tokens=state.tokens,
                 used_cost=state.cost_usd,
                 tool_calls=state.tool_calls,
+                errors=state.errors,
                 last_tools=tuple(state.recent_tools),
+                failed_calls=frozenset(state.failed_calls),
+                tenant=state.tenant,
             ),
             timeout=self.s.supervisor_timeout,
         )
@@ -241,36 +250,99 @@ class RunActor(Actor):
             raise _Stop(answer.outcome, answer.reason)
         return answer
 
+    def _prices(self, model: str) -> tuple[float, float]:
+        """USD per input and per output token of `model`, from the cost function."""
+        prices = self._price_cache.get(model)
+        if prices is None:
+            million = 1_000_000
+            prices = (
+                float(self.s.cost(model, Usage(input_tokens=million))) / million,
+                float(self.s.cost(model, Usage(output_tokens=million))) / million,
+            )
+            self._price_cache[model] = prices
+        return prices
+
+    def _offer(self, unavailable: frozenset[str]) -> tuple[tuple[ToolSpec, ...], str]:
+        """Tools offered this step: open breakers left out, their fallbacks offered instead."""
+        agent = self.agent
+        if unavailable.isdisjoint(agent.tools):
+            self._offered, self._unavailable = agent.tools, frozenset()
+            return agent.specs, agent.instructions
+        offered: dict[str, Tool] = {}
+        notes: list[str] = []
+        for name, t in agent.tools.items():
+            if name not in unavailable:
+                offered[name] = t
+                continue
+            fallback = t.fallback
+            if fallback is not None and fallback.name not in unavailable:
+                offered.setdefault(fallback.name, fallback)
+                notes.append(
+                    f"{name!r} is temporarily unavailable (its circuit breaker is open after "
+                    f"repeated failures); use {fallback.name!r} instead."
+                )
+            else:
+                notes.append(
+                    f"{name!r} is temporarily unavailable (its circuit breaker is open after "
+                    "repeated failures)."
+                )
+        self._offered = offered
+        self._unavailable = unavailable & agent.tools.keys()
+        specs = tuple(t.spec() for t in offered.values())
+        return specs, f"{agent.instructions}\n\nNote: {' '.join(notes)}"
+
     async def _model_step(self, state: RunState) -> ModelResponse:
         agent, limits = self.agent, self.limits
         step = state.model_calls + 1
+        model = agent.model
+        input_price, output_price = self._prices(model.name)
         estimate = (
             estimate_tokens(agent.instructions) + state.message_tokens + self._tool_tokens()
         )
         permit = await self._ask_supervisor(
-            ReserveModel(self.run_id, estimate, limits.output_tokens)
+            ReserveModel(
+                self.run_id,
+                estimate,
+                limits.output_tokens,
+                input_price=input_price,
+                output_price=output_price,
+            )
         )
-        request = ModelRequest.model_construct(
-            system=agent.instructions,
-            messages=tuple(state.messages),
-            tools=agent.specs,
-            max_tokens=permit.max_tokens,
-            run_id=self.run_id,
-            step=step,
-        )
-        await self._record(
-            state,
-            BudgetReserved(
-                run_id=self.run_id, step=step, tokens=permit.reserved, max_tokens=permit.max_tokens
-            ),
-            wait=False,
-        )
-        model = agent.model
         policy = limits.model_retry
         attempt = 0
         used = 0
         cost = 0.0
         try:
+            if permit.notice is not None:
+                await self._record(
+                    state,
+                    GuardrailVerdict(
+                        run_id=self.run_id,
+                        guardrail=BUDGET_NOTICE,
+                        decision="flag",
+                        reason=permit.notice,
+                        step=step,
+                    ),
+                )
+            specs, system = self._offer(permit.unavailable)
+            request = ModelRequest.model_construct(
+                system=system,
+                messages=tuple(state.messages),
+                tools=specs,
+                max_tokens=permit.max_tokens,
+                run_id=self.run_id,
+                step=step,
+            )
+            await self._record(
+                state,
+                BudgetReserved(
+                    run_id=self.run_id,
+                    step=step,
+                    tokens=permit.reserved,
+                    max_tokens=permit.max_tokens,
+                ),
+                wait=False,
+            )
             while True:
                 attempt += 1
                 started = time.perf_counter()
@@ -351,7 +423,13 @@ class RunActor(Actor):
                 wait=False,
             )
         finally:
-            settle = SettleModel(self.run_id, reserved=permit.reserved, used=used, cost_usd=cost)
+            settle = SettleModel(
+                self.run_id,
+                reserved=permit.reserved,
+                used=used,
+                cost_usd=cost,
+                reserved_cost=permit.reserved_cost,
+            )
             try:
                 self.s.supervisor.tell_nowait(settle)
             except MailboxFullError:
@@ -372,7 +450,9 @@ class RunActor(Actor):
     async def _handle_call(self, state: RunState, call: ToolCall) -> None:
         agent = self.agent
         step = state.pending_step
-        tool = agent.tools.get(call.name)
+        offered = self._offered
+        tool = offered.get(call.name)
+        key = call_key(call.name, call.arguments)
         use_fallback = False
         if call.id not in state.proposed:
             await self._record(
@@ -383,7 +463,7 @@ class RunActor(Actor):
                     call_id=call.id,
                     tool=call.name,
                     arguments=dict(call.arguments),
-                    offered=list(agent.tools),
+                    offered=list(offered),
                 ),
                 wait=False,
             )
@@ -393,12 +473,13 @@ class RunActor(Actor):
                     call.name,
                     registered=tool is not None,
                     has_fallback=tool is not None and tool.fallback is not None,
+                    call_key=key,
                 )
             )
             use_fallback = permit.use_fallback
         # The checks are pure, so a resumed run re-runs them rather than trusting a
         # proposal whose verdict never reached the journal.
-        verdict = check_registered(call, agent.tools)
+        verdict = check_registered(call, offered, unavailable=self._unavailable)
         if not verdict.blocked and tool is not None:
             verdict = check_arguments_parsed(call)
             if not verdict.blocked:
@@ -419,9 +500,14 @@ class RunActor(Actor):
                 ),
                 wait=False,
             )
+            await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
             return
-        key = f"{self.run_id}/{step}/{state.call_index.get(call.id, 0)}"
-        await self._execute(state, call, tool, step, key, use_fallback=use_fallback)
+        idempotency_key = f"{self.run_id}/{step}/{state.call_index.get(call.id, 0)}"
+        ok = await self._execute(
+            state, call, tool, step, idempotency_key, key, use_fallback=use_fallback
+        )
+        if not ok:
+            await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="failed"))
 
     async def _execute(
         self,
@@ -430,13 +516,16 @@ class RunActor(Actor):
         tool: Tool,
         step: int,
         key: str,
+        identity: str,
         *,
         use_fallback: bool,
-    ) -> None:
+    ) -> bool:
+        """Run the call with retries and fallback; True if it succeeded (possibly by fallback)."""
         original = tool
         fallback_for: str | None = None
         if use_fallback and tool.fallback is not None:
             fallback_for, tool = tool.name, tool.fallback
+            await self.s.supervisor.tell(CallFailed(self.run_id, identity, kind="fallback"))
         attempt = state.attempts.get(call.id, 0)
         tries_left = tool.retry.max_retries + 1
         while True:
@@ -476,7 +565,7 @@ class RunActor(Actor):
             except Exception as exc:
                 error = exc
             else:
-                await self.s.supervisor.tell(ToolOutcome(tool.name, ok=True))
+                await self.s.supervisor.tell(ToolOutcome(tool.name, ok=True, run_id=self.run_id))
                 full = render_result(value)
                 content, truncated = _truncate(full, self.limits.max_result_tokens)
                 await self._record(
@@ -494,8 +583,8 @@ class RunActor(Actor):
                     ),
                     wait=tool.side_effect != "read",
                 )
-                return
-            await self.s.supervisor.tell(ToolOutcome(tool.name, ok=False))
+                return True
+            await self.s.supervisor.tell(ToolOutcome(tool.name, ok=False, run_id=self.run_id))
             retryable = error.retryable if isinstance(error, CallError) else True
             retry_after = error.retry_after if isinstance(error, CallError) else None
             will_retry = retryable and tries_left > 0
@@ -530,8 +619,9 @@ class RunActor(Actor):
                 assert original.fallback is not None
                 fallback_for, tool = original.name, original.fallback
                 tries_left = tool.retry.max_retries + 1
+                await self.s.supervisor.tell(CallFailed(self.run_id, identity, kind="fallback"))
                 continue
-            return
+            return False
 
     @staticmethod
     def _failure_message(

@@ -7,11 +7,14 @@ never repeated, their recorded results are used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..events import (
     Event,
+    GuardrailVerdict,
     ModelCalled,
     RunFinished,
     RunStarted,
@@ -31,7 +34,15 @@ from ..models import (
 )
 from ..models._tokens import estimate_message_tokens
 
-__all__ = ["RunState"]
+__all__ = ["BUDGET_NOTICE", "RunState", "call_key"]
+
+BUDGET_NOTICE = "budget"
+"""Guardrail name of the budget notice; its verdict's reason is given to the model."""
+
+
+def call_key(tool: str, arguments: Mapping[str, Any]) -> str:
+    """Identify a call by tool and canonical arguments: ``get_invoice({"invoice_id":"INV-1"})``."""
+    return f"{tool}({json.dumps(dict(arguments), sort_keys=True, separators=(',', ':'), default=str)})"
 
 
 @dataclass(slots=True)
@@ -53,8 +64,14 @@ class RunState:
     """The model step the pending calls came from."""
     call_index: dict[str, int] = field(default_factory=dict)
     """Position of each of the last response's calls in that response, by call id."""
-    proposed: set[str] = field(default_factory=set)
-    """Call ids already proposed (counted by the supervisor), so a resume does not recount."""
+    proposed: dict[str, str] = field(default_factory=dict)
+    """Call key by call id, for calls already proposed (counted by the supervisor)."""
+    errors: int = 0
+    """Failed attempts, rejected calls and fallbacks so far (the run breaker's count)."""
+    failed_calls: set[str] = field(default_factory=set)
+    """Keys of calls that were rejected or failed for good."""
+    fallbacks: set[str] = field(default_factory=set)
+    """Call ids that fell back to their tool's fallback."""
     in_flight: dict[str, ToolCallStarted] = field(default_factory=dict)
     """Attempts started and not yet finished or failed, by call id."""
     attempts: dict[str, int] = field(default_factory=dict)
@@ -119,7 +136,7 @@ class RunState:
             self.call_index = {c.id: i for i, c in enumerate(response.tool_calls)}
         elif isinstance(event, ToolCallProposed):
             self.tool_calls += 1
-            self.proposed.add(event.call_id)
+            self.proposed[event.call_id] = call_key(event.tool, event.arguments)
             if self.recent_tools and self.recent_tools[-1] == event.tool:
                 self.recent_tools.append(event.tool)
             else:
@@ -127,14 +144,24 @@ class RunState:
         elif isinstance(event, ToolCallStarted):
             self.in_flight[event.call_id] = event
             self.attempts[event.call_id] = event.attempt
+            if event.fallback_for is not None and event.call_id not in self.fallbacks:
+                self.fallbacks.add(event.call_id)
+                self.errors += 1
         elif isinstance(event, ToolCallFinished):
             self._resolve(event.call_id, event.content, is_error=False, tool=event.tool)
         elif isinstance(event, ToolCallFailed):
             self.in_flight.pop(event.call_id, None)
+            self.errors += 1
             if event.final:
+                self.failed_calls.add(self.proposed.get(event.call_id, event.call_id))
                 self._resolve(event.call_id, event.message, is_error=True, tool=event.tool)
         elif isinstance(event, ToolCallRejected):
+            self.errors += 1
+            self.failed_calls.add(self.proposed.get(event.call_id, event.call_id))
             self._resolve(event.call_id, event.message, is_error=True, tool=event.tool)
+        elif isinstance(event, GuardrailVerdict):
+            if event.guardrail == BUDGET_NOTICE:
+                self._add_message(UserMessage(content=event.reason))
         elif isinstance(event, RunStarted):
             self.agent = event.agent
             self.task = event.task

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..tools import RetryPolicy
 
-__all__ = ["BreakerPolicy", "Limits"]
+__all__ = ["BreakerPolicy", "Limits", "TenantLimits"]
 
 
 class Limits(BaseModel):
@@ -36,6 +36,11 @@ class Limits(BaseModel):
     """How failed model calls are retried. Default 3 retries, backoff 1 s, 4 s, 16 s."""
     max_result_tokens: int = Field(800, gt=0)
     """Tool results are cut to about this many tokens before the model sees them. Default 800."""
+    max_errors: int = Field(10, ge=0)
+    """Run breaker: more failed attempts, rejected calls and fallbacks than this in one run
+    stop it (``stopped_breaker``): it is failing in cascade. Default 10."""
+    warn_at: float = Field(0.8, gt=0, le=1)
+    """Past this fraction of any budget the model is told, once, what remains. Default 0.8."""
 
     @model_validator(mode="after")
     def _check(self) -> Limits:
@@ -53,3 +58,14 @@ class BreakerPolicy(BaseModel):
     """Consecutive failed attempts that open the breaker. Default 5."""
     cooldown_s: float = Field(30.0, ge=0)
     """Seconds an open breaker waits before letting one trial call through. Default 30 s."""
+
+
+class TenantLimits(BaseModel):
+    """A tenant's daily budget, shared by all its runs (days are UTC)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    daily_tokens: int | None = Field(None, gt=0)
+    """Tokens per day across every run of the tenant; None for no cap. Default None."""
+    daily_cost_usd: float | None = Field(None, gt=0)
+    """USD per day across every run of the tenant; None for no cap. Default None."""

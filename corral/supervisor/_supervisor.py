@@ -3,37 +3,46 @@
 Every run asks it before each model call and each tool call. Its handlers only do
 in-memory bookkeeping and never await a model or a tool, so one supervisor keeps up
 with every run in the process.
+
+Every limit is enforced by reservation before the call and settlement after: a model call
+reserves its estimated input (times a margin) plus its output cap, in tokens and in USD,
+against the run's budget and its tenant's daily budget, so no in-flight call can push
+either past its cap.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._clock import Clock
 from ..actors import Actor
 from ..errors import UsageError
 from ..events import Outcome
-from ._limits import BreakerPolicy, Limits
+from ..models._tokens import MESSAGE_OVERHEAD, estimate_tokens
+from ._limits import BreakerPolicy, Limits, TenantLimits
 
 __all__ = [
     "BreakerState",
+    "CallFailed",
     "CloseRun",
     "Deny",
+    "GetBreakers",
+    "GetTenantUsage",
+    "GetUsage",
     "OpenRun",
     "Permit",
     "ReserveModel",
     "ReserveTool",
-    "RunUsage",
     "SettleModel",
     "StopRun",
     "Supervisor",
+    "TenantUsage",
     "ToolOutcome",
     "UsageSnapshot",
-    "GetUsage",
-    "GetBreakers",
 ]
 
 
@@ -47,6 +56,7 @@ class OpenRun:
     run_id: str
     limits: Limits
     started_at: float
+    tenant: str = "default"
     budget_key: str | None = None
     """Runs with the same key share one budget (a workflow's sub-agent runs). Default: run_id."""
     stop: Callable[[Outcome, str], None] | None = None
@@ -55,8 +65,11 @@ class OpenRun:
     """Tokens already used (when a run is resumed from its journal)."""
     used_cost: float = 0.0
     tool_calls: int = 0
+    errors: int = 0
     last_tools: tuple[str, ...] = ()
     """The run's most recent consecutive same-tool calls, for loop detection on resume."""
+    failed_calls: frozenset[str] = frozenset()
+    """Keys of calls that already failed (for the repeated-failed-call rule on resume)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,10 @@ class ReserveModel:
     run_id: str
     estimated_input: int
     max_tokens: int
+    input_price: float = 0.0
+    """USD per input token of the model about to be called (0 when unknown)."""
+    output_price: float = 0.0
+    """USD per output token of the model about to be called."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +93,7 @@ class SettleModel:
     reserved: int
     used: int
     cost_usd: float = 0.0
+    reserved_cost: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +105,34 @@ class ReserveTool:
     registered: bool = True
     """False for a name the agent does not have: counted, but no breaker applies."""
     has_fallback: bool = False
+    call_key: str = ""
+    """Tool name plus canonical arguments: the same key after a failure is a loop."""
 
 
 @dataclass(frozen=True, slots=True)
 class ToolOutcome:
-    """Report one tool attempt's success or failure, for the breaker (tell)."""
+    """Report one tool attempt's success or failure, for the breakers (tell)."""
 
     tool: str
     ok: bool
+    run_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    """A proposed call was rejected, failed for good, or fell back (tell)."""
+
+    run_id: str
+    call_key: str
+    kind: Literal["rejected", "failed", "fallback"] = "rejected"
+    """``rejected`` by a check (an error, and the key is remembered), ``failed`` for good
+    after its attempts (each attempt was already counted; the key is remembered), or fell
+    back to its fallback tool (an error; the call itself did not fail)."""
 
 
 @dataclass(frozen=True, slots=True)
 class CloseRun:
-    """Forget a finished run (tell)."""
+    """Forget a finished run (tell); releases whatever it still had reserved."""
 
     run_id: str
 
@@ -121,6 +154,13 @@ class GetUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class GetTenantUsage:
+    """Ask for a tenant's usage today (ask); answers a `TenantUsage`."""
+
+    tenant: str
+
+
+@dataclass(frozen=True, slots=True)
 class GetBreakers:
     """Ask for every breaker's state (ask); answers ``dict[str, BreakerState]``."""
 
@@ -133,6 +173,12 @@ class Permit:
     """For a model call: the output cap granted (may be lower than asked)."""
     reserved: int = 0
     """For a model call: tokens set aside, to settle later."""
+    reserved_cost: float = 0.0
+    """For a model call: USD set aside, to settle later."""
+    notice: str | None = None
+    """For a model call: a budget notice to give the model (once, past the warning level)."""
+    unavailable: frozenset[str] = frozenset()
+    """For a model call: tools whose breaker is open; do not offer them."""
     use_fallback: bool = False
     """For a tool call: the tool's breaker is open, call its fallback instead."""
     trial: bool = False
@@ -155,8 +201,21 @@ class UsageSnapshot:
     reserved: int
     cost_usd: float
     tool_calls: int
+    errors: int
     elapsed_s: float
     limits: Limits
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    """A tenant's consumption today (UTC) against its daily limits."""
+
+    tenant: str
+    day: str
+    tokens: int
+    reserved: int
+    cost_usd: float
+    limits: TenantLimits | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,22 +237,37 @@ class _Budget:
     tokens: int = 0
     reserved: int = 0
     cost: float = 0.0
+    reserved_cost: float = 0.0
     tool_calls: int = 0
+    errors: int = 0
     runs: int = 0
+    warned: bool = False
 
 
 @dataclass(slots=True)
-class RunUsage:
-    """Per-run bookkeeping held by the supervisor."""
+class _Tenant:
+    name: str
+    limits: TenantLimits | None
+    day: str = ""
+    tokens: int = 0
+    reserved: int = 0
+    cost: float = 0.0
+    reserved_cost: float = 0.0
 
+
+@dataclass(slots=True)
+class _Run:
     run_id: str
     budget: _Budget
+    tenant: _Tenant
     started_at: float
     stop: Callable[[Outcome, str], None] | None
     reserved: int = 0
     """Tokens this run has reserved and not settled (released if the run closes)."""
+    reserved_cost: float = 0.0
     last_tool: str | None = None
     same_tool_streak: int = 0
+    failed_calls: set[str] = field(default_factory=set)
     stopped: tuple[Outcome, str] | None = None
 
 
@@ -206,21 +280,37 @@ class _Breaker:
     """When the half-open trial call was let through (another is allowed a cooldown later)."""
 
 
+def _day(now: float) -> str:
+    return dt.datetime.fromtimestamp(now, tz=dt.UTC).date().isoformat()
+
+
 class Supervisor(Actor):
     """The actor every run consults before each model call and tool call.
 
     Args:
         clock: time source (inject a `MockClock` in tests).
         breakers: circuit-breaker policy shared by all runs.
+        tenants: daily limits by tenant name.
+        default_tenant_limits: daily limits of tenants not in `tenants` (None: unlimited).
     """
 
     mailbox_size = 4096
 
-    def __init__(self, *, clock: Clock, breakers: BreakerPolicy | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        breakers: BreakerPolicy | None = None,
+        tenants: Mapping[str, TenantLimits] | None = None,
+        default_tenant_limits: TenantLimits | None = None,
+    ) -> None:
         self._clock = clock
         self._policy = breakers or BreakerPolicy()
-        self._runs: dict[str, RunUsage] = {}
+        self._tenant_limits = dict(tenants or {})
+        self._default_tenant_limits = default_tenant_limits
+        self._runs: dict[str, _Run] = {}
         self._budgets: dict[str, _Budget] = {}
+        self._tenants: dict[str, _Tenant] = {}
         self._breakers: dict[str, _Breaker] = {}
 
     async def receive(self, message: Any) -> Any:
@@ -232,6 +322,16 @@ class Supervisor(Actor):
 
     # -- runs ---------------------------------------------------------------------------
 
+    def _tenant(self, name: str) -> _Tenant:
+        tenant = self._tenants.get(name)
+        if tenant is None:
+            limits = self._tenant_limits.get(name, self._default_tenant_limits)
+            tenant = self._tenants[name] = _Tenant(name, limits)
+        today = _day(self._clock.now())
+        if tenant.day != today:  # a new day: yesterday's usage no longer counts
+            tenant.day, tenant.tokens, tenant.cost = today, 0, 0.0
+        return tenant
+
     def _open(self, m: OpenRun) -> None:
         if m.run_id in self._runs:  # re-opened by a restarted run actor: start clean
             self._close(CloseRun(m.run_id))
@@ -240,10 +340,15 @@ class Supervisor(Actor):
         if budget is None:
             budget = self._budgets[key] = _Budget(
                 key=key,
-                limits=m.limits, tokens=m.used_tokens, cost=m.used_cost, tool_calls=m.tool_calls
+                limits=m.limits,
+                tokens=m.used_tokens,
+                cost=m.used_cost,
+                tool_calls=m.tool_calls,
+                errors=m.errors,
             )
         budget.runs += 1
-        run = RunUsage(m.run_id, budget, m.started_at, m.stop)
+        run = _Run(m.run_id, budget, self._tenant(m.tenant), m.started_at, m.stop)
+        run.failed_calls.update(m.failed_calls)
         if m.last_tools:
             run.last_tool = m.last_tools[-1]
             run.same_tool_streak = len(m.last_tools)
@@ -254,11 +359,14 @@ class Supervisor(Actor):
         if run is None:
             return
         run.budget.reserved -= run.reserved
+        run.budget.reserved_cost -= run.reserved_cost
+        run.tenant.reserved -= run.reserved
+        run.tenant.reserved_cost -= run.reserved_cost
         run.budget.runs -= 1
         if run.budget.runs <= 0:
             self._budgets.pop(run.budget.key, None)
 
-    def _run(self, run_id: str) -> RunUsage:
+    def _run(self, run_id: str) -> _Run:
         run = self._runs.get(run_id)
         if run is None:
             raise UsageError(f"run {run_id!r} is not registered with the supervisor")
@@ -273,20 +381,22 @@ class Supervisor(Actor):
             run.stop(m.outcome, m.reason)
         return True
 
-    def _common_checks(self, run: RunUsage) -> Deny | None:
+    def _common_checks(self, run: _Run) -> Deny | None:
         if run.stopped is not None:
             return Deny(*run.stopped)
-        limits = run.budget.limits
+        budget = run.budget
+        limits = budget.limits
         elapsed = self._clock.now() - run.started_at
         if elapsed >= limits.max_wall_clock_s:
             return Deny(
                 "stopped_budget",
                 f"wall-clock limit reached: {elapsed:.1f} s of {limits.max_wall_clock_s:g} s",
             )
-        if limits.max_cost_usd is not None and run.budget.cost >= limits.max_cost_usd:
+        if budget.errors > limits.max_errors:
             return Deny(
-                "stopped_budget",
-                f"cost budget reached: ${run.budget.cost:.4f} of ${limits.max_cost_usd:.4f}",
+                "stopped_breaker",
+                f"run breaker: {budget.errors} errors, rejections and fallbacks in this run "
+                f"(limit {limits.max_errors}); the run is failing in cascade",
             )
         return None
 
@@ -297,32 +407,135 @@ class Supervisor(Actor):
         denied = self._common_checks(run)
         if denied is not None:
             return denied
+        budget, tenant = run.budget, self._tenant(run.tenant.name)
+        limits = budget.limits
+        # Decided on what is used and reserved before this call; the notice goes into the
+        # request, so its own tokens are part of what this call reserves.
+        notice = self._notice(run)
+        estimated = m.estimated_input
+        if notice is not None:
+            estimated += estimate_tokens(notice) + MESSAGE_OVERHEAD
+        input_tokens = math.ceil(estimated * limits.estimate_margin)
+        input_cost = input_tokens * m.input_price
+        # The output cap is what every token and cost budget leaves, after the input.
+        room: list[tuple[float, str]] = [
+            (limits.max_tokens - budget.tokens - budget.reserved - input_tokens, "run token budget")
+        ]
+        if limits.max_cost_usd is not None and m.output_price > 0:
+            left = limits.max_cost_usd - budget.cost - budget.reserved_cost - input_cost
+            room.append((left / m.output_price, "run cost budget"))
+        elif limits.max_cost_usd is not None and budget.cost >= limits.max_cost_usd:
+            room.append((0, "run cost budget"))
+        tl = tenant.limits
+        if tl is not None and tl.daily_tokens is not None:
+            room.append(
+                (tl.daily_tokens - tenant.tokens - tenant.reserved - input_tokens, "tenant daily token budget")
+            )
+        if tl is not None and tl.daily_cost_usd is not None and m.output_price > 0:
+            left = tl.daily_cost_usd - tenant.cost - tenant.reserved_cost - input_cost
+            room.append((left / m.output_price, "tenant daily cost budget"))
+        tightest, which = min(room)
+        granted = min(m.max_tokens, math.floor(tightest))
+        if granted < limits.min_output_tokens:
+            if notice is not None:
+                budget.warned = False  # not delivered
+            return Deny("stopped_budget", self._exhausted(which, run, tenant, input_tokens))
+        reserved = input_tokens + granted
+        reserved_cost = input_cost + granted * m.output_price
+        budget.reserved += reserved
+        budget.reserved_cost += reserved_cost
+        tenant.reserved += reserved
+        tenant.reserved_cost += reserved_cost
+        run.reserved += reserved
+        run.reserved_cost += reserved_cost
+        return Permit(
+            max_tokens=granted,
+            reserved=reserved,
+            reserved_cost=reserved_cost,
+            notice=notice,
+            unavailable=self._unavailable(),
+        )
+
+    def _exhausted(self, which: str, run: _Run, tenant: _Tenant, input_tokens: int) -> str:
         budget = run.budget
         limits = budget.limits
-        input_reservation = math.ceil(m.estimated_input * limits.estimate_margin)
-        available = limits.max_tokens - budget.tokens - budget.reserved
-        granted = min(m.max_tokens, available - input_reservation)
-        if granted < limits.min_output_tokens:
-            return Deny(
-                "stopped_budget",
+        need = input_tokens + limits.min_output_tokens
+        if which == "run token budget":
+            return (
                 f"token budget reached: {budget.tokens:,} used and {budget.reserved:,} reserved "
-                f"of {limits.max_tokens:,}; the next call needs about "
-                f"{input_reservation + limits.min_output_tokens:,}",
+                f"of {limits.max_tokens:,}; the next call needs about {need:,}"
             )
-        reserved = input_reservation + granted
-        budget.reserved += reserved
-        run.reserved += reserved
-        return Permit(max_tokens=granted, reserved=reserved)
+        if which == "run cost budget":
+            return (
+                f"cost budget reached: ${budget.cost:.4f} used and ${budget.reserved_cost:.4f} "
+                f"reserved of ${limits.max_cost_usd:.4f}"
+            )
+        tl = tenant.limits
+        assert tl is not None
+        if which == "tenant daily token budget":
+            return (
+                f"tenant {tenant.name!r} daily token budget reached: {tenant.tokens:,} used and "
+                f"{tenant.reserved:,} reserved of {tl.daily_tokens:,} today"
+            )
+        return (
+            f"tenant {tenant.name!r} daily cost budget reached: ${tenant.cost:.4f} used and "
+            f"${tenant.reserved_cost:.4f} reserved of ${tl.daily_cost_usd:.4f} today"
+        )
+
+    def _notice(self, run: _Run) -> str | None:
+        """Once a budget passes the warning level, tell the model what remains (once)."""
+        budget = run.budget
+        if budget.warned:
+            return None
+        limits = budget.limits
+        elapsed = self._clock.now() - run.started_at
+        fractions = [
+            (budget.tokens + budget.reserved) / limits.max_tokens,
+            budget.tool_calls / limits.max_tool_calls,
+            elapsed / limits.max_wall_clock_s,
+        ]
+        if limits.max_cost_usd is not None:
+            fractions.append((budget.cost + budget.reserved_cost) / limits.max_cost_usd)
+        if max(fractions) < limits.warn_at:
+            return None
+        budget.warned = True
+        left_tokens = max(limits.max_tokens - budget.tokens - budget.reserved, 0)
+        left_calls = max(limits.max_tool_calls - budget.tool_calls, 0)
+        left_s = max(limits.max_wall_clock_s - elapsed, 0.0)
+        cost = ""
+        if limits.max_cost_usd is not None:
+            cost = f", ${max(limits.max_cost_usd - budget.cost - budget.reserved_cost, 0):.4f}"
+        return (
+            f"Budget notice: this run has used {max(fractions):.0%} of a limit. Remaining: "
+            f"{left_tokens:,} tokens, {left_calls} tool calls, {left_s:.0f} s{cost}. "
+            "Wrap up now: give the most useful answer you can with what you have."
+        )
+
+    def _unavailable(self) -> frozenset[str]:
+        if not self._breakers:
+            return frozenset()
+        now = self._clock.now()
+        return frozenset(
+            tool
+            for tool, b in self._breakers.items()
+            if b.opened_at is not None and now - b.opened_at < self._policy.cooldown_s
+        )
 
     def _settle_model(self, m: SettleModel) -> None:
         run = self._runs.get(m.run_id)
         if run is None:
             return
-        budget = run.budget
+        budget, tenant = run.budget, self._tenant(run.tenant.name)
         budget.reserved -= m.reserved
+        budget.reserved_cost -= m.reserved_cost
         run.reserved -= m.reserved
+        run.reserved_cost -= m.reserved_cost
+        tenant.reserved -= m.reserved
+        tenant.reserved_cost -= m.reserved_cost
         budget.tokens += m.used
         budget.cost += m.cost_usd
+        tenant.tokens += m.used
+        tenant.cost += m.cost_usd
 
     # -- tool calls ---------------------------------------------------------------------
 
@@ -337,6 +550,11 @@ class Supervisor(Actor):
             return Deny(
                 "stopped_steps",
                 f"tool-call limit reached: {budget.tool_calls} of {limits.max_tool_calls}",
+            )
+        if m.call_key and m.call_key in run.failed_calls:
+            return Deny(
+                "stopped_loop",
+                f"loop detected: the model repeated a call that already failed: {m.call_key}",
             )
         if m.tool == run.last_tool:
             run.same_tool_streak += 1
@@ -375,6 +593,10 @@ class Supervisor(Actor):
         )
 
     def _tool_outcome(self, m: ToolOutcome) -> None:
+        if not m.ok and m.run_id:
+            run = self._runs.get(m.run_id)
+            if run is not None:
+                run.budget.errors += 1
         breaker = self._breakers.get(m.tool)
         if m.ok:
             if breaker is not None:
@@ -390,6 +612,15 @@ class Supervisor(Actor):
         elif breaker.opened_at is None and breaker.failures >= self._policy.failure_threshold:
             breaker.opened_at = self._clock.now()
 
+    def _call_failed(self, m: CallFailed) -> None:
+        run = self._runs.get(m.run_id)
+        if run is None:
+            return
+        if m.kind != "failed":
+            run.budget.errors += 1
+        if m.kind != "fallback":
+            run.failed_calls.add(m.call_key)
+
     # -- queries ------------------------------------------------------------------------
 
     def _usage(self, m: GetUsage) -> UsageSnapshot | None:
@@ -402,9 +633,14 @@ class Supervisor(Actor):
             reserved=b.reserved,
             cost_usd=b.cost,
             tool_calls=b.tool_calls,
+            errors=b.errors,
             elapsed_s=self._clock.now() - run.started_at,
             limits=b.limits,
         )
+
+    def _tenant_usage(self, m: GetTenantUsage) -> TenantUsage:
+        t = self._tenant(m.tenant)
+        return TenantUsage(t.name, t.day, t.tokens, t.reserved, t.cost, t.limits)
 
     def _breaker_states(self, m: GetBreakers) -> dict[str, BreakerState]:
         out: dict[str, BreakerState] = {}
@@ -423,6 +659,8 @@ class Supervisor(Actor):
         SettleModel: _settle_model,
         ReserveTool: _reserve_tool,
         ToolOutcome: _tool_outcome,
+        CallFailed: _call_failed,
         GetUsage: _usage,
+        GetTenantUsage: _tenant_usage,
         GetBreakers: _breaker_states,
     }
