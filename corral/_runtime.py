@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import structlog
@@ -14,11 +14,12 @@ import structlog
 from ._clock import Clock, SystemClock
 from ._task import Task, new_id
 from .actors import Actor, ActorRef, ActorSystem, RestartPolicy
-from .errors import RoutingError, UsageError
-from .events import Event, Outcome, RunFinished, RunStarted
-from .models import Usage
+from .errors import ConfigError, RoutingError, UsageError
+from .events import Event, GateDecided, Outcome, RunFinished, RunStarted, WaitResolved
+from .models import ToolCall, Usage
 from .router import Route, Router
-from .store import Journal, MemoryJournal
+from .store import GateRecord, Journal, MemoryJournal, RunStatus
+from .tools import SIDE_EFFECTS, SideEffect, Tool
 from .subagents import RunActor, RunServices, RunState, SubAgent
 from .supervisor import (
     BreakerPolicy,
@@ -45,9 +46,12 @@ class RunResult:
 
     run_id: str
     agent: str
-    outcome: Outcome
-    """``completed``, ``failed``, ``stopped_budget``, ``stopped_steps``, ``stopped_loop``,
-    ``stopped_breaker`` or ``cancelled``."""
+    status: RunStatus
+    """``finished``, or ``waiting`` at a gate or for an external event (see `gates`)."""
+    outcome: Outcome | None
+    """How a finished run ended: ``completed``, ``failed``, ``stopped_budget``,
+    ``stopped_steps``, ``stopped_loop``, ``stopped_breaker`` or ``cancelled``; None while
+    it waits."""
     output: str | None
     """The final answer; for a stopped run, the model's last text (a partial answer)."""
     reason: str
@@ -60,6 +64,8 @@ class RunResult:
     duration_s: float
     events: tuple[Event, ...]
     """Every event of the run, in order."""
+    gates: tuple[GateRecord, ...] = ()
+    """The run's open gates, while it waits for a person."""
 
     @property
     def ok(self) -> bool:
@@ -73,11 +79,16 @@ class _StartRun:
 
 
 class _Waiter:
-    __slots__ = ("event", "finished")
+    """Wakes whoever awaits a run when it finishes or pauses."""
+
+    __slots__ = ("event",)
 
     def __init__(self) -> None:
         self.event = anyio.Event()
-        self.finished: RunFinished | None = None
+
+    def wake(self) -> None:
+        self.event.set()
+        self.event = anyio.Event()
 
 
 class RunHandle:
@@ -118,6 +129,8 @@ class _AgentActor(Actor):
     async def receive(self, message: Any) -> Any:
         if isinstance(message, _StartRun):
             runtime, agent = self._runtime, self._agent
+            if self.system.get(f"{self.ref.name}/{message.run_id}") is not None:
+                return None  # already being driven here
             await self.spawn(
                 lambda: RunActor(agent, message.run_id, runtime._services),
                 name=message.run_id,
@@ -129,6 +142,32 @@ class _AgentActor(Actor):
     async def child_failed(self, child: ActorRef, error: BaseException) -> None:
         run_id = child.name.rsplit("/", 1)[-1]
         await self._runtime._fail_crashed(run_id, error)
+
+
+class _Tick:
+    """Message the poller sends itself."""
+
+
+class _Poller(Actor):
+    """Wakes the runtime every `interval` seconds: expiries, approvals from elsewhere, leases."""
+
+    def __init__(self, runtime: Runtime, interval: float) -> None:
+        self._runtime = runtime
+        self._interval = interval
+
+    async def started(self) -> None:
+        await self.ref.tell(_Tick())
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, _Tick):
+            await anyio.sleep(self._interval)
+            try:
+                await self._runtime.tick()
+            except Exception as exc:  # a bad tick must not stop the polling
+                log.error("runtime.tick_failed", error=repr(exc))
+            await self.ref.tell(_Tick())
+            return None
+        return await super().receive(message)
 
 
 class Runtime:
@@ -151,9 +190,20 @@ class Runtime:
         resume: on start, continue every unfinished run found in the journal. Default True.
         tenants: daily budgets by tenant, shared by all of a tenant's runs.
         default_tenant_limits: daily budget of any tenant not in `tenants`. Default: none.
+        gated: side-effect levels whose calls wait for a person's approval. Default
+            ``write``, ``external`` and ``destructive``; ``()`` lets every call run.
+        approval: a function ``(agent, tool, call) -> reason | None`` that decides instead
+            of `gated`, returning why a person must approve, or None to let the call run.
+        gate_ttl_s: seconds before an undecided gate expires into a rejection. Default 48 h.
+        poll_interval: seconds between checks for expired gates and waits, decisions made
+            by other processes, and runs to take over. Default 1 s; None disables polling
+            (call `tick` yourself).
+        owner: this process's name in run leases. Default: a fresh id.
+        lease_s: how long a claim on a run lasts without renewal. Default 30 s.
 
     Raises:
-        ConfigError: duplicate agent names, or routes to agents that do not exist.
+        UsageError: duplicate agent names or no agent.
+        ConfigError: routes to agents that do not exist.
     """
 
     def __init__(
@@ -170,6 +220,12 @@ class Runtime:
         resume: bool = True,
         tenants: Mapping[str, TenantLimits] | None = None,
         default_tenant_limits: TenantLimits | None = None,
+        gated: Collection[SideEffect] = ("write", "external", "destructive"),
+        approval: Callable[[SubAgent, Tool, ToolCall], str | None] | None = None,
+        gate_ttl_s: float = 48 * 3600.0,
+        poll_interval: float | None = 1.0,
+        owner: str | None = None,
+        lease_s: float = 30.0,
     ) -> None:
         names = [a.name for a in agents]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -177,6 +233,9 @@ class Runtime:
             raise UsageError(f"duplicate sub-agent names: {', '.join(duplicates)}")
         if not agents:
             raise UsageError("a Runtime needs at least one sub-agent")
+        unknown = sorted(set(gated) - set(SIDE_EFFECTS))
+        if unknown:
+            raise ConfigError(f"gated: unknown side-effect levels {unknown}; use {SIDE_EFFECTS}")
         self.agents: Mapping[str, SubAgent] = {a.name: a for a in agents}
         if router is not None:
             router.validate(self.agents)
@@ -185,13 +244,27 @@ class Runtime:
         self.breakers = breakers or BreakerPolicy()
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.clock: Clock = clock or SystemClock()
+        self.owner = owner or new_id("owner")
         self._cost = cost or (lambda model, usage: 0.0)
         self._rng = random.Random(seed)
         self._resume = resume
         self._tenants = dict(tenants or {})
         self._default_tenant_limits = default_tenant_limits
+        gated_levels = frozenset(gated)
+        self._approval = approval or (
+            lambda agent, tool, call: (
+                f"{tool.side_effect} tool {tool.name!r} changes state outside the agent; "
+                "a person must approve it"
+            )
+            if tool.side_effect in gated_levels
+            else None
+        )
+        self._gate_ttl_s = gate_ttl_s
+        self._poll_interval = poll_interval
+        self._lease_s = lease_s
         self._subscribers: list[Callable[[Event], None]] = []
         self._waiters: dict[str, _Waiter] = {}
+        self._active: set[str] = set()
         self._system: ActorSystem | None = None
         self._agent_refs: dict[str, ActorRef] = {}
         self._supervisor: ActorRef | None = None
@@ -224,7 +297,10 @@ class Runtime:
                 publish=self._publish,
                 cost=self._cost,
                 on_finished=self._on_finished,
+                on_paused=self._on_paused,
                 rng=self._rng,
+                approval=self._approval,
+                gate_ttl_s=self._gate_ttl_s,
             )
             for name, agent in self.agents.items():
                 self._agent_refs[name] = await system.spawn(
@@ -233,6 +309,9 @@ class Runtime:
                 )
             if self._resume:
                 await self.resume()
+            if self._poll_interval is not None:
+                interval = self._poll_interval
+                await system.spawn(lambda: _Poller(self, interval), name="poller")
         except BaseException:
             await system.__aexit__(None, None, None)
             self._system = None
@@ -241,10 +320,16 @@ class Runtime:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         system, self._system = self._system, None
-        if system is not None:
-            await system.__aexit__(*exc_info)
-        for waiter in self._waiters.values():
-            waiter.event.set()
+        try:
+            if system is not None:
+                await system.__aexit__(*exc_info)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for run_id in list(self._active):
+                    await self.journal.release(run_id, self.owner)
+            self._active.clear()
+            for waiter in self._waiters.values():
+                waiter.wake()
 
     def _require_running(self) -> ActorSystem:
         if self._system is None:
@@ -252,21 +337,68 @@ class Runtime:
         return self._system
 
     async def resume(self) -> list[str]:
-        """Continue every unfinished run in the journal; returns their ids."""
+        """Continue every unfinished run in the journal that is not waiting; returns their ids.
+
+        Runs waiting at a gate or for an event stay as rows in the journal until the
+        decision or the event arrives.
+        """
         self._require_running()
         resumed: list[str] = []
-        for run_id in await self.journal.unfinished_runs():
-            if run_id in self._waiters:
-                continue
-            events = await self.journal.read(run_id)
-            started = next((e for e in events if isinstance(e, RunStarted)), None)
-            if started is None or started.agent not in self._agent_refs:
-                log.warning("runtime.cannot_resume", run_id=run_id, reason="unknown agent")
-                continue
-            self._waiters[run_id] = _Waiter()
-            await self._agent_refs[started.agent].ask(_StartRun(run_id))
-            resumed.append(run_id)
+        for info in await self.journal.runs(status="running", limit=1_000_000):
+            if await self._start(info.run_id, info.agent):
+                resumed.append(info.run_id)
         return resumed
+
+    async def _start(self, run_id: str, agent: str) -> bool:
+        """Drive a run here if this process can claim it."""
+        if run_id in self._active or agent not in self._agent_refs:
+            if agent not in self._agent_refs:
+                log.warning("runtime.cannot_resume", run_id=run_id, reason=f"unknown agent {agent!r}")
+            return False
+        if not await self.journal.claim(
+            run_id, self.owner, lease_s=self._lease_s, now=self.clock.now()
+        ):
+            return False
+        self._active.add(run_id)
+        await self._agent_refs[agent].ask(_StartRun(run_id))
+        return True
+
+    async def tick(self) -> None:
+        """Expire overdue gates and waits, and drive runs that are ready but idle here.
+
+        Called every `poll_interval` seconds; tests call it after moving a `MockClock`.
+        """
+        self._require_running()
+        now = self.clock.now()
+        for gate in await self.journal.gates(status="open"):
+            if gate.opened.expires_at <= now:
+                expired = GateDecided(
+                    run_id=gate.run_id,
+                    ts=now,
+                    gate_id=gate.opened.gate_id,
+                    call_id=gate.opened.call_id,
+                    decision="expired",
+                    note=f"no decision within {self._gate_ttl_s / 3600:g} h",
+                )
+                if await self.journal.decide_gate(expired):
+                    self._publish(expired)
+        for wait in await self.journal.waits():
+            if wait.started.expires_at <= now:
+                timed_out = WaitResolved(
+                    run_id=wait.run_id,
+                    ts=now,
+                    call_id=wait.started.call_id,
+                    tool=wait.started.tool,
+                    key=wait.started.key,
+                    timed_out=True,
+                )
+                if await self.journal.resolve_wait(timed_out):
+                    self._publish(timed_out)
+        for run_id in self._active:
+            await self.journal.claim(run_id, self.owner, lease_s=self._lease_s, now=now)
+        await self.resume()
+        for waiter in self._waiters.values():
+            waiter.wake()  # runs driven elsewhere may have moved on: waiters look again
 
     # -- submitting -----------------------------------------------------------------------------
 
@@ -323,7 +455,7 @@ class Runtime:
         if agent not in self.agents:
             raise UsageError(f"no sub-agent named {agent!r}; known: {', '.join(self.agents)}")
         run_id = run_id or new_id("run")
-        if run_id in self._waiters or await self.journal.read(run_id):
+        if await self.journal.read(run_id):
             raise UsageError(f"run id {run_id!r} is already in use")
         limits = self.agents[agent].limits or self.limits
         started = RunStarted(
@@ -340,8 +472,7 @@ class Runtime:
         )
         await self.journal.append(started)
         self._publish(started)
-        self._waiters[run_id] = _Waiter()
-        await self._agent_refs[agent].ask(_StartRun(run_id))
+        await self._start(run_id, agent)
         return RunHandle(self, run_id, agent, route)
 
     async def run(
@@ -354,59 +485,207 @@ class Runtime:
         agent: str | None = None,
         timeout: float | None = None,
     ) -> RunResult:
-        """Run a task to its end and return the result (see `submit` for the arguments).
+        """Run a task until it finishes or waits for a person (see `submit` for arguments).
 
-        A run stopped by a limit is not an exception: look at `RunResult.outcome`.
+        A run stopped by a limit is not an exception: look at `RunResult.outcome`. A run
+        waiting at a gate returns with ``status == "waiting"`` and its `gates`; after
+        `approve` or `reject`, `wait` for it again.
         """
         handle = await self.submit(task, kind=kind, tags=tags, tenant=tenant, agent=agent)
         return await handle.result(timeout=timeout)
 
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
-        """Wait for a run of this runtime to end and return its result.
+        """Wait until a run finishes or pauses, and return where it stands.
 
         Raises:
-            UsageError: the run is unknown to this runtime.
-            TimeoutError: it did not end within `timeout`.
+            UsageError: no such run.
+            TimeoutError: it neither finished nor paused within `timeout`.
         """
-        waiter = self._waiters.get(run_id)
-        if waiter is None:
-            events = await self.journal.read(run_id)
-            if events and isinstance(events[-1], RunFinished):
-                return self._result(run_id, events)
-            raise UsageError(f"run {run_id!r} is not running in this runtime")
         with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
-            await waiter.event.wait()
-        events = await self.journal.read(run_id)
-        if waiter.finished is None and not (events and isinstance(events[-1], RunFinished)):
-            raise UsageError(f"run {run_id!r} did not finish: the runtime stopped first")
-        self._waiters.pop(run_id, None)
-        return self._result(run_id, events)
+            while True:
+                waiter = self._waiters.setdefault(run_id, _Waiter())
+                woken = waiter.event  # taken before reading, so no wake-up is missed
+                events = await self.journal.read(run_id)
+                if not events:
+                    raise UsageError(f"no run {run_id!r} in the journal")
+                if run_id not in self._active:
+                    state = RunState.fold(run_id, events)
+                    if state.done or state.paused or self._system is None:
+                        if state.done:
+                            self._waiters.pop(run_id, None)
+                        return await self._result(run_id, events, state)
+                await woken.wait()
 
-    @staticmethod
-    def _result(run_id: str, events: list[Event]) -> RunResult:
+    async def _result(self, run_id: str, events: list[Event], state: RunState) -> RunResult:
         started = next(e for e in events if isinstance(e, RunStarted))
-        finished = events[-1]
-        assert isinstance(finished, RunFinished)
+        finished = state.finished
+        gates: tuple[GateRecord, ...] = ()
+        if finished is None:
+            gates = tuple(g for g in await self.journal.gates(status="open") if g.run_id == run_id)
         return RunResult(
             run_id=run_id,
             agent=started.agent,
-            outcome=finished.outcome,
-            output=finished.output,
-            reason=finished.reason,
-            steps=finished.steps,
-            model_calls=finished.model_calls,
-            tokens=finished.tokens,
-            cost_usd=finished.cost_usd,
-            duration_s=finished.duration_s,
+            status="finished" if finished is not None else "waiting" if state.paused else "running",
+            outcome=finished.outcome if finished else None,
+            output=finished.output if finished else state.last_text or None,
+            reason=finished.reason if finished else "",
+            steps=state.tool_calls,
+            model_calls=state.model_calls,
+            tokens=state.tokens,
+            cost_usd=state.cost_usd,
+            duration_s=finished.duration_s if finished else 0.0,
             events=tuple(events),
+            gates=gates,
         )
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by request") -> bool:
-        """Stop a run now. Returns False when it was not running."""
+        """Stop a run now, running or waiting. Returns False when it had already ended."""
         self._require_running()
         assert self._supervisor is not None
-        stopped: bool = await self._supervisor.ask(StopRun(run_id, reason=reason))
-        return stopped
+        if await self._supervisor.ask(StopRun(run_id, reason=reason)):
+            return True
+        state = RunState.fold(run_id, await self.journal.read(run_id))
+        if state.done or not state.paused or run_id in self._active:
+            return False
+        finished = RunFinished(
+            run_id=run_id,
+            ts=self.clock.now(),
+            outcome="cancelled",
+            output=state.last_text or None,
+            reason=reason,
+            steps=state.tool_calls,
+            model_calls=state.model_calls,
+            tokens=state.tokens,
+            cost_usd=state.cost_usd,
+        )
+        await self.journal.append(finished)
+        self._publish(finished)
+        self._wake_waiter(run_id)
+        return True
+
+    # -- people and webhooks -------------------------------------------------------------------
+
+    async def pending_approvals(self) -> list[GateRecord]:
+        """Return every open gate, oldest first."""
+        return await self.journal.gates(status="open")
+
+    async def approve(
+        self,
+        gate_id: str,
+        *,
+        by: str,
+        note: str = "",
+        args: Mapping[str, Any] | None = None,
+    ) -> GateRecord:
+        """Approve a gate; the run resumes and the call runs (with `args` if given).
+
+        Args:
+            gate_id: the gate.
+            by: who approves (required; recorded in the journal).
+            note: why, for the audit trail.
+            args: edited arguments, validated against the tool's schema again.
+
+        Returns:
+            The decided gate.
+
+        Raises:
+            UsageError: unknown gate, already decided, no approver named, or edited
+                arguments that break the tool's schema (each violation listed).
+        """
+        return await self._decide(gate_id, "approved", by=by, note=note, args=args)
+
+    async def reject(self, gate_id: str, *, by: str, reason: str) -> GateRecord:
+        """Reject a gate; the model is told, with the reason, and can adapt or give up.
+
+        Raises:
+            UsageError: unknown gate, already decided, or no approver or reason given.
+        """
+        if not reason.strip():
+            raise UsageError("a rejection needs a reason: the model is told it")
+        return await self._decide(gate_id, "rejected", by=by, note=reason, args=None)
+
+    async def _decide(
+        self,
+        gate_id: str,
+        decision: Literal["approved", "rejected"],
+        *,
+        by: str,
+        note: str,
+        args: Mapping[str, Any] | None,
+    ) -> GateRecord:
+        if not by.strip():
+            raise UsageError("say who decides: by= is recorded in the audit trail")
+        record = await self.journal.gate(gate_id)
+        if record is None:
+            raise UsageError(f"no gate {gate_id!r}")
+        if record.decided is not None:
+            d = record.decided
+            who = f" by {d.by}" if d.by else ""
+            raise UsageError(f"gate {gate_id} was already {d.decision}{who}")
+        if args is not None:
+            agent_name = await self._agent_of(record.run_id)
+            tool = self._tool_for(agent_name, record.opened.tool)
+            violations = tool.validate(args) if tool is not None else []
+            if violations:
+                lines = "; ".join(str(v) for v in violations)
+                raise UsageError(f"edited arguments for {record.opened.tool!r} are invalid: {lines}")
+        event = GateDecided(
+            run_id=record.run_id,
+            ts=self.clock.now(),
+            gate_id=gate_id,
+            call_id=record.opened.call_id,
+            decision=decision,
+            by=by,
+            note=note,
+            arguments=dict(args) if args is not None else None,
+        )
+        if not await self.journal.decide_gate(event):
+            current = await self.journal.gate(gate_id)
+            d = current.decided if current else None
+            raise UsageError(
+                f"gate {gate_id} was already {d.decision if d else 'decided'}"
+                + (f" by {d.by}" if d and d.by else "")
+            )
+        self._publish(event)
+        if self._system is not None:
+            await self._wake(record.run_id)
+        return GateRecord(record.run_id, record.opened, event)
+
+    async def deliver(self, key: str, payload: Any = None) -> str | None:
+        """Deliver an external event (a webhook) to the run waiting on `key`.
+
+        A delivery that arrives before the wait starts is kept for it.
+
+        Returns:
+            The id of the run woken, or None when none waits yet.
+        """
+        run_id = await self.journal.deliver(key, payload, now=self.clock.now())
+        if run_id is not None and self._system is not None:
+            await self._wake(run_id)
+        return run_id
+
+    async def _agent_of(self, run_id: str) -> str:
+        events = await self.journal.read(run_id)
+        started = next((e for e in events if isinstance(e, RunStarted)), None)
+        return started.agent if started else ""
+
+    def _tool_for(self, agent_name: str, tool_name: str) -> Tool | None:
+        agent = self.agents.get(agent_name)
+        if agent is None:
+            return None
+        tool = agent.tools.get(tool_name)
+        if tool is None:  # a fallback offered while its tool's breaker was open
+            tool = next(
+                (t.fallback for t in agent.tools.values() if t.fallback and t.fallback.name == tool_name),
+                None,
+            )
+        return tool
+
+    async def _wake(self, run_id: str) -> None:
+        """A gate was decided or an event delivered: drive the run if it is ready."""
+        state = RunState.fold(run_id, await self.journal.read(run_id))
+        if not state.done and not state.paused:
+            await self._start(run_id, state.agent)
 
     # -- observing -----------------------------------------------------------------------------
 
@@ -457,33 +736,43 @@ class Runtime:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _on_finished(self, state: RunState) -> None:
-        waiter = self._waiters.get(state.run_id)
+    def _wake_waiter(self, run_id: str) -> None:
+        waiter = self._waiters.get(run_id)
         if waiter is not None:
-            waiter.finished = state.finished
-            waiter.event.set()
+            waiter.wake()
+
+    async def _on_finished(self, state: RunState) -> None:
+        self._active.discard(state.run_id)
+        with anyio.CancelScope(shield=True):
+            await self.journal.release(state.run_id, self.owner)
+        self._wake_waiter(state.run_id)
+
+    async def _on_paused(self, state: RunState) -> None:
+        self._active.discard(state.run_id)
+        with anyio.CancelScope(shield=True):
+            await self.journal.release(state.run_id, self.owner)
+        self._wake_waiter(state.run_id)
+        # Decided or delivered while we were pausing: pick it straight back up.
+        await self._wake(state.run_id)
 
     async def _fail_crashed(self, run_id: str, error: BaseException) -> None:
         """End a run whose actor crashed more often than its restart policy allows."""
         with anyio.CancelScope(shield=True):
             state = RunState.fold(run_id, await self.journal.read(run_id))
-            if state.done:
-                self._on_finished(state)
-                return
-            finished = RunFinished(
-                run_id=run_id,
-                ts=self.clock.now(),
-                outcome="failed",
-                output=state.last_text or None,
-                reason=f"the run crashed repeatedly and was given up: {error!r}",
-                steps=state.tool_calls,
-                model_calls=state.model_calls,
-                tokens=state.tokens,
-                cost_usd=state.cost_usd,
-                duration_s=max(self.clock.now() - state.started_at, 0.0),
-            )
-            await self.journal.append(finished)
-            state.apply(finished)
-            self._publish(finished)
-            self._on_finished(state)
-
+            if not state.done:
+                finished = RunFinished(
+                    run_id=run_id,
+                    ts=self.clock.now(),
+                    outcome="failed",
+                    output=state.last_text or None,
+                    reason=f"the run crashed repeatedly and was given up: {error!r}",
+                    steps=state.tool_calls,
+                    model_calls=state.model_calls,
+                    tokens=state.tokens,
+                    cost_usd=state.cost_usd,
+                    duration_s=max(self.clock.now() - state.active_since, 0.0),
+                )
+                await self.journal.append(finished)
+                state.apply(finished)
+                self._publish(finished)
+            await self._on_finished(state)

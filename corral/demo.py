@@ -282,9 +282,12 @@ def scripted_billing_model() -> FunctionModel:
                     currency=fetched[iid]["currency"],
                 )
         wrong = [c for c in checked.values() if not c["matches"]]
-        for c in wrong:
-            if c["invoice_id"] not in flagged:
-                return call(
+        refused = [r for r in results if r.tool == "flag_discrepancy" and r.is_error]
+        to_flag = [c for c in wrong if c["invoice_id"] not in flagged]
+        if to_flag and not refused:
+            # Independent calls go in one response, as real models do.
+            return [
+                call(
                     "flag_discrepancy",
                     invoice_id=c["invoice_id"],
                     difference=c["difference"],
@@ -293,16 +296,19 @@ def scripted_billing_model() -> FunctionModel:
                         f"sum to {c['computed_total']:.2f}"
                     ),
                 )
+                for c in to_flag
+            ]
         if not wrong:
             return f"All {len(checked)} unpaid invoices of {customer} match their line items."
         lines = "\n".join(
             f"- {c['invoice_id']}: recorded {c['recorded_total']:.2f} {c['currency']}, "
             f"line items {c['computed_total']:.2f} ({c['difference']:+.2f})"
+            + ("" if c["invoice_id"] in flagged else " (not flagged: refused)")
             for c in wrong
         )
         return (
-            f"Checked {len(checked)} unpaid invoices of {customer}; "
-            f"{len(wrong)} discrepancies flagged:\n{lines}"
+            f"Checked {len(checked)} unpaid invoices of {customer}; {len(wrong)} discrepancies "
+            f"found, {len(flagged)} flagged:\n{lines}"
         )
 
     return FunctionModel(respond, name="scripted-billing")

@@ -22,6 +22,8 @@ __all__ = [
     "BudgetSettled",
     "Event",
     "EventAdapter",
+    "GateDecided",
+    "GateOpened",
     "GuardrailVerdict",
     "ModelCalled",
     "ModelFailed",
@@ -33,6 +35,8 @@ __all__ = [
     "ToolCallProposed",
     "ToolCallRejected",
     "ToolCallStarted",
+    "WaitResolved",
+    "WaitStarted",
 ]
 
 Outcome = Literal[
@@ -221,6 +225,57 @@ class GuardrailVerdict(_EventBase):
     call_id: str | None = None
 
 
+class GateOpened(_EventBase):
+    """A tool call waits for a person's approval; the run pauses (it holds no task)."""
+
+    kind: Literal["gate_opened"] = "gate_opened"
+    step: int
+    call_id: str
+    gate_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    side_effect: str = "write"
+    reason: str = ""
+    """Why a person must decide, in words."""
+    expires_at: float = 0.0
+    """When an undecided gate turns into a rejection, Unix seconds."""
+
+
+class GateDecided(_EventBase):
+    """A person approved or rejected a gate, or it expired."""
+
+    kind: Literal["gate_decided"] = "gate_decided"
+    gate_id: str
+    call_id: str
+    decision: Literal["approved", "rejected", "expired"]
+    by: str = ""
+    note: str = ""
+    arguments: dict[str, Any] | None = None
+    """Arguments edited by the approver (validated against the tool's schema), if any."""
+
+
+class WaitStarted(_EventBase):
+    """A tool call waits for an external event (a webhook) by correlation key."""
+
+    kind: Literal["wait_started"] = "wait_started"
+    step: int
+    call_id: str
+    tool: str
+    key: str
+    expires_at: float
+
+
+class WaitResolved(_EventBase):
+    """The awaited event arrived (its payload is the call's result), or the wait timed out."""
+
+    kind: Literal["wait_resolved"] = "wait_resolved"
+    call_id: str
+    tool: str
+    key: str
+    payload: Any = None
+    timed_out: bool = False
+
+
 class RunFinished(_EventBase):
     """The run ended; nothing follows this event."""
 
@@ -249,6 +304,10 @@ Event = Annotated[
     | ToolCallFinished
     | ToolCallFailed
     | GuardrailVerdict
+    | GateOpened
+    | GateDecided
+    | WaitStarted
+    | WaitResolved
     | RunFinished,
     Field(discriminator="kind"),
 ]

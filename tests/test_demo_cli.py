@@ -14,8 +14,18 @@ from corral.demo import DEMO_TASK, InvoiceBook, billing_agent, demo_router, supp
 async def test_demo_scenario_meets_every_production_failure_and_finishes() -> None:
     book = InvoiceBook(retry_after=0.01)
     async with Runtime(agents=[billing_agent(book=book), support_agent()], router=demo_router()) as rt:
-        result = await rt.run(DEMO_TASK, kind="billing")
-    assert result.outcome == "completed"
+        paused = await rt.run(DEMO_TASK, kind="billing")
+        # Writes wait for a person: both flags are proposed together, so two gates open.
+        assert paused.status == "waiting" and paused.outcome is None
+        assert [(g.opened.tool, g.opened.arguments["invoice_id"]) for g in paused.gates] == [
+            ("flag_discrepancy", "INV-000102"),
+            ("flag_discrepancy", "INV-000103"),
+        ]
+        assert book.flags == []  # nothing was written before the approval
+        for gate in paused.gates:
+            await rt.approve(gate.opened.gate_id, by="controller@acme.test", note="checked")
+        result = await rt.wait(paused.run_id, timeout=10)
+    assert result.status == "finished" and result.outcome == "completed"
     ev = result.events
     failed = [e for e in ev if e.kind == "tool_call_failed"]
     assert [(e.tool, e.error_type, e.will_retry) for e in failed] == [
@@ -33,7 +43,7 @@ async def test_demo_scenario_meets_every_production_failure_and_finishes() -> No
     assert proposed[unknown + 1].tool == "get_invoice"
     assert [f["invoice_id"] for f in book.flags] == ["INV-000102", "INV-000103"]
     assert [f["difference"] for f in book.flags] == [40.0, -15.0]
-    assert result.output is not None and "2 discrepancies flagged" in result.output
+    assert result.output is not None and "2 discrepancies found, 2 flagged" in result.output
     assert book.calls["search_invoices"] == 2
 
 

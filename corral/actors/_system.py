@@ -514,15 +514,17 @@ class _Cell:
                 if isinstance(envelope, _Envelope) and envelope.reply is not None:
                     envelope.reply.fail(dead)
             self.receive.close()
+            # Leave the registries before `stopped` runs, so the hook may start a successor
+            # under the same name.
+            if self.parent is not None:
+                self.parent.children.pop(self.name, None)
+            self.system._cells.pop(self.path, None)
             if instance is not None:
                 try:
                     with anyio.move_on_after(5):
                         await instance.stopped()
                 except Exception as exc:
                     log.error("actor.stopped_hook_failed", actor=self.path, error=repr(exc))
-            if self.parent is not None:
-                self.parent.children.pop(self.name, None)
-            self.system._cells.pop(self.path, None)
             self.finished.set()
             if failure is not None:
                 self.system._escalate(self, failure)

@@ -10,6 +10,9 @@ from rich.markup import escape
 
 from ..events import (
     Event,
+    GateDecided,
+    GateOpened,
+    GuardrailVerdict,
     ModelCalled,
     ModelFailed,
     RunFinished,
@@ -19,6 +22,8 @@ from ..events import (
     ToolCallProposed,
     ToolCallRejected,
     ToolCallStarted,
+    WaitResolved,
+    WaitStarted,
 )
 
 __all__ = ["TrailRow", "TrailWriter", "trail_row"]
@@ -95,6 +100,19 @@ def trail_row(event: Event, trail: _RunTrail) -> TrailRow | None:
     if isinstance(event, ToolCallFinished):
         cut = " (truncated)" if event.truncated else ""
         return TrailRow(event.step, t, "result", event.tool, _short(event.content, 70) + cut, "ok")
+    if isinstance(event, GateOpened):
+        return TrailRow(event.step, t, "gate", event.tool, f"{event.gate_id}: {_short(event.reason, 60)}", "needs approval")
+    if isinstance(event, GateDecided):
+        who = f" by {event.by}" if event.by else ""
+        note = f": {event.note}" if event.note else ""
+        return TrailRow(trail.step, t, "decision", "", f"{event.gate_id} {event.decision}{who}{note}", event.decision)
+    if isinstance(event, WaitStarted):
+        return TrailRow(event.step, t, "wait", event.tool, f"waiting for event {event.key!r}", "paused")
+    if isinstance(event, WaitResolved):
+        what = "timed out" if event.timed_out else f"arrived: {_short(event.payload, 50)}"
+        return TrailRow(trail.step, t, "event", event.tool, f"{event.key!r} {what}", "resumed")
+    if isinstance(event, GuardrailVerdict):
+        return TrailRow(event.step, t, "notice", "", _short(event.reason, 80), f"{event.guardrail}: {event.decision}")
     return None
 
 
@@ -151,6 +169,11 @@ class TrailWriter:
             "model": "blue",
             "fallback": "magenta",
             "retry": "magenta",
+            "gate": "yellow",
+            "decision": "cyan",
+            "wait": "yellow",
+            "event": "cyan",
+            "notice": "yellow",
         }.get(row.what, "white")
         tokens = f"{row.tokens:,}/{trail.budget:,}" if row.tokens is not None else ""
         self.console.print(

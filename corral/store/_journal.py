@@ -1,13 +1,74 @@
-"""The journal protocol: an append-only event log per run, and its in-memory implementation."""
+"""The journal protocol: an append-only event log per run, and its in-memory implementation.
+
+Gates and waits are events too (``gate_opened``, ``gate_decided``, ``wait_started``,
+``wait_resolved``); a journal keeps indexes of them, updated with each append, so open
+gates, waiting runs and early webhook deliveries are found without reading every run.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from ..events import Event, RunFinished
+from ..events import (
+    Event,
+    GateDecided,
+    GateOpened,
+    RunFinished,
+    RunStarted,
+    WaitResolved,
+    WaitStarted,
+)
 
-__all__ = ["Journal", "MemoryJournal"]
+__all__ = [
+    "GateRecord",
+    "Journal",
+    "MemoryJournal",
+    "RunInfo",
+    "RunStatus",
+    "WaitRecord",
+]
+
+RunStatus = Literal["running", "waiting", "finished"]
+"""``running`` (being driven, or ready to be), ``waiting`` (at a gate or a wait), ``finished``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run as the journal's index knows it."""
+
+    run_id: str
+    agent: str
+    tenant: str
+    status: RunStatus
+    outcome: str | None
+    created_at: float
+    updated_at: float
+    task: str
+
+
+@dataclass(frozen=True, slots=True)
+class GateRecord:
+    """A gate with its decision, if any."""
+
+    run_id: str
+    opened: GateOpened
+    decided: GateDecided | None = None
+
+    @property
+    def status(self) -> Literal["open", "approved", "rejected", "expired"]:
+        """``open`` until decided."""
+        return "open" if self.decided is None else self.decided.decision
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRecord:
+    """A run waiting for an external event."""
+
+    run_id: str
+    started: WaitStarted
 
 
 @runtime_checkable
@@ -34,6 +95,63 @@ class Journal(Protocol):
         """Return the ids of runs that started and have no ``run_finished`` event."""
         ...
 
+    async def runs(self, *, status: RunStatus | None = None, limit: int = 100) -> list[RunInfo]:
+        """Return runs, newest first, optionally only those with `status`."""
+        ...
+
+    async def gates(self, *, status: str | None = "open") -> list[GateRecord]:
+        """Return gates (by default the open ones), oldest first."""
+        ...
+
+    async def gate(self, gate_id: str) -> GateRecord | None:
+        """Return one gate, or None."""
+        ...
+
+    async def decide_gate(self, decision: GateDecided) -> bool:
+        """Append `decision` to the gate's run only if the gate is still open (atomically).
+
+        Returns:
+            False when the gate was already decided (by this or another process).
+        """
+        ...
+
+    async def waits(self) -> list[WaitRecord]:
+        """Return the waits not yet resolved."""
+        ...
+
+    async def deliver(self, key: str, payload: Any, *, now: float) -> str | None:
+        """Deliver an external event by correlation key.
+
+        If a run waits on `key`, its ``wait_resolved`` event is appended and its id
+        returned. Otherwise the payload is kept until a run starts waiting on `key`;
+        delivering a key twice keeps the first payload.
+        """
+        ...
+
+    async def take_delivery(self, key: str) -> tuple[bool, Any]:
+        """Return ``(True, payload)`` for a delivery kept for `key` (and forget it)."""
+        ...
+
+    async def resolve_wait(self, resolution: WaitResolved) -> bool:
+        """Append `resolution` only if its wait is still open (atomically); else False."""
+        ...
+
+    async def claim(self, run_id: str, owner: str, *, lease_s: float, now: float) -> bool:
+        """Take the right to drive a run, unless another live owner holds it."""
+        ...
+
+    async def release(self, run_id: str, owner: str) -> None:
+        """Give up the right to drive a run."""
+        ...
+
+    async def put_blob(self, data: bytes) -> str:
+        """Store bytes once by content; return their SHA-256 hex digest."""
+        ...
+
+    async def get_blob(self, digest: str) -> bytes | None:
+        """Return stored bytes by digest, or None."""
+        ...
+
     async def close(self) -> None:
         """Flush and release resources. Appending after close is an error."""
         ...
@@ -47,17 +165,57 @@ class MemoryJournal:
 
     def __init__(self) -> None:
         self._events: defaultdict[str, list[Event]] = defaultdict(list)
-        self._open: dict[str, None] = {}
+        self._info: dict[str, RunInfo] = {}
+        self._gates: dict[str, GateRecord] = {}
+        self._waits: dict[str, WaitRecord] = {}
+        self._deliveries: dict[str, Any] = {}
+        self._owners: dict[str, tuple[str, float]] = {}
+        self._blobs: dict[str, bytes] = {}
 
     async def append(self, event: Event, *, wait: bool = True) -> None:
-        """Append an event and assign its sequence number (`wait` changes nothing here)."""
+        """Append an event, assign its sequence number, and update the indexes."""
+        self._append(event)
+
+    def _append(self, event: Event) -> None:
         events = self._events[event.run_id]
         event.seq = len(events) + 1
         events.append(event)
-        if isinstance(event, RunFinished):
-            self._open.pop(event.run_id, None)
-        elif event.kind == "run_started":
-            self._open[event.run_id] = None
+        info = self._info.get(event.run_id)
+        if isinstance(event, RunStarted):
+            self._info[event.run_id] = RunInfo(
+                event.run_id, event.agent, event.tenant, "running", None, event.ts, event.ts, event.task
+            )
+            return
+        if info is None:
+            return
+        status: RunStatus = info.status
+        outcome = info.outcome
+        if isinstance(event, GateOpened):
+            self._gates[event.gate_id] = GateRecord(event.run_id, event)
+            status = "waiting"
+        elif isinstance(event, GateDecided):
+            record = self._gates.get(event.gate_id)
+            if record is not None:
+                self._gates[event.gate_id] = GateRecord(record.run_id, record.opened, event)
+            status = self._status_after_resolution(event.run_id)
+        elif isinstance(event, WaitStarted):
+            self._waits[event.key] = WaitRecord(event.run_id, event)
+            status = "waiting"
+        elif isinstance(event, WaitResolved):
+            self._waits.pop(event.key, None)
+            status = self._status_after_resolution(event.run_id)
+        elif isinstance(event, RunFinished):
+            status, outcome = "finished", event.outcome
+            self._owners.pop(event.run_id, None)
+        self._info[event.run_id] = RunInfo(
+            info.run_id, info.agent, info.tenant, status, outcome, info.created_at, event.ts, info.task
+        )
+
+    def _status_after_resolution(self, run_id: str) -> RunStatus:
+        still = any(g.run_id == run_id and g.decided is None for g in self._gates.values()) or any(
+            w.run_id == run_id for w in self._waits.values()
+        )
+        return "waiting" if still else "running"
 
     async def read(self, run_id: str) -> list[Event]:
         """Return a copy of the run's events in order."""
@@ -65,11 +223,91 @@ class MemoryJournal:
 
     async def unfinished_runs(self) -> list[str]:
         """Return runs started and not finished, oldest first."""
-        return list(self._open)
+        return [i.run_id for i in self._info.values() if i.status != "finished"]
+
+    async def runs(self, *, status: RunStatus | None = None, limit: int = 100) -> list[RunInfo]:
+        """Return runs, newest first."""
+        found = [i for i in self._info.values() if status is None or i.status == status]
+        return sorted(found, key=lambda i: i.created_at, reverse=True)[:limit]
 
     def run_ids(self) -> list[str]:
         """Return every run id seen, oldest first."""
         return list(self._events)
+
+    async def gates(self, *, status: str | None = "open") -> list[GateRecord]:
+        """Return gates with `status` (None for all), oldest first."""
+        return [g for g in self._gates.values() if status is None or g.status == status]
+
+    async def gate(self, gate_id: str) -> GateRecord | None:
+        """Return one gate."""
+        return self._gates.get(gate_id)
+
+    async def decide_gate(self, decision: GateDecided) -> bool:
+        """Append the decision if the gate is still open."""
+        record = self._gates.get(decision.gate_id)
+        if record is None or record.decided is not None:
+            return False
+        self._append(decision)
+        return True
+
+    async def waits(self) -> list[WaitRecord]:
+        """Return unresolved waits."""
+        return list(self._waits.values())
+
+    async def deliver(self, key: str, payload: Any, *, now: float) -> str | None:
+        """Resolve the run waiting on `key`, or keep the payload for later."""
+        record = self._waits.get(key)
+        if record is None:
+            self._deliveries.setdefault(key, payload)
+            return None
+        await self.resolve_wait(
+            WaitResolved(
+                run_id=record.run_id,
+                ts=now,
+                call_id=record.started.call_id,
+                tool=record.started.tool,
+                key=key,
+                payload=payload,
+            )
+        )
+        return record.run_id
+
+    async def resolve_wait(self, resolution: WaitResolved) -> bool:
+        """Append the resolution if the wait is still open."""
+        record = self._waits.get(resolution.key)
+        if record is None or record.run_id != resolution.run_id:
+            return False
+        self._append(resolution)
+        return True
+
+    async def take_delivery(self, key: str) -> tuple[bool, Any]:
+        """Pop a kept delivery."""
+        if key in self._deliveries:
+            return True, self._deliveries.pop(key)
+        return False, None
+
+    async def claim(self, run_id: str, owner: str, *, lease_s: float, now: float) -> bool:
+        """Claim a run for `owner` unless another owner's lease is still live."""
+        holder = self._owners.get(run_id)
+        if holder is not None and holder[0] != owner and holder[1] > now:
+            return False
+        self._owners[run_id] = (owner, now + lease_s)
+        return True
+
+    async def release(self, run_id: str, owner: str) -> None:
+        """Release `owner`'s claim."""
+        if self._owners.get(run_id, ("",))[0] == owner:
+            del self._owners[run_id]
+
+    async def put_blob(self, data: bytes) -> str:
+        """Keep bytes by content."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._blobs.setdefault(digest, data)
+        return digest
+
+    async def get_blob(self, digest: str) -> bytes | None:
+        """Return bytes by digest."""
+        return self._blobs.get(digest)
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -8,7 +8,7 @@ from ._agent import DEFAULT_MAX_TOOLS as DEFAULT_MAX_TOOLS
 from ._agent import SubAgent as SubAgent
 from ._run import RunActor as RunActor
 from ._run import RunServices as RunServices
-from ._run import render_result as render_result
 from ._state import RunState as RunState
+from ._state import render_payload as render_payload
 
-__all__ = ["DEFAULT_MAX_TOOLS", "RunActor", "RunServices", "RunState", "SubAgent", "render_result"]
+__all__ = ["DEFAULT_MAX_TOOLS", "RunActor", "RunServices", "RunState", "SubAgent", "render_payload"]

@@ -11,20 +11,21 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from pydantic import BaseModel
 
 from .._clock import Clock
+from .._task import new_id
 from ..actors import Actor, ActorRef
 from ..errors import CallError, MailboxFullError, ModelTimeout, ToolTimeout
 from ..events import (
     BudgetReserved,
     BudgetSettled,
     Event,
+    GateOpened,
     GuardrailVerdict,
     ModelCalled,
     ModelFailed,
@@ -35,6 +36,8 @@ from ..events import (
     ToolCallProposed,
     ToolCallRejected,
     ToolCallStarted,
+    WaitResolved,
+    WaitStarted,
 )
 from ..guardrails._toolcall import (
     check_arguments_parsed,
@@ -56,11 +59,11 @@ from ..supervisor import (
     SettleModel,
     ToolOutcome,
 )
-from ..tools import Tool, ToolContext
+from ..tools import Tool, ToolContext, WaitFor
 from ._agent import SubAgent
-from ._state import BUDGET_NOTICE, RunState, call_key
+from ._state import BUDGET_NOTICE, RunState, call_key, render_payload
 
-__all__ = ["RunActor", "RunServices", "render_result"]
+__all__ = ["RunActor", "RunServices"]
 
 _SHIELD_S = 5.0
 """How long cleanup (journaling the end of a cancelled run) may take under cancellation."""
@@ -78,24 +81,18 @@ class RunServices:
     """Fans each event out to in-process subscribers (never raises)."""
     cost: Callable[[str, Usage], float]
     """Cost in USD of one model call's usage, by model name."""
-    on_finished: Callable[[RunState], None]
+    on_finished: Callable[[RunState], Awaitable[None]]
     """Called once with the final state when a run ends."""
     rng: random.Random
     """Jitter source for backoff."""
+    on_paused: Callable[[RunState], Awaitable[None]] | None = None
+    """Called when a run pauses at a gate or a wait (it holds no task while paused)."""
+    approval: Callable[[SubAgent, Tool, ToolCall], str | None] = lambda agent, tool, call: None
+    """Says why a call needs a person's approval, or None to let it run."""
+    gate_ttl_s: float = 48 * 3600.0
+    """Seconds before an undecided gate expires into a rejection. Default 48 h."""
     supervisor_timeout: float = 10.0
     """Seconds to wait for the supervisor's answer before failing the step."""
-
-
-def render_result(value: Any) -> str:
-    """Turn a tool's return value into the text the model receives."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 def _truncate(content: str, max_tokens: int) -> tuple[str, bool]:
@@ -114,6 +111,10 @@ class _Stop(Exception):
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
+
+
+class _Pause(Exception):
+    """Internal: the run waits for a person or an external event."""
 
 
 class _Continue:
@@ -136,18 +137,26 @@ class RunActor(Actor):
         """Tools callable at the current step (open breakers out, their fallbacks in)."""
         self._unavailable: frozenset[str] = frozenset()
         self._price_cache: dict[str, tuple[float, float]] = {}
+        self._after_stop: Callable[[], Awaitable[None]] | None = None
+        """Set when the drive ends (finished or paused); run once the actor has stopped."""
 
     async def started(self) -> None:
         """Kick off (or resume) the run."""
         await self.ref.tell(_Continue())
 
     async def receive(self, message: Any) -> Any:
-        """Drive the run to its end, then stop this actor."""
+        """Drive the run to its end (or a pause), then stop this actor."""
         if isinstance(message, _Continue):
             await self._drive()
             self.stop_self()
             return None
         return await super().receive(message)
+
+    async def stopped(self) -> None:
+        """Tell the runtime the run finished or paused, now that this actor is gone."""
+        if self._after_stop is not None:
+            callback, self._after_stop = self._after_stop, None
+            await callback()
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -167,14 +176,14 @@ class RunActor(Actor):
         events = await self.s.journal.read(self.run_id)
         state = RunState.fold(self.run_id, events)
         if state.done:
-            self.s.on_finished(state)
+            self._after_stop = lambda: self.s.on_finished(state)
             return
         limits = self.limits
         await self.s.supervisor.ask(
             OpenRun(
                 run_id=self.run_id,
                 limits=limits,
-                started_at=state.started_at,
+                started_at=state.active_since,
                 stop=self._request_stop,
                 used_tokens=state.tokens,
                 used_cost=state.cost_usd,
@@ -186,10 +195,11 @@ class RunActor(Actor):
             ),
             timeout=self.s.supervisor_timeout,
         )
-        remaining = state.started_at + limits.max_wall_clock_s - self.s.clock.now()
+        remaining = state.active_since + limits.max_wall_clock_s - self.s.clock.now()
         outcome: Outcome = "completed"
         reason = ""
         output: str | None = None
+        paused = False
         try:
             with anyio.CancelScope(deadline=anyio.current_time() + remaining) as scope:
                 self._scope = scope
@@ -197,6 +207,8 @@ class RunActor(Actor):
                     output = await self._loop(state)
                 except _Stop as stop:
                     outcome, reason = stop.outcome, stop.reason
+                except _Pause:
+                    paused = True
         except BaseException:
             # A crash (the actor restarts and resumes from the journal) or the runtime
             # shutting down (the run resumes at next start): leave the run unfinished.
@@ -205,6 +217,12 @@ class RunActor(Actor):
             raise
         finally:
             self._scope = None
+        if paused and not scope.cancelled_caught:
+            await self.s.supervisor.tell(CloseRun(self.run_id))
+            on_paused = self.s.on_paused
+            if on_paused is not None:
+                self._after_stop = lambda: on_paused(state)
+            return
         if scope.cancelled_caught:
             if self._stop_requested is not None:
                 outcome, reason = self._stop_requested
@@ -227,10 +245,10 @@ class RunActor(Actor):
             model_calls=state.model_calls,
             tokens=state.tokens,
             cost_usd=state.cost_usd,
-            duration_s=max(self.s.clock.now() - state.started_at, 0.0),
+            duration_s=max(self.s.clock.now() - state.active_since, 0.0),
         )
         await self._record(state, finished)
-        self.s.on_finished(state)
+        self._after_stop = lambda: self.s.on_finished(state)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -239,8 +257,12 @@ class RunActor(Actor):
             if state.answer is not None:  # recorded before a crash: never ask again
                 return state.answer
             if state.pending:
-                call = state.pending[0]
-                await self._handle_call(state, call)
+                # The calls of one response are independent: run those that may run,
+                # open a gate for each that needs a person, then pause if any waits.
+                for call in list(state.pending):
+                    await self._handle_call(state, call)
+                if state.pending:
+                    raise _Pause()
                 continue
             await self._model_step(state)
 
@@ -448,6 +470,9 @@ class RunActor(Actor):
         return cached
 
     async def _handle_call(self, state: RunState, call: ToolCall) -> None:
+        """Check one proposed call and run it, or open its gate, or leave it waiting."""
+        if call.id in state.open_gates or call.id in state.waiting:
+            return  # still waiting for a person or an event
         agent = self.agent
         step = state.pending_step
         offered = self._offered
@@ -487,27 +512,86 @@ class RunActor(Actor):
             if not verdict.blocked:
                 verdict = check_scopes(call, tool, agent.scopes)
         if verdict.blocked or tool is None:
-            await self._record(
-                state,
-                ToolCallRejected(
-                    run_id=self.run_id,
-                    step=step,
-                    call_id=call.id,
-                    tool=call.name,
-                    guardrail=verdict.guardrail,
-                    reason=verdict.reason,
-                    message=verdict.message,
-                ),
-                wait=False,
-            )
+            await self._reject(state, call, step, verdict.guardrail, verdict.reason, verdict.message)
             await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
             return
+        arguments = call.arguments
+        decision = state.decisions.get(call.id)
+        started = state.in_flight.get(call.id)
+        if started is not None and started.side_effect != "read" and not tool.idempotent and (
+            decision is None or decision.seq < started.seq
+        ):
+            # Durability rule 3: it may or may not have happened. Never guess; ask.
+            await self._open_gate(
+                state, call, tool, step,
+                f"the process stopped while {tool.name!r} (attempt {started.attempt}, key "
+                f"{started.idempotency_key}) was running, so it may or may not have taken "
+                "effect; approve to run it again with the same idempotency key, reject to "
+                "report it as failed",
+            )
+            return
+        if decision is None and started is None:
+            reason = self.s.approval(agent, tool, call)
+            if reason is not None:
+                await self._open_gate(state, call, tool, step, reason)
+                return
+        if decision is not None:
+            if decision.decision != "approved":
+                why = decision.note or ("the gate expired" if decision.decision == "expired" else "")
+                who = f" by {decision.by}" if decision.by else ""
+                await self._reject(
+                    state, call, step, "approval",
+                    f"{decision.decision}{who}: {why}".rstrip(": "),
+                    f"A person did not approve calling {call.name!r} ({decision.decision}{who})"
+                    + (f": {why}" if why else "")
+                    + ". Do not retry it; continue without it or explain what is needed.",
+                )
+                await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
+                return
+            if decision.arguments is not None:
+                arguments = decision.arguments
         idempotency_key = f"{self.run_id}/{step}/{state.call_index.get(call.id, 0)}"
         ok = await self._execute(
-            state, call, tool, step, idempotency_key, key, use_fallback=use_fallback
+            state, call, tool, step, idempotency_key, key, arguments, use_fallback=use_fallback
         )
         if not ok:
             await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="failed"))
+
+    async def _reject(
+        self, state: RunState, call: ToolCall, step: int, guardrail: str, reason: str, message: str
+    ) -> None:
+        await self._record(
+            state,
+            ToolCallRejected(
+                run_id=self.run_id,
+                step=step,
+                call_id=call.id,
+                tool=call.name,
+                guardrail=guardrail,
+                reason=reason,
+                message=message,
+            ),
+            wait=False,
+        )
+
+    async def _open_gate(
+        self, state: RunState, call: ToolCall, tool: Tool, step: int, reason: str
+    ) -> None:
+        now = self.s.clock.now()
+        await self._record(
+            state,
+            GateOpened(
+                run_id=self.run_id,
+                step=step,
+                call_id=call.id,
+                gate_id=new_id("gate"),
+                tool=tool.name,
+                arguments=dict(call.arguments),
+                side_effect=tool.side_effect,
+                reason=reason,
+                expires_at=now + self.s.gate_ttl_s,
+            ),
+        )
 
     async def _execute(
         self,
@@ -517,6 +601,7 @@ class RunActor(Actor):
         step: int,
         key: str,
         identity: str,
+        arguments: Mapping[str, Any],
         *,
         use_fallback: bool,
     ) -> bool:
@@ -557,7 +642,7 @@ class RunActor(Actor):
             try:
                 try:
                     with anyio.fail_after(tool.timeout):
-                        value = await tool.invoke(call.arguments, context)
+                        value = await tool.invoke(arguments, context)
                 except TimeoutError as exc:
                     raise ToolTimeout(
                         f"tool {tool.name!r} did not finish within its {tool.timeout:g} s timeout"
@@ -566,7 +651,10 @@ class RunActor(Actor):
                 error = exc
             else:
                 await self.s.supervisor.tell(ToolOutcome(tool.name, ok=True, run_id=self.run_id))
-                full = render_result(value)
+                if isinstance(value, WaitFor):
+                    await self._start_wait(state, call, tool, step, value)
+                    return True
+                full = render_payload(value)
                 content, truncated = _truncate(full, self.limits.max_result_tokens)
                 await self._record(
                     state,
@@ -622,6 +710,30 @@ class RunActor(Actor):
                 await self.s.supervisor.tell(CallFailed(self.run_id, identity, kind="fallback"))
                 continue
             return False
+
+    async def _start_wait(
+        self, state: RunState, call: ToolCall, tool: Tool, step: int, wait: WaitFor
+    ) -> None:
+        now = self.s.clock.now()
+        await self._record(
+            state,
+            WaitStarted(
+                run_id=self.run_id,
+                step=step,
+                call_id=call.id,
+                tool=tool.name,
+                key=wait.key,
+                expires_at=now + wait.timeout_s,
+            ),
+        )
+        found, payload = await self.s.journal.take_delivery(wait.key)
+        if found:  # delivered before the wait started
+            await self._record(
+                state,
+                WaitResolved(
+                    run_id=self.run_id, call_id=call.id, tool=tool.name, key=wait.key, payload=payload
+                ),
+            )
 
     @staticmethod
     def _failure_message(

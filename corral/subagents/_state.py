@@ -12,8 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..events import (
     Event,
+    GateDecided,
+    GateOpened,
     GuardrailVerdict,
     ModelCalled,
     RunFinished,
@@ -23,6 +27,8 @@ from ..events import (
     ToolCallProposed,
     ToolCallRejected,
     ToolCallStarted,
+    WaitResolved,
+    WaitStarted,
 )
 from ..models import (
     AssistantMessage,
@@ -34,10 +40,22 @@ from ..models import (
 )
 from ..models._tokens import estimate_message_tokens
 
-__all__ = ["BUDGET_NOTICE", "RunState", "call_key"]
+__all__ = ["BUDGET_NOTICE", "RunState", "call_key", "render_payload"]
 
 BUDGET_NOTICE = "budget"
 """Guardrail name of the budget notice; its verdict's reason is given to the model."""
+
+
+def render_payload(value: Any) -> str:
+    """Turn a tool's return value (or a delivered payload) into text for the model."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def call_key(tool: str, arguments: Mapping[str, Any]) -> str:
@@ -88,6 +106,15 @@ class RunState:
     """The final answer, once the model gave one (a response without tool calls)."""
     recent_tools: list[str] = field(default_factory=list)
     """The current streak of consecutive calls to one tool."""
+    open_gates: dict[str, GateOpened] = field(default_factory=dict)
+    """Gates waiting for a person, by call id."""
+    decisions: dict[str, GateDecided] = field(default_factory=dict)
+    """The latest decision of each call's gate, by call id."""
+    waiting: dict[str, WaitStarted] = field(default_factory=dict)
+    """Calls waiting for an external event, by call id."""
+    paused_total: float = 0.0
+    """Seconds spent paused at gates and waits (not counted against the wall clock)."""
+    paused_since: float | None = None
     finished: RunFinished | None = None
     last_seq: int = 0
 
@@ -162,6 +189,28 @@ class RunState:
         elif isinstance(event, GuardrailVerdict):
             if event.guardrail == BUDGET_NOTICE:
                 self._add_message(UserMessage(content=event.reason))
+        elif isinstance(event, GateOpened):
+            self.open_gates[event.call_id] = event
+            self._pause(event.ts)
+        elif isinstance(event, GateDecided):
+            self.open_gates.pop(event.call_id, None)
+            self.decisions[event.call_id] = event
+            self._unpause(event.ts)
+        elif isinstance(event, WaitStarted):
+            self.in_flight.pop(event.call_id, None)  # the tool returned; now the event is awaited
+            self.waiting[event.call_id] = event
+            self._pause(event.ts)
+        elif isinstance(event, WaitResolved):
+            self.waiting.pop(event.call_id, None)
+            self._unpause(event.ts)
+            if event.timed_out:
+                content = (
+                    f"Waiting for {event.key!r} timed out: the event never arrived. Continue "
+                    "without it or report that it is missing."
+                )
+            else:
+                content = render_payload(event.payload)
+            self._resolve(event.call_id, content, is_error=event.timed_out, tool=event.tool)
         elif isinstance(event, RunStarted):
             self.agent = event.agent
             self.task = event.task
@@ -170,6 +219,25 @@ class RunState:
             self._add_message(UserMessage(content=event.task))
         elif isinstance(event, RunFinished):
             self.finished = event
+
+    def _pause(self, ts: float) -> None:
+        if self.paused_since is None:
+            self.paused_since = ts
+
+    def _unpause(self, ts: float) -> None:
+        if self.paused_since is not None and not self.open_gates and not self.waiting:
+            self.paused_total += max(ts - self.paused_since, 0.0)
+            self.paused_since = None
+
+    @property
+    def active_since(self) -> float:
+        """The run's start, moved later by the time it spent paused (for the wall clock)."""
+        return self.started_at + self.paused_total
+
+    @property
+    def paused(self) -> bool:
+        """True while a gate or a wait is open."""
+        return bool(self.open_gates or self.waiting)
 
     @property
     def done(self) -> bool:

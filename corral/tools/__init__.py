@@ -6,6 +6,7 @@ from ._tool import SchemaViolation as SchemaViolation
 from ._tool import SideEffect as SideEffect
 from ._tool import Tool as Tool
 from ._tool import ToolContext as ToolContext
+from ._tool import WaitFor as WaitFor
 from ._tool import retry_after_from_response as retry_after_from_response
 from ._tool import tool as tool
 
@@ -16,6 +17,7 @@ __all__ = [
     "SideEffect",
     "Tool",
     "ToolContext",
+    "WaitFor",
     "retry_after_from_response",
     "tool",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "SideEffect",
     "Tool",
     "ToolContext",
+    "WaitFor",
     "retry_after_from_response",
     "tool",
 ]
@@ -104,6 +105,22 @@ class ToolContext:
     """1 for the first attempt, 2 for the first retry, and so on."""
     idempotency_key: str
     """Stable across retries and restarts of this call: pass it to the API you call."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitFor:
+    """Return this from a tool to pause the run until an external event arrives.
+
+    The run holds no task while it waits. `Runtime.deliver(key, payload)` (or
+    ``corral deliver KEY``, or the webhook endpoint) wakes it, and the payload becomes the
+    tool's result; a delivery that arrives before the wait starts is kept for it. Past
+    `timeout_s` the model is told the event never came.
+    """
+
+    key: str
+    """Correlation key, such as ``payment:INV-000102``."""
+    timeout_s: float = 86_400.0
+    """How long to wait, in seconds. Default one day."""
 
 
 @dataclass(frozen=True, slots=True)
