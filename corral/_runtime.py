@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,11 +16,20 @@ from ._clock import Clock, SystemClock
 from ._task import Task, new_id
 from .actors import Actor, ActorRef, ActorSystem, RestartPolicy
 from .errors import ConfigError, RoutingError, UsageError
-from .events import Event, GateDecided, Outcome, RunFinished, RunStarted, WaitResolved
+from .events import (
+    Event,
+    GateDecided,
+    Outcome,
+    RunFinished,
+    RunStarted,
+    StepStarted,
+    WaitResolved,
+)
 from .models import ToolCall, Usage
 from .router import Route, Router
 from .store import GateRecord, Journal, MemoryJournal, RunStatus
 from .tools import SIDE_EFFECTS, SideEffect, Tool
+from .workflows import AgentStep, FanOut, Step, Workflow, WorkflowActor
 from .subagents import RunActor, RunServices, RunState, SubAgent
 from .supervisor import (
     BreakerPolicy,
@@ -144,6 +154,31 @@ class _AgentActor(Actor):
         await self._runtime._fail_crashed(run_id, error)
 
 
+class _WorkflowParent(Actor):
+    """Parent of one workflow's run actors."""
+
+    def __init__(self, runtime: Runtime, workflow: Workflow) -> None:
+        self._runtime = runtime
+        self._workflow = workflow
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, _StartRun):
+            runtime, workflow = self._runtime, self._workflow
+            if self.system.get(f"{self.ref.name}/{message.run_id}") is not None:
+                return None
+            await self.spawn(
+                lambda: WorkflowActor(workflow, message.run_id, runtime),
+                name=message.run_id,
+                restart=RestartPolicy(backoff=0.1),
+            )
+            return None
+        return await super().receive(message)
+
+    async def child_failed(self, child: ActorRef, error: BaseException) -> None:
+        run_id = child.name.rsplit("/", 1)[-1]
+        await self._runtime._fail_crashed(run_id, error)
+
+
 class _Tick:
     """Message the poller sends itself."""
 
@@ -200,6 +235,7 @@ class Runtime:
             (call `tick` yourself).
         owner: this process's name in run leases. Default: a fresh id.
         lease_s: how long a claim on a run lasts without renewal. Default 30 s.
+        workflows: workflows this runtime can run and resume.
 
     Raises:
         UsageError: duplicate agent names or no agent.
@@ -226,6 +262,7 @@ class Runtime:
         poll_interval: float | None = 1.0,
         owner: str | None = None,
         lease_s: float = 30.0,
+        workflows: Sequence[Workflow] = (),
     ) -> None:
         names = [a.name for a in agents]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -237,6 +274,14 @@ class Runtime:
         if unknown:
             raise ConfigError(f"gated: unknown side-effect levels {unknown}; use {SIDE_EFFECTS}")
         self.agents: Mapping[str, SubAgent] = {a.name: a for a in agents}
+        self.workflows: Mapping[str, Workflow] = {w.name: w for w in workflows}
+        for workflow in workflows:
+            for step in _all_steps(workflow):
+                if isinstance(step, AgentStep) and step.agent not in self.agents:
+                    raise ConfigError(
+                        f"workflow {workflow.name!r}: step {step.name!r} uses agent "
+                        f"{step.agent!r}, which this runtime does not have"
+                    )
         if router is not None:
             router.validate(self.agents)
         self.router = router
@@ -306,6 +351,11 @@ class Runtime:
                 self._agent_refs[name] = await system.spawn(
                     lambda agent=agent: _AgentActor(self, agent),  # type: ignore[misc]
                     name=f"agent:{name}",
+                )
+            for workflow in self.workflows.values():
+                self._agent_refs[workflow.agent_name] = await system.spawn(
+                    lambda workflow=workflow: _WorkflowParent(self, workflow),  # type: ignore[misc]
+                    name=workflow.agent_name,
                 )
             if self._resume:
                 await self.resume()
@@ -510,11 +560,29 @@ class Runtime:
                     raise UsageError(f"no run {run_id!r} in the journal")
                 if run_id not in self._active:
                     state = RunState.fold(run_id, events)
-                    if state.done or state.paused or self._system is None:
+                    if state.done or self._system is None or await self._settled(state):
                         if state.done:
                             self._waiters.pop(run_id, None)
                         return await self._result(run_id, events, state)
                 await woken.wait()
+
+    async def _settled(self, state: RunState, depth: int = 0) -> bool:
+        """True when a paused run can only move on with outside help (a person, an event).
+
+        A workflow waiting on one of its sub-agent runs is settled only if that run is.
+        """
+        if not state.paused:
+            return False
+        for wait in state.waiting.values():
+            if not wait.key.startswith("child:") or depth > 8:
+                continue
+            child_id = wait.key.removeprefix("child:")
+            if child_id in self._active:
+                return False
+            child = RunState.fold(child_id, await self.journal.read(child_id))
+            if child.done or not await self._settled(child, depth + 1):
+                return False
+        return True
 
     async def _result(self, run_id: str, events: list[Event], state: RunState) -> RunResult:
         started = next(e for e in events if isinstance(e, RunStarted))
@@ -562,6 +630,95 @@ class Runtime:
         self._publish(finished)
         self._wake_waiter(run_id)
         return True
+
+    # -- workflows -------------------------------------------------------------------------------
+
+    async def submit_workflow(
+        self,
+        workflow: Workflow | str,
+        input: Any = None,
+        *,
+        tenant: str = "default",
+        run_id: str | None = None,
+    ) -> RunHandle:
+        """Start a workflow run and return at once (`input` must be JSON-serialisable).
+
+        Raises:
+            UsageError: the workflow is not registered with this runtime.
+        """
+        self._require_running()
+        name = workflow if isinstance(workflow, str) else workflow.name
+        registered = self.workflows.get(name)
+        if registered is None or (not isinstance(workflow, str) and registered is not workflow):
+            raise UsageError(
+                f"workflow {name!r} is not registered: pass it in Runtime(workflows=[...]) so "
+                "its runs can be resumed"
+            )
+        run_id = run_id or new_id("run")
+        started = RunStarted(
+            run_id=run_id,
+            ts=self.clock.now(),
+            agent=registered.agent_name,
+            task=json.dumps(input),
+            tenant=tenant,
+            rule="(workflow)",
+            route_reason=f"workflow {name!r}",
+            limits=self.limits.model_dump(mode="json"),
+        )
+        await self.journal.append(started)
+        self._publish(started)
+        await self._start(run_id, registered.agent_name)
+        return RunHandle(self, run_id, registered.agent_name, None)
+
+    async def run_workflow(
+        self, workflow: Workflow | str, input: Any = None, *, tenant: str = "default"
+    ) -> RunResult:
+        """Run a workflow until it finishes or pauses; its output is the last step's output."""
+        handle = await self.submit_workflow(workflow, input, tenant=tenant)
+        return await handle.result()
+
+    async def _submit_child(
+        self, *, run_id: str, agent: str, task: str, parent_run_id: str, tenant: str
+    ) -> None:
+        if await self.journal.read(run_id):
+            return  # submitted before a crash: it resumes by itself
+        limits = self.agents[agent].limits or self.limits
+        # Sibling runs share the workflow's budget: carry what the finished ones spent.
+        used_tokens, used_cost = 0, 0.0
+        for event in await self.journal.read(parent_run_id):
+            if isinstance(event, StepStarted) and event.child_run_id not in (None, run_id):
+                sibling = await self.journal.read(event.child_run_id)
+                if sibling and isinstance(sibling[-1], RunFinished):
+                    used_tokens += sibling[-1].tokens
+                    used_cost += sibling[-1].cost_usd
+        started = RunStarted(
+            run_id=run_id,
+            ts=self.clock.now(),
+            agent=agent,
+            task=task,
+            tenant=tenant,
+            budget_used_tokens=used_tokens,
+            budget_used_cost=used_cost,
+            rule="(workflow step)",
+            route_reason=f"step of workflow run {parent_run_id}",
+            limits=limits.model_dump(mode="json"),
+            parent_run_id=parent_run_id,
+            budget_key=parent_run_id,
+        )
+        await self.journal.append(started)
+        self._publish(started)
+        await self._start(run_id, agent)
+
+    async def _wait_child(self, run_id: str) -> tuple[str, str | None, str | None, str]:
+        result = await self.wait(run_id)
+        return result.status, result.outcome, result.output, result.reason
+
+    async def _on_workflow_done(self, run_id: str) -> None:
+        self._active.discard(run_id)
+        with anyio.CancelScope(shield=True):
+            await self.journal.release(run_id, self.owner)
+        self._wake_waiter(run_id)
+        await self._wake(run_id)  # woken while pausing: pick it straight back up
 
     # -- people and webhooks -------------------------------------------------------------------
 
@@ -746,6 +903,8 @@ class Runtime:
         with anyio.CancelScope(shield=True):
             await self.journal.release(state.run_id, self.owner)
         self._wake_waiter(state.run_id)
+        if state.parent_run_id is not None:  # a workflow step: its workflow may be waiting
+            await self.deliver(f"child:{state.run_id}")
 
     async def _on_paused(self, state: RunState) -> None:
         self._active.discard(state.run_id)
@@ -776,3 +935,12 @@ class Runtime:
                 state.apply(finished)
                 self._publish(finished)
             await self._on_finished(state)
+
+
+def _all_steps(workflow: Workflow) -> list[Step]:
+    steps: list[Step] = []
+    for step in workflow.steps:
+        steps.append(step)
+        if isinstance(step, FanOut):
+            steps.extend(step.branches)
+    return steps

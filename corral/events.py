@@ -30,6 +30,9 @@ __all__ = [
     "Outcome",
     "RunFinished",
     "RunStarted",
+    "StepFailed",
+    "StepFinished",
+    "StepStarted",
     "ToolCallFailed",
     "ToolCallFinished",
     "ToolCallProposed",
@@ -88,6 +91,14 @@ class RunStarted(_EventBase):
     """Why the rule matched, in words."""
     limits: dict[str, Any] = Field(default_factory=dict)
     """The run's limits, as plain data."""
+    parent_run_id: str | None = None
+    """The workflow run this run is a step of, if any."""
+    budget_key: str | None = None
+    """Runs with the same key share one budget (a workflow's sub-agent runs)."""
+    budget_used_tokens: int = 0
+    """Tokens already spent under `budget_key` by finished runs when this one started."""
+    budget_used_cost: float = 0.0
+    """USD already spent under `budget_key` by finished runs when this one started."""
 
 
 class BudgetReserved(_EventBase):
@@ -276,6 +287,30 @@ class WaitResolved(_EventBase):
     timed_out: bool = False
 
 
+class StepStarted(_EventBase):
+    """A workflow step began (for a sub-agent step, with the id of its run)."""
+
+    kind: Literal["step_started"] = "step_started"
+    step: str
+    child_run_id: str | None = None
+
+
+class StepFinished(_EventBase):
+    """A workflow step produced its output (what later steps that need it receive)."""
+
+    kind: Literal["step_finished"] = "step_finished"
+    step: str
+    output: Any = None
+
+
+class StepFailed(_EventBase):
+    """A workflow step failed; the workflow ends ``failed`` with this reason."""
+
+    kind: Literal["step_failed"] = "step_failed"
+    step: str
+    error: str
+
+
 class RunFinished(_EventBase):
     """The run ended; nothing follows this event."""
 
@@ -308,6 +343,9 @@ Event = Annotated[
     | GateDecided
     | WaitStarted
     | WaitResolved
+    | StepStarted
+    | StepFinished
+    | StepFailed
     | RunFinished,
     Field(discriminator="kind"),
 ]

@@ -71,6 +71,10 @@ class RunState:
     agent: str = ""
     task: str = ""
     tenant: str = "default"
+    parent_run_id: str | None = None
+    budget_key: str | None = None
+    budget_used_tokens: int = 0
+    budget_used_cost: float = 0.0
     started_at: float = 0.0
     messages: list[Message] = field(default_factory=list)
     """The conversation as the model sees it."""
@@ -215,6 +219,10 @@ class RunState:
             self.agent = event.agent
             self.task = event.task
             self.tenant = event.tenant
+            self.parent_run_id = event.parent_run_id
+            self.budget_key = event.budget_key
+            self.budget_used_tokens = event.budget_used_tokens
+            self.budget_used_cost = event.budget_used_cost
             self.started_at = event.ts
             self._add_message(UserMessage(content=event.task))
         elif isinstance(event, RunFinished):

@@ -1,0 +1,375 @@
+"""Runs workflows: one actor per workflow run, its state a fold over the run's events.
+
+Every step's result is journaled, so a crash resumes at the first unfinished step. Gates,
+webhook waits and sub-agent runs that wait for a person pause the workflow through the
+same gate and wait events an agent run uses: a paused workflow holds no task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+
+from .._clock import Clock
+from .._task import new_id
+from ..actors import Actor
+from ..events import (
+    Event,
+    GateDecided,
+    GateOpened,
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+    WaitResolved,
+    WaitStarted,
+)
+from ..store import Journal
+from ._workflow import (
+    INPUT,
+    AgentStep,
+    CallStep,
+    FanOut,
+    GateStep,
+    Inputs,
+    Step,
+    WaitStep,
+    Workflow,
+    call_fn,
+)
+
+__all__ = ["WorkflowActor", "WorkflowHost", "WorkflowState"]
+
+_FOREVER = 10 * 365 * 86_400.0
+_SHIELD_S = 5.0
+
+
+class WorkflowHost(Protocol):
+    """What the workflow engine needs from the runtime."""
+
+    journal: Journal
+    clock: Clock
+
+    def _publish(self, event: Event) -> None: ...
+
+    async def _submit_child(
+        self, *, run_id: str, agent: str, task: str, parent_run_id: str, tenant: str
+    ) -> None: ...
+
+    async def _wait_child(self, run_id: str) -> tuple[str, str | None, str | None, str]:
+        """Return (status, outcome, output, reason) once the child finishes or pauses."""
+        ...
+
+    async def deliver(self, key: str, payload: Any = None) -> str | None: ...
+
+    async def _on_workflow_done(self, run_id: str) -> None: ...
+
+
+@dataclass
+class WorkflowState:
+    """A workflow run rebuilt from its events."""
+
+    run_id: str
+    input: Any = None
+    tenant: str = "default"
+    outputs: dict[str, Any] = field(default_factory=dict)
+    children: dict[str, str] = field(default_factory=dict)
+    """Child run id by step name, for sub-agent steps that started."""
+    open_gates: set[str] = field(default_factory=set)
+    decisions: dict[str, GateDecided] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)
+    resolved: dict[str, WaitResolved] = field(default_factory=dict)
+    failed: StepFailed | None = None
+    finished: RunFinished | None = None
+
+    def apply(self, event: Event) -> None:
+        """Apply one event."""
+        if isinstance(event, RunStarted):
+            self.input = json.loads(event.task)
+            self.tenant = event.tenant
+        elif isinstance(event, StepStarted):
+            if event.child_run_id is not None:
+                self.children[event.step] = event.child_run_id
+        elif isinstance(event, StepFinished):
+            self.outputs[event.step] = event.output
+        elif isinstance(event, StepFailed):
+            self.failed = event
+        elif isinstance(event, GateOpened):
+            self.open_gates.add(event.call_id)
+        elif isinstance(event, GateDecided):
+            self.open_gates.discard(event.call_id)
+            self.decisions[event.call_id] = event
+        elif isinstance(event, WaitStarted):
+            self.waiting.add(event.call_id)
+        elif isinstance(event, WaitResolved):
+            self.waiting.discard(event.call_id)
+            self.resolved[event.call_id] = event
+        elif isinstance(event, RunFinished):
+            self.finished = event
+
+
+class _Pause(Exception):
+    pass
+
+
+class _Failed(Exception):
+    def __init__(self, step: str, error: str) -> None:
+        super().__init__(error)
+        self.step = step
+        self.error = error
+
+
+class _Continue:
+    pass
+
+
+class WorkflowActor(Actor):
+    """Drives one workflow run from its journal to an outcome or a pause."""
+
+    mailbox_size = 8
+
+    def __init__(self, workflow: Workflow, run_id: str, host: WorkflowHost) -> None:
+        self.workflow = workflow
+        self.run_id = run_id
+        self.host = host
+        self._after_stop: Callable[[], Awaitable[None]] | None = None
+
+    async def started(self) -> None:
+        """Kick off (or resume) the workflow."""
+        await self.ref.tell(_Continue())
+
+    async def receive(self, message: Any) -> Any:
+        """Drive the workflow, then stop."""
+        if isinstance(message, _Continue):
+            await self._drive()
+            self.stop_self()
+            return None
+        return await super().receive(message)
+
+    async def stopped(self) -> None:
+        """Tell the runtime the workflow finished or paused, now that this actor is gone."""
+        if self._after_stop is not None:
+            callback, self._after_stop = self._after_stop, None
+            await callback()
+
+    async def _record(self, state: WorkflowState, event: Event) -> None:
+        event.ts = self.host.clock.now()
+        await self.host.journal.append(event)
+        state.apply(event)
+        self.host._publish(event)
+
+    async def _drive(self) -> None:
+        state = WorkflowState(self.run_id)
+        for event in await self.host.journal.read(self.run_id):
+            state.apply(event)
+        self._after_stop = lambda: self.host._on_workflow_done(self.run_id)
+        if state.finished is not None:
+            return
+        try:
+            for step in self.workflow.steps:
+                if step.name in state.outputs:
+                    continue
+                inputs = self._inputs(step, state)
+                if isinstance(step, FanOut):
+                    output: Any = await self._fan_out(step, state)
+                else:
+                    output = await self._run_step(step, step.name, inputs, state)
+                await self._record(state, StepFinished(run_id=self.run_id, step=step.name, output=output))
+        except _Pause:
+            return
+        except _Failed as failed:
+            await self._finish(state, "failed", None, f"step {failed.step!r} failed: {failed.error}")
+            return
+        last = self.workflow.steps[-1].name
+        final = state.outputs.get(last)
+        await self._finish(
+            state, "completed", final if isinstance(final, str) else json.dumps(final, default=str), ""
+        )
+
+    async def _finish(self, state: WorkflowState, outcome: Any, output: str | None, reason: str) -> None:
+        with anyio.move_on_after(_SHIELD_S, shield=True):
+            await self._record(
+                state,
+                RunFinished(
+                    run_id=self.run_id,
+                    outcome=outcome,
+                    output=output,
+                    reason=reason,
+                    steps=len(state.outputs),
+                ),
+            )
+
+    def _inputs(self, step: Step, state: WorkflowState) -> Inputs:
+        return {
+            need: state.input if need == INPUT else state.outputs[need] for need in step.needs
+        }
+
+    async def _fan_out(self, fan: FanOut, state: WorkflowState) -> dict[str, Any]:
+        limiter = anyio.CapacityLimiter(fan.limit)
+        paused: list[str] = []
+        failures: list[_Failed] = []
+
+        async def branch(b: Step) -> None:
+            full = f"{fan.name}.{b.name}"
+            if full in state.outputs:
+                return
+            async with limiter:
+                try:
+                    out = await self._run_step(b, full, self._inputs(b, state), state)
+                except _Pause:
+                    paused.append(full)
+                    return
+                except _Failed as exc:
+                    failures.append(exc)
+                    return
+                await self._record(state, StepFinished(run_id=self.run_id, step=full, output=out))
+
+        async with anyio.create_task_group() as tg:
+            for b in fan.branches:
+                tg.start_soon(branch, b)
+        if failures:
+            raise failures[0]
+        if paused:
+            raise _Pause()
+        return {b.name: state.outputs[f"{fan.name}.{b.name}"] for b in fan.branches}
+
+    async def _run_step(self, step: Step, name: str, inputs: Inputs, state: WorkflowState) -> Any:
+        if isinstance(step, CallStep):
+            await self._record(state, StepStarted(run_id=self.run_id, step=name))
+            try:
+                output = await call_fn(step.fn, inputs)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                if _jsonable(output):
+                    return output
+                error = f"its output is not JSON-serialisable: {type(output).__name__}"
+            await self._record(state, StepFailed(run_id=self.run_id, step=name, error=error))
+            raise _Failed(name, error)
+        if isinstance(step, AgentStep):
+            return await self._agent_step(step, name, inputs, state)
+        if isinstance(step, GateStep):
+            return await self._gate_step(step, name, inputs, state)
+        if isinstance(step, WaitStep):
+            return await self._wait_step(step, name, inputs, state)
+        raise AssertionError(f"unknown step {step!r}")  # pragma: no cover - checked at definition
+
+    async def _agent_step(self, step: AgentStep, name: str, inputs: Inputs, state: WorkflowState) -> Any:
+        if name in state.waiting:
+            raise _Pause()  # the child run still waits for a person
+        child = state.children.get(name)
+        if child is None:
+            child = new_id("run")
+            await self._record(state, StepStarted(run_id=self.run_id, step=name, child_run_id=child))
+            await self.host._submit_child(
+                run_id=child,
+                agent=step.agent,
+                task=step.render(inputs),
+                parent_run_id=self.run_id,
+                tenant=state.tenant,
+            )
+        tool = f"agent:{step.agent}"
+        while True:
+            status, outcome, output, reason = await self.host._wait_child(child)
+            if status != "waiting":
+                break
+            # The child paused: pause too. Its end is delivered under this key; a delivery
+            # made while we were getting here is found at once.
+            key = f"child:{child}"
+            await self._record(
+                state,
+                WaitStarted(
+                    run_id=self.run_id,
+                    step=0,
+                    call_id=name,
+                    tool=tool,
+                    key=key,
+                    expires_at=self.host.clock.now() + _FOREVER,
+                ),
+            )
+            found, _ = await self.host.journal.take_delivery(key)
+            if not found:
+                raise _Pause()
+            await self._record(
+                state, WaitResolved(run_id=self.run_id, call_id=name, tool=tool, key=key)
+            )
+        if outcome != "completed":
+            error = f"run {child} of agent {step.agent!r} ended {outcome}: {reason}"
+            await self._record(state, StepFailed(run_id=self.run_id, step=name, error=error))
+            raise _Failed(name, error)
+        return output
+
+    async def _gate_step(self, step: GateStep, name: str, inputs: Inputs, state: WorkflowState) -> Any:
+        decision = state.decisions.get(name)
+        if decision is not None:
+            if decision.decision == "approved":
+                return {"approved_by": decision.by, "note": decision.note}
+            error = f"{decision.decision}" + (f" by {decision.by}" if decision.by else "")
+            error += f": {decision.note}" if decision.note else ""
+            await self._record(state, StepFailed(run_id=self.run_id, step=name, error=error))
+            raise _Failed(name, error)
+        if name not in state.open_gates:
+            await self._record(
+                state,
+                GateOpened(
+                    run_id=self.run_id,
+                    step=0,
+                    call_id=name,
+                    gate_id=new_id("gate"),
+                    tool=f"workflow:{self.workflow.name}/{name}",
+                    arguments={k: v for k, v in inputs.items() if _jsonable(v)},
+                    side_effect="write",
+                    reason=step.prompt,
+                    expires_at=self.host.clock.now() + self._gate_ttl(),
+                ),
+            )
+        raise _Pause()
+
+    def _gate_ttl(self) -> float:
+        return float(getattr(self.host, "_gate_ttl_s", 48 * 3600.0))
+
+    async def _wait_step(self, step: WaitStep, name: str, inputs: Inputs, state: WorkflowState) -> Any:
+        resolved = state.resolved.get(name)
+        if resolved is not None:
+            if resolved.timed_out:
+                error = f"the event {resolved.key!r} did not arrive within {step.timeout_s:g} s"
+                await self._record(state, StepFailed(run_id=self.run_id, step=name, error=error))
+                raise _Failed(name, error)
+            return resolved.payload
+        if name in state.waiting:
+            raise _Pause()
+        key = step.render_key(inputs)
+        await self._record(
+            state,
+            WaitStarted(
+                run_id=self.run_id,
+                step=0,
+                call_id=name,
+                tool=f"workflow:{self.workflow.name}",
+                key=key,
+                expires_at=self.host.clock.now() + step.timeout_s,
+            ),
+        )
+        found, payload = await self.host.journal.take_delivery(key)
+        if not found:
+            raise _Pause()
+        await self._record(
+            state,
+            WaitResolved(
+                run_id=self.run_id, call_id=name, tool=f"workflow:{self.workflow.name}", key=key, payload=payload
+            ),
+        )
+        return payload
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
