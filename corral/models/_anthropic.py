@@ -1,0 +1,366 @@
+"""Claude through the official ``anthropic`` SDK (the Messages API with tools).
+
+Wire format, both ways:
+
+* The system prompt goes in the top-level ``system`` field, never in ``messages``.
+* `UserMessage` -> a ``user`` turn with a text block. `AssistantMessage` -> an
+  ``assistant`` turn with a text block (when there is text) then one ``tool_use`` block per
+  call. Consecutive `ToolResultMessage` -> one ``user`` turn of ``tool_result`` blocks
+  (``is_error: true`` for errors). Turns of the same role are merged so roles alternate,
+  with tool results ahead of any text in a merged user turn, as the API requires.
+* `ToolSpec` -> ``{"name", "description", "input_schema"}``.
+* The response's text blocks are joined with newlines; each ``tool_use`` block becomes a
+  `ToolCall`; usage ``input_tokens``, ``output_tokens``, ``cache_read_input_tokens`` and
+  ``cache_creation_input_tokens`` become `Usage`; stop reasons ``end_turn``, ``tool_use``,
+  ``max_tokens``, ``stop_sequence`` and ``refusal`` map to themselves,
+  ``model_context_window_exceeded`` to ``max_tokens``, anything else to ``other``.
+
+The SDK's own retries are off (``max_retries=0``, also on a client you pass in), so
+Corral's retry policy and budget see every attempt. Errors are translated by
+`corral.models._errors.map_model_errors`.
+
+Thinking: models that think (always, on some current Claude models) return ``thinking``
+blocks that must be sent back verbatim with the tool results of that turn. Corral's
+`AssistantMessage` has no place for them, so the adapter remembers the raw content of each
+response that had thinking and tool calls (keyed by its first tool-use id, at most
+`THINKING_CACHE_SIZE` responses) and echoes it when that turn is sent back. After a process
+restart the blocks are gone and the turn is rebuilt without them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, UsageError
+from ._errors import ensure_requests_allowed, map_model_errors
+from ._types import (
+    AssistantMessage,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    StopReason,
+    ToolCall,
+    ToolResultMessage,
+    ToolSpec,
+    Usage,
+    UserMessage,
+)
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+    from anthropic.types import Message as AnthropicMessage
+
+__all__ = ["DEFAULT_TIMEOUT", "THINKING_CACHE_SIZE", "AnthropicModel"]
+
+DEFAULT_TIMEOUT = 120.0
+"""Seconds one request may take before it fails with `ModelTimeout`. Default 120 s."""
+
+THINKING_CACHE_SIZE = 1024
+"""Responses whose thinking blocks are kept to echo back with their tool results."""
+
+_STOP_REASONS: Mapping[str, StopReason] = {
+    "end_turn": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "model_context_window_exceeded": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "refusal": "refusal",
+}
+_THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
+
+
+def _plain(value: Any) -> Any:
+    """Deep-copy mappings and sequences into dicts and lists the SDK can serialise."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def tool_param(spec: ToolSpec) -> dict[str, Any]:
+    """Convert a tool spec to an Anthropic tool definition.
+
+    Args:
+        spec: the tool as offered to the model.
+
+    Returns:
+        ``{"name", "description", "input_schema"}``.
+    """
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "input_schema": _plain(spec.input_schema),
+    }
+
+
+def _assistant_blocks(message: AssistantMessage) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if message.text:
+        blocks.append({"type": "text", "text": message.text})
+    for call in message.tool_calls:
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": _plain(call.arguments)}
+        )
+    return blocks
+
+
+def _result_block(message: ToolResultMessage) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.call_id}
+    if message.content:
+        block["content"] = message.content
+    if message.is_error:
+        block["is_error"] = True
+    return block
+
+
+def message_params(
+    messages: Sequence[Message],
+    *,
+    raw_turns: Mapping[str, list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
+    """Convert a Corral conversation to Anthropic ``messages`` with alternating roles.
+
+    Args:
+        messages: the conversation, oldest first.
+        raw_turns: raw assistant content to echo verbatim (thinking blocks included), by
+            the first tool-use id of the turn.
+
+    Returns:
+        The ``messages`` parameter of the Messages API.
+    """
+    turns: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return  # the API refuses empty turns; an empty answer carries nothing anyway
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": list(blocks)})
+
+    for message in messages:
+        if isinstance(message, UserMessage):
+            add("user", [{"type": "text", "text": message.content}] if message.content else [])
+        elif isinstance(message, ToolResultMessage):
+            add("user", [_result_block(message)])
+        elif isinstance(message, AssistantMessage):
+            raw = None
+            if raw_turns and message.tool_calls:
+                raw = raw_turns.get(message.tool_calls[0].id)
+                ids = [b.get("id") for b in raw or () if b.get("type") == "tool_use"]
+                if ids != [c.id for c in message.tool_calls]:
+                    raw = None  # the turn was changed since: rebuild it
+            add("assistant", list(raw) if raw is not None else _assistant_blocks(message))
+    for turn in turns:
+        if turn["role"] == "user":
+            # Tool results must open the user turn that follows the tool calls.
+            turn["content"].sort(key=lambda b: 0 if b.get("type") == "tool_result" else 1)
+    return turns
+
+
+def request_params(
+    request: ModelRequest,
+    *,
+    model: str,
+    raw_turns: Mapping[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Build the keyword arguments of ``client.messages.create`` for a request.
+
+    Args:
+        request: the Corral request.
+        model: the Anthropic model id.
+        raw_turns: see `message_params`.
+
+    Returns:
+        ``model``, ``max_tokens``, ``messages`` and, when set, ``system`` and ``tools``.
+    """
+    params: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.max_tokens,
+        "messages": message_params(request.messages, raw_turns=raw_turns),
+    }
+    if request.system:
+        params["system"] = request.system
+    if request.tools:
+        params["tools"] = [tool_param(spec) for spec in request.tools]
+    return params
+
+
+def parse_message(message: AnthropicMessage, *, model: str) -> ModelResponse:
+    """Convert an Anthropic ``Message`` to a Corral response.
+
+    Args:
+        message: the SDK's parsed response.
+        model: the model asked for, used when the response names none.
+
+    Returns:
+        The response: joined text, tool calls, usage, stop reason and model.
+    """
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in message.content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use":
+            raw_input: object = block.input
+            if isinstance(raw_input, Mapping):
+                calls.append(ToolCall(id=block.id, name=block.name, arguments=dict(raw_input)))
+            else:
+                calls.append(
+                    ToolCall(
+                        id=block.id,
+                        name=block.name,
+                        parse_error=(
+                            "tool input must be a JSON object, got "
+                            f"{type(raw_input).__name__}"
+                        ),
+                    )
+                )
+    usage = message.usage
+    stop = _STOP_REASONS.get(message.stop_reason or "", "other")
+    if calls and stop == "end_turn":
+        stop = "tool_use"
+    return ModelResponse(
+        text="\n".join(t for t in texts if t),
+        tool_calls=tuple(calls),
+        usage=Usage(
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
+            cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
+        ),
+        stop_reason=stop,
+        model=message.model or model,
+    )
+
+
+class AnthropicModel:
+    """Claude, through ``anthropic.AsyncAnthropic``, as a Corral `Model`.
+
+    Example::
+
+        model = AnthropicModel("claude-sonnet-4-5", api_key=os.environ["ANTHROPIC_API_KEY"])
+        agent = SubAgent("billing", instructions=..., tools=..., model=model)
+
+    The SDK's retries are always off: Corral retries, so its budget sees every attempt.
+    Use it as an async context manager (or call `aclose`) to close the connection pool
+    the adapter created; a client or HTTP client you pass in stays yours to close.
+
+    Args:
+        model: the Anthropic model id, such as ``claude-sonnet-4-5``.
+        client: an ``AsyncAnthropic`` to use (re-optioned with ``max_retries=0``).
+            Exclusive with `api_key`, `base_url` and `http_client`.
+        api_key: the API key. Default: the SDK's own resolution (``ANTHROPIC_API_KEY``).
+        base_url: the API's base URL. Default: the SDK's (``https://api.anthropic.com``).
+        http_client: the HTTP client the SDK should use (with anthropic 2.x an
+            ``httpx2.AsyncClient``, e.g. with a ``MockTransport`` in tests).
+        timeout: seconds one request may take, connecting included. Default 120 s.
+        default_headers: extra headers sent with every request.
+
+    Raises:
+        ConfigError: an empty model id or a non-positive timeout.
+        UsageError: `client` given together with `api_key`, `base_url` or `http_client`.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        client: AsyncAnthropic | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        http_client: Any = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not model or not model.strip():
+            raise ConfigError("AnthropicModel needs a model id, such as 'claude-sonnet-4-5'")
+        if timeout <= 0:
+            raise ConfigError(f"AnthropicModel timeout must be > 0 seconds, got {timeout}")
+        if client is not None and (
+            api_key is not None or base_url is not None or http_client is not None
+        ):
+            raise UsageError(
+                "pass either client= or api_key=/base_url=/http_client=, not both: a client "
+                "already holds its key, URL and connection pool"
+            )
+        import anthropic  # imported here: the SDK takes about a second to import
+
+        self._model = model.strip()
+        self._timeout = timeout
+        self._api_key = api_key
+        self._injected = client is not None or http_client is not None
+        self._owns_client = client is None and http_client is None
+        if client is None:
+            client = anthropic.AsyncAnthropic(
+                api_key=api_key,
+                base_url=base_url,
+                http_client=http_client,
+                timeout=timeout,
+                max_retries=0,
+                default_headers=default_headers,
+            )
+        else:
+            client = client.with_options(max_retries=0, default_headers=default_headers)
+            self._api_key = client.api_key
+        self._client: AsyncAnthropic = client
+        self._raw_turns: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+
+    @property
+    def name(self) -> str:
+        """The model id, as used in events and price look-ups."""
+        return self._model
+
+    def __repr__(self) -> str:
+        return f"AnthropicModel({self._model!r})"
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        """Send one request to the Messages API and return the response.
+
+        The call is bounded by the adapter's `timeout`; the runtime's own per-call timeout
+        applies on top.
+
+        Args:
+            request: the system prompt, conversation, tools and output cap.
+
+        Returns:
+            The model's text, tool calls, usage and stop reason.
+
+        Raises:
+            RateLimited: 429, 529 or overloaded; `retry_after` from the response headers.
+            ModelTimeout: the request timed out.
+            ModelError: any other failure; `retryable` is False for 4xx errors, whose
+                message carries the API's explanation.
+            ConfigError: no API key could be found.
+            UsageError: `corral.models.ALLOW_MODEL_REQUESTS` is False and the adapter
+                would reach the real API.
+        """
+        ensure_requests_allowed(self._model, injected=self._injected)
+        params = request_params(request, model=self._model, raw_turns=self._raw_turns)
+        with map_model_errors(provider="anthropic", model=self._model, secrets=(self._api_key,)):
+            message = await self._client.messages.create(**params, timeout=self._timeout)
+            response = parse_message(message, model=self._model)
+            self._remember_thinking(message, response)
+        return response
+
+    def _remember_thinking(self, message: AnthropicMessage, response: ModelResponse) -> None:
+        if not response.tool_calls or not any(b.type in _THINKING_TYPES for b in message.content):
+            return
+        raw: list[dict[str, Any]] = [block.to_dict() for block in message.content]
+        self._raw_turns[response.tool_calls[0].id] = raw
+        while len(self._raw_turns) > THINKING_CACHE_SIZE:
+            self._raw_turns.popitem(last=False)
+
+    async def aclose(self) -> None:
+        """Close the connection pool, if the adapter created it."""
+        if self._owns_client:
+            await self._client.close()
+
+    async def __aenter__(self) -> AnthropicModel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
