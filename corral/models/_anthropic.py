@@ -33,8 +33,9 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError, ModelError, UsageError
 from ._errors import ensure_requests_allowed, map_model_errors
+from ._tokens import estimate_output_tokens, estimate_request_tokens
 from ._types import (
     AssistantMessage,
     Message,
@@ -189,22 +190,35 @@ def request_params(
     return params
 
 
-def parse_message(message: AnthropicMessage, *, model: str) -> ModelResponse:
+def parse_message(message: AnthropicMessage, *, model: str, request: ModelRequest) -> ModelResponse:
     """Convert an Anthropic ``Message`` to a Corral response.
 
     Args:
         message: the SDK's parsed response.
         model: the model asked for, used when the response names none.
+        request: the request, to estimate usage should the response carry none.
 
     Returns:
         The response: joined text, tool calls, usage, stop reason and model.
+
+    Raises:
+        ModelError: the response has no content list (not a Messages API response).
     """
+    content: object = message.content
+    if not isinstance(content, list):
+        raise ModelError(
+            f"anthropic {model!r}: the API returned a response Corral cannot read "
+            "(no content blocks)",
+            retryable=True,
+        )
     texts: list[str] = []
     calls: list[ToolCall] = []
-    for block in message.content:
-        if block.type == "text":
+    blocks: list[Any] = content  # SDK block types, read by their ``type``
+    for block in blocks:
+        kind = getattr(block, "type", None)
+        if kind == "text":
             texts.append(block.text)
-        elif block.type == "tool_use":
+        elif kind == "tool_use":
             raw_input: object = block.input
             if isinstance(raw_input, Mapping):
                 calls.append(ToolCall(id=block.id, name=block.name, arguments=dict(raw_input)))
@@ -214,26 +228,33 @@ def parse_message(message: AnthropicMessage, *, model: str) -> ModelResponse:
                         id=block.id,
                         name=block.name,
                         parse_error=(
-                            "tool input must be a JSON object, got "
-                            f"{type(raw_input).__name__}"
+                            f"tool input must be a JSON object, got {type(raw_input).__name__}"
                         ),
                     )
                 )
-    usage = message.usage
+    text = "\n".join(t for t in texts if t)
     stop = _STOP_REASONS.get(message.stop_reason or "", "other")
     if calls and stop == "end_turn":
         stop = "tool_use"
+    wire: Any = getattr(message, "usage", None)
+    if wire is not None and getattr(wire, "input_tokens", None) is not None:
+        usage = Usage(
+            input_tokens=wire.input_tokens or 0,
+            output_tokens=getattr(wire, "output_tokens", None) or 0,
+            cache_read_tokens=getattr(wire, "cache_read_input_tokens", None) or 0,
+            cache_write_tokens=getattr(wire, "cache_creation_input_tokens", None) or 0,
+        )
+    else:  # never zero: a budget must not see a free call
+        usage = Usage(
+            input_tokens=estimate_request_tokens(request),
+            output_tokens=estimate_output_tokens(text, calls),
+        )
     return ModelResponse(
-        text="\n".join(t for t in texts if t),
+        text=text,
         tool_calls=tuple(calls),
-        usage=Usage(
-            input_tokens=usage.input_tokens or 0,
-            output_tokens=usage.output_tokens or 0,
-            cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
-            cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
-        ),
+        usage=usage,
         stop_reason=stop,
-        model=message.model or model,
+        model=getattr(message, "model", None) or model,
     )
 
 
@@ -242,7 +263,7 @@ class AnthropicModel:
 
     Example::
 
-        model = AnthropicModel("claude-sonnet-4-5", api_key=os.environ["ANTHROPIC_API_KEY"])
+        model = AnthropicModel("claude-sonnet-5-5", api_key=os.environ["ANTHROPIC_API_KEY"])
         agent = SubAgent("billing", instructions=..., tools=..., model=model)
 
     The SDK's retries are always off: Corral retries, so its budget sees every attempt.
@@ -250,7 +271,7 @@ class AnthropicModel:
     the adapter created; a client or HTTP client you pass in stays yours to close.
 
     Args:
-        model: the Anthropic model id, such as ``claude-sonnet-4-5``.
+        model: the Anthropic model id, such as ``claude-sonnet-5-5``.
         client: an ``AsyncAnthropic`` to use (re-optioned with ``max_retries=0``).
             Exclusive with `api_key`, `base_url` and `http_client`.
         api_key: the API key. Default: the SDK's own resolution (``ANTHROPIC_API_KEY``).
@@ -277,7 +298,7 @@ class AnthropicModel:
         default_headers: Mapping[str, str] | None = None,
     ) -> None:
         if not model or not model.strip():
-            raise ConfigError("AnthropicModel needs a model id, such as 'claude-sonnet-4-5'")
+            raise ConfigError("AnthropicModel needs a model id, such as 'claude-sonnet-5-5'")
         if timeout <= 0:
             raise ConfigError(f"AnthropicModel timeout must be > 0 seconds, got {timeout}")
         if client is not None and (
@@ -342,12 +363,14 @@ class AnthropicModel:
         params = request_params(request, model=self._model, raw_turns=self._raw_turns)
         with map_model_errors(provider="anthropic", model=self._model, secrets=(self._api_key,)):
             message = await self._client.messages.create(**params, timeout=self._timeout)
-            response = parse_message(message, model=self._model)
+            response = parse_message(message, model=self._model, request=request)
             self._remember_thinking(message, response)
         return response
 
     def _remember_thinking(self, message: AnthropicMessage, response: ModelResponse) -> None:
-        if not response.tool_calls or not any(b.type in _THINKING_TYPES for b in message.content):
+        if not response.tool_calls or not any(
+            getattr(b, "type", None) in _THINKING_TYPES for b in message.content
+        ):
             return
         raw: list[dict[str, Any]] = [block.to_dict() for block in message.content]
         self._raw_turns[response.tool_calls[0].id] = raw

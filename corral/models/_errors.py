@@ -40,7 +40,15 @@ from typing import Any
 
 import pydantic
 
-from ..errors import CallError, ConfigError, CorralError, ModelError, ModelTimeout, RateLimited, UsageError
+from ..errors import (
+    CallError,
+    ConfigError,
+    CorralError,
+    ModelError,
+    ModelTimeout,
+    RateLimited,
+    UsageError,
+)
 
 __all__ = [
     "ensure_requests_allowed",
@@ -166,7 +174,7 @@ def error_for_status(
     label = f"{kind}: {message}" if kind else message
     text_out = redact(f"{provider} {model!r}: HTTP {status}: {label}", secrets)
     retry_after = retry_after_seconds(headers)
-    if status == 429 and code == "insufficient_quota":
+    if status == 429 and "insufficient_quota" in (code, kind):
         return ModelError(
             text_out + " (the account is out of credit; retrying will not help)",
             retryable=False,
@@ -219,9 +227,8 @@ def _translate_anthropic(
         )
     credentials_error = getattr(anthropic, "CredentialsError", None)
     if credentials_error is not None and isinstance(exc, credentials_error):
-        return ConfigError(
-            redact(f"{where}: no usable Anthropic credentials: {exc}; set ANTHROPIC_API_KEY", secrets)
-        )
+        message = f"{where}: no usable Anthropic credentials: {exc}; set ANTHROPIC_API_KEY"
+        return ConfigError(redact(message, secrets))
     return ModelError(redact(f"{where}: {type(exc).__name__}: {exc}", secrets), retryable=False)
 
 

@@ -70,11 +70,11 @@ class Price(BaseModel):
     """USD per million prompt tokens billed at the normal rate."""
     output: float = Field(ge=0)
     """USD per million generated tokens."""
-    cache_read: float | None = Field(None, ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
     """USD per million prompt tokens read from the cache. Default: the input price."""
-    cache_write: float | None = Field(None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
     """USD per million prompt tokens written to the cache. Default: the input price."""
-    long_prompt_threshold: int | None = Field(None, gt=0)
+    long_prompt_threshold: int | None = Field(default=None, gt=0)
     """Prompt size (input + cache tokens) above which `long_prompt` applies. Default none."""
     long_prompt: Price | None = None
     """Prices for every token of a call whose prompt exceeds `long_prompt_threshold`."""
@@ -111,9 +111,7 @@ class Price(BaseModel):
         ) / _MILLION
 
 
-def _p(
-    input: float, output: float, cache_read: float, cache_write: float | None = None
-) -> Price:
+def _p(input: float, output: float, cache_read: float, cache_write: float | None = None) -> Price:
     return Price(input=input, output=output, cache_read=cache_read, cache_write=cache_write)
 
 
@@ -223,9 +221,7 @@ class PriceTable(Mapping[str, Price]):
         return PriceTable(merged, as_of=as_of or self.as_of)
 
     @classmethod
-    def from_mapping(
-        cls, prices: Mapping[str, Any], *, extend_default: bool = True
-    ) -> PriceTable:
+    def from_mapping(cls, prices: Mapping[str, Any], *, extend_default: bool = True) -> PriceTable:
         """Build a table from plain data, on top of the shipped prices by default.
 
         Args:
