@@ -1,27 +1,37 @@
-"""The ``corral`` command line: run the demo, route and run one task.
+"""The ``corral`` command line: the demo, one-off runs, and the journal's runs and gates.
 
-Exit codes: 0 when the run completed, 1 when it ended with another outcome, 2 for a usage
-or configuration error.
+Every command that touches the journal takes ``--db URL`` (default ``CORRAL_DB``, else
+``sqlite:///corral.db``). Commands that drive runs load the application (its agents and
+routing rules) from ``--app module:function`` (default ``corral.demo:app``).
+
+Exit codes: 0 success (a run completed, or waits at a gate); 1 a run ended with another
+outcome; 2 a usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from . import __version__
 from ._runtime import RunResult, Runtime
 from ._task import Task
-from .errors import CorralError
+from .errors import ConfigError, CorralError, UsageError
 from .events import EventAdapter
+from .store import GateRecord, Journal, journal_from_url
 
 __all__ = ["main"]
+
+DEFAULT_APP = "corral.demo:app"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,26 +41,137 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser(
-        "demo", help="run the invoice-reconciliation demo and print its trail"
-    )
-    demo.add_argument("--json", action="store_true", help="print the result and events as JSON")
+    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--db", help="journal URL (default: $CORRAL_DB or sqlite:///corral.db)")
+        return p
 
-    run = sub.add_parser("run", help="route one task through the demo agents and run it")
+    def with_app(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--app", default=DEFAULT_APP, help=f"module:function (default {DEFAULT_APP})")
+        return p
+
+    demo = with_db(sub.add_parser("demo", help="run the invoice-reconciliation demo"))
+    demo.add_argument("--json", action="store_true", help="print the result and events as JSON")
+    demo.add_argument("--model", help="e.g. anthropic:claude-sonnet-5-5 (needs its API key)")
+
+    run = with_app(with_db(sub.add_parser("run", help="route one task and run it")))
     run.add_argument("text", help="the task, in words")
     run.add_argument("--kind", help="task kind routing rules can match (e.g. billing)")
     run.add_argument("--tag", action="append", default=[], help="task tag (repeatable)")
     run.add_argument("--routes", type=Path, help="routing rules from a TOML file")
     run.add_argument("--json", action="store_true", help="print the result and events as JSON")
     run.add_argument("--explain", action="store_true", help="print the routing explanation")
+
+    runs = sub.add_parser("runs", help="list or show runs in the journal")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    runs_list = with_db(runs_sub.add_parser("list", help="list runs, newest first"))
+    runs_list.add_argument("--status", choices=["running", "waiting", "finished"])
+    runs_list.add_argument("--limit", type=int, default=50)
+    runs_list.add_argument("--json", action="store_true")
+    runs_show = with_db(runs_sub.add_parser("show", help="show one run's trail"))
+    runs_show.add_argument("run_id")
+    runs_show.add_argument("--json", action="store_true")
+
+    approvals = sub.add_parser("approvals", help="gates waiting for a person")
+    approvals_sub = approvals.add_subparsers(dest="approvals_command", required=True, metavar="ACTION")
+    approvals_list = with_db(approvals_sub.add_parser("list", help="list open gates"))
+    approvals_list.add_argument("--json", action="store_true")
+
+    approve = with_app(with_db(sub.add_parser("approve", help="approve a gate; the run resumes")))
+    approve.add_argument("gate_id", nargs="?", help="the gate (or --all)")
+    approve.add_argument("--all", action="store_true", help="approve every open gate")
+    approve.add_argument("--as", dest="by", required=True, help="who approves (recorded)")
+    approve.add_argument("--note", default="", help="why, for the audit trail")
+    approve.add_argument("--args", help="edited arguments, as a JSON object")
+
+    reject = with_app(with_db(sub.add_parser("reject", help="reject a gate; the model is told")))
+    reject.add_argument("gate_id")
+    reject.add_argument("--as", dest="by", required=True, help="who rejects (recorded)")
+    reject.add_argument("--reason", required=True, help="why (the model is told)")
+
+    deliver = with_app(with_db(sub.add_parser("deliver", help="deliver an external event")))
+    deliver.add_argument("key", help="the correlation key a run waits on")
+    deliver.add_argument("--payload", default="null", help="the event, as JSON")
+
+    resume = with_app(with_db(sub.add_parser("resume", help="continue every unfinished run")))
+    resume.add_argument("--json", action="store_true")
+
+    store = sub.add_parser("store", help="journal maintenance")
+    store_sub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    vacuum = with_db(store_sub.add_parser("vacuum", help="prune old finished runs and compact"))
+    vacuum.add_argument("--older-than-days", type=float, default=30.0)
     return parser
 
 
-def _result_json(result: RunResult) -> str:
-    payload: dict[str, Any] = {
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _configure_logging() -> None:
+    """Corral's own logs go to stderr, warnings and up, so stdout stays for results."""
+    import logging
+
+    structlog.configure(
+        # Looked up at each use, not bound once: stderr may be replaced (tests, daemons).
+        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _load_app(spec: str, **kwargs: Any) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"--app must look like module:function, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot load the application {spec!r}: {exc}") from exc
+    return factory(**kwargs) if callable(factory) else factory
+
+
+@contextlib.asynccontextmanager
+async def _journal(url: str | None) -> AsyncIterator[Journal]:
+    journal = journal_from_url(url)
+    opener = getattr(journal, "__aenter__", None)
+    if opener is not None:
+        async with journal:  # type: ignore[attr-defined]
+            yield journal
+    else:
+        yield journal
+
+
+@contextlib.asynccontextmanager
+async def _runtime(args: argparse.Namespace, *, resume: bool = False, **app_kwargs: Any) -> AsyncIterator[Runtime]:
+    cost = app_kwargs.pop("_cost", None)
+    application = _load_app(getattr(args, "app", DEFAULT_APP), **app_kwargs)
+    async with _journal(args.db) as journal:
+        async with Runtime(
+            agents=application.agents,
+            router=application.router,
+            workflows=application.workflows,
+            journal=journal,
+            resume=resume,
+            poll_interval=None,
+            cost=cost,
+        ) as runtime:
+            yield runtime
+
+
+def _trail(runtime: Runtime) -> Any:
+    from rich.console import Console
+
+    from .observability import TrailWriter
+
+    writer = TrailWriter(Console(highlight=False, soft_wrap=True))
+    runtime.subscribe(writer)
+    return writer
+
+
+def _result_payload(result: RunResult) -> dict[str, Any]:
+    return {
         "result": {
             "run_id": result.run_id,
             "agent": result.agent,
+            "status": result.status,
             "outcome": result.outcome,
             "output": result.output,
             "reason": result.reason,
@@ -59,54 +180,272 @@ def _result_json(result: RunResult) -> str:
             "tokens": result.tokens,
             "cost_usd": result.cost_usd,
             "duration_s": result.duration_s,
+            "gates": [_gate_payload(g) for g in result.gates],
         },
         "events": [EventAdapter.dump_python(e, mode="json") for e in result.events],
     }
-    return json.dumps(payload, indent=2)
 
 
-async def _run_task(task: Task, *, as_json: bool, routes: Path | None, explain: bool) -> int:
-    from .demo import billing_agent, demo_router, support_agent
-    from .router import Router
+def _gate_payload(gate: GateRecord) -> dict[str, Any]:
+    return {
+        "gate_id": gate.opened.gate_id,
+        "run_id": gate.run_id,
+        "tool": gate.opened.tool,
+        "arguments": gate.opened.arguments,
+        "reason": gate.opened.reason,
+        "status": gate.status,
+        "expires_at": gate.opened.expires_at,
+    }
 
-    router = Router.from_toml(routes) if routes is not None else demo_router()
-    if explain and not as_json:
-        print(router.explain(task))
-    async with Runtime(agents=[billing_agent(), support_agent()], router=router) as runtime:
-        if not as_json:
-            from rich.console import Console
 
-            from .observability import TrailWriter
+def _print_waiting(result: RunResult) -> None:
+    print(f"\nThe run is waiting for a person before it changes anything ({len(result.gates)} gate(s)):")
+    for gate in result.gates:
+        args = json.dumps(gate.opened.arguments)
+        print(f"  {gate.opened.gate_id}  {gate.opened.tool}  {args}")
+    first = result.gates[0].opened.gate_id if result.gates else "GATE_ID"
+    print("Approve to let the run finish:")
+    print(f"  corral approve {first} --as you@example.com")
+    if len(result.gates) > 1:
+        print("  corral approve --all --as you@example.com")
+    print("Or reject, and the model is told why:")
+    print(f'  corral reject {first} --as you@example.com --reason "not this month"')
 
-            runtime.subscribe(TrailWriter(Console(highlight=False)))
+
+def _exit_code(result: RunResult) -> int:
+    return 0 if result.status == "waiting" or result.outcome == "completed" else 1
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+async def _cmd_run(args: argparse.Namespace, task: Task, *, model: Any = None) -> int:
+    app_kwargs: dict[str, Any] = {"model": model} if model is not None else {}
+    if model is not None:
+        from .models import PriceTable
+
+        app_kwargs["_cost"] = PriceTable.default().cost
+    async with _runtime(args, **app_kwargs) as runtime:
+        if getattr(args, "routes", None) is not None:
+            from .router import Router
+
+            runtime.router = Router.from_toml(args.routes)
+            runtime.router.validate(runtime.agents)
+        if getattr(args, "explain", False) and not args.json and runtime.router is not None:
+            print(runtime.router.explain(task))
+        if not args.json:
+            _trail(runtime)
         result = await runtime.run(task)
-    if as_json:
-        print(_result_json(result))
-    return 0 if result.ok else 1
+    if args.json:
+        print(json.dumps(_result_payload(result), indent=2))
+    elif result.status == "waiting":
+        _print_waiting(result)
+    return _exit_code(result)
+
+
+async def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DEMO_TASK
+
+    args.app = DEFAULT_APP
+    model = None
+    if args.model:
+        from .models import has_credentials, model_from_string
+
+        if has_credentials(args.model):
+            model = model_from_string(args.model)
+        elif not args.json:
+            print(f"No API key for {args.model}: running on the scripted model instead.")
+    if not args.json:
+        label = model.name if model is not None else "a scripted model (no API key needed)"
+        print(f"Corral demo: invoice reconciliation with {label}.")
+    task = Task(text=DEMO_TASK, kind="billing")
+    if model is None:
+        return await _cmd_run(args, task)
+    async with model:
+        return await _cmd_run(args, task, model=model)
+
+
+async def _cmd_runs(args: argparse.Namespace) -> int:
+    async with _journal(args.db) as journal:
+        if args.runs_command == "list":
+            infos = await journal.runs(status=args.status, limit=args.limit)
+            if args.json:
+                print(json.dumps([_info(info) for info in infos], indent=2))
+            else:
+                for info in infos:
+                    print(
+                        f"{info.run_id}  {info.status:<8} {info.outcome or '':<15} {info.agent:<20} "
+                        f"{info.task[:60]}"
+                    )
+                if not infos:
+                    print("no runs")
+            return 0
+        events = await journal.read(args.run_id)
+        if not events:
+            raise UsageError(f"no run {args.run_id!r} in the journal")
+        if args.json:
+            print(json.dumps([EventAdapter.dump_python(e, mode="json") for e in events], indent=2))
+            return 0
+        from rich.console import Console
+
+        from .observability import TrailWriter
+
+        writer = TrailWriter(Console(highlight=False, soft_wrap=True))
+        for event in events:
+            writer(event)
+        return 0
+
+
+def _info(info: Any) -> dict[str, Any]:
+    return {
+        "run_id": info.run_id,
+        "agent": info.agent,
+        "tenant": info.tenant,
+        "status": info.status,
+        "outcome": info.outcome,
+        "created_at": info.created_at,
+        "updated_at": info.updated_at,
+        "task": info.task,
+    }
+
+
+async def _cmd_approvals(args: argparse.Namespace) -> int:
+    async with _journal(args.db) as journal:
+        gates = await journal.gates(status="open")
+    if args.json:
+        print(json.dumps([_gate_payload(g) for g in gates], indent=2))
+    else:
+        for g in gates:
+            print(f"{g.opened.gate_id}  run {g.run_id}  {g.opened.tool}  {json.dumps(g.opened.arguments)}")
+            print(f"    {g.opened.reason}")
+        if not gates:
+            print("no gates waiting")
+    return 0
+
+
+async def _decide_and_follow(
+    args: argparse.Namespace, decide: Callable[[Runtime, str], Any], gate_ids: Sequence[str] | None
+) -> int:
+    async with _runtime(args) as runtime:
+        ids = list(gate_ids) if gate_ids is not None else [
+            g.opened.gate_id for g in await runtime.pending_approvals()
+        ]
+        if not ids:
+            print("no gates waiting")
+            return 0
+        writer = _trail(runtime)
+        run_ids: list[str] = []
+        for gate_id in ids:
+            record = await runtime.journal.gate(gate_id)
+            if record is not None and record.run_id not in run_ids:
+                writer.follow(await runtime.events(record.run_id))
+                run_ids.append(record.run_id)
+        for gate_id in ids:
+            await decide(runtime, gate_id)
+        code = 0
+        for run_id in run_ids:
+            result = await runtime.wait(run_id)
+            if result.status == "waiting":
+                _print_waiting(result)
+            code = max(code, _exit_code(result))
+        return code
+
+
+async def _cmd_deliver(args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        raise UsageError(f"--payload is not JSON: {exc}") from exc
+    async with _runtime(args) as runtime:
+        _trail(runtime)
+        run_id = await runtime.deliver(args.key, payload)
+        if run_id is None:
+            print(f"no run waits on {args.key!r} yet; the event is kept for it")
+            return 0
+        result = await runtime.wait(run_id)
+        return _exit_code(result)
+
+
+async def _cmd_resume(args: argparse.Namespace) -> int:
+    async with _runtime(args) as runtime:
+        if not args.json:
+            writer = _trail(runtime)
+            for info in await runtime.journal.runs(status="running", limit=1_000_000):
+                writer.follow(await runtime.events(info.run_id))
+        resumed = await runtime.resume()
+        results = [await runtime.wait(run_id) for run_id in resumed]
+    if args.json:
+        print(json.dumps([_result_payload(r)["result"] for r in results], indent=2))
+    else:
+        waiting = sum(r.status == "waiting" for r in results)
+        print(f"resumed {len(results)} run(s); {waiting} now wait for a person or an event")
+    return 0 if all(_exit_code(r) == 0 for r in results) else 1
+
+
+async def _cmd_store(args: argparse.Namespace) -> int:
+    import time
+
+    async with _journal(args.db) as journal:
+        prune = getattr(journal, "prune", None)
+        if prune is None:
+            raise UsageError("this journal keeps nothing to vacuum")
+        deleted = await prune(older_than_s=args.older_than_days * 86_400, now=time.time())
+        await journal.vacuum()  # type: ignore[attr-defined]
+    print(f"pruned {deleted} finished run(s) older than {args.older_than_days:g} days; compacted")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
+    _configure_logging()
     try:
-        if args.command == "demo":
-            from .demo import DEMO_TASK
-
-            if not args.json:
-                print("Corral demo: invoice reconciliation with a scripted model (no API key needed).")
-            task = Task(text=DEMO_TASK, kind="billing")
-            return anyio.run(
-                lambda: _run_task(task, as_json=args.json, routes=None, explain=False)
-            )
-        if args.command == "run":
-            task = Task(text=args.text, kind=args.kind, tags=frozenset(args.tag))
-            return anyio.run(
-                lambda: _run_task(task, as_json=args.json, routes=args.routes, explain=args.explain)
-            )
+        return anyio.run(_dispatch, args)
     except CorralError as exc:
         print(f"corral: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "demo":
+        return await _cmd_demo(args)
+    if command == "run":
+        task = Task(text=args.text, kind=args.kind, tags=frozenset(args.tag))
+        return await _cmd_run(args, task)
+    if command == "runs":
+        return await _cmd_runs(args)
+    if command == "approvals":
+        return await _cmd_approvals(args)
+    if command == "approve":
+        if (args.gate_id is None) == (not args.all):
+            raise UsageError("name one gate, or pass --all")
+        edited = None
+        if args.args is not None:
+            try:
+                edited = json.loads(args.args)
+            except ValueError as exc:
+                raise UsageError(f"--args is not JSON: {exc}") from exc
+            if not isinstance(edited, dict):
+                raise UsageError("--args must be a JSON object")
+
+        async def approve(runtime: Runtime, gate_id: str) -> Any:
+            return await runtime.approve(gate_id, by=args.by, note=args.note, args=edited)
+
+        return await _decide_and_follow(args, approve, None if args.all else [args.gate_id])
+    if command == "reject":
+
+        async def reject(runtime: Runtime, gate_id: str) -> Any:
+            return await runtime.reject(gate_id, by=args.by, reason=args.reason)
+
+        return await _decide_and_follow(args, reject, [args.gate_id])
+    if command == "deliver":
+        return await _cmd_deliver(args)
+    if command == "resume":
+        return await _cmd_resume(args)
+    if command == "store":
+        return await _cmd_store(args)
+    raise ConfigError(f"unknown command {command!r}")  # pragma: no cover - argparse refuses
 
 
 if __name__ == "__main__":  # pragma: no cover

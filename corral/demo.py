@@ -26,6 +26,8 @@ from .tools import RetryPolicy, Tool, tool
 
 __all__ = [
     "BILLING_INSTRUCTIONS",
+    "App",
+    "app",
     "DEMO_TASK",
     "InvoiceBook",
     "billing_agent",
@@ -392,3 +394,21 @@ def demo_router() -> Router:
         ]
     )
 
+
+
+@dataclass
+class App:
+    """What the CLI and the server run: agents, routing rules and workflows."""
+
+    agents: list[SubAgent]
+    router: Router | None = None
+    workflows: list[Any] = field(default_factory=list)
+
+
+def app(model: Model | None = None) -> App:
+    """The demo application: the billing and support agents and their routing rules.
+
+    Args:
+        model: run the billing agent on this model instead of the scripted one.
+    """
+    return App(agents=[billing_agent(model), support_agent()], router=demo_router())

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,8 +49,15 @@ async def test_demo_scenario_meets_every_production_failure_and_finishes() -> No
     assert book.calls["search_invoices"] == 2
 
 
-def test_corral_demo_prints_a_trail_a_person_can_follow(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'corral.db'}"
+
+
+def test_corral_demo_stops_at_the_gate_and_approve_finishes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = db_url(tmp_path)
+    assert main(["demo", "--db", db]) == 0
     out = capsys.readouterr().out
     assert "agent billing" in out and "rule billing-kind" in out
     for expected in [
@@ -58,16 +67,52 @@ def test_corral_demo_prints_a_trail_a_person_can_follow(capsys: pytest.CaptureFi
         "$.invoice_id: 'INV-101' does not match",
         "blocked: registered",
         "unknown tool 'lookup_exchange_rate'",
-        "flag_discrepancy",
+        "needs approval",
         "/100,000",
+        "The run is waiting for a person before it changes anything (2 gate(s))",
+        "corral approve --all --as you@example.com",
     ]:
         assert expected in out, expected
+    gates = re.findall(r"corral approve (gate_\w+) --as", out)
+    assert gates
+
+    assert main(["approvals", "list", "--db", db]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("  flag_discrepancy  ") == 2
+
+    assert main(["approve", "--all", "--as", "ana@example.com", "--note", "checked", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "approved by ana@example.com: checked" in out
     summary = next(line for line in out.splitlines() if line.startswith("completed"))
-    assert "steps=11" in summary and "model_calls=12" in summary and "time=" in summary
+    assert "steps=11" in summary and "model_calls=11" in summary and "time=" in summary
+    assert "2 discrepancies found, 2 flagged" in out
+
+    assert main(["runs", "list", "--db", db, "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)
+    assert run["status"] == "finished" and run["outcome"] == "completed"
+    assert main(["approve", gates[0], "--as", "bob", "--db", db]) == 2
+    assert "was already approved by ana@example.com" in capsys.readouterr().err
 
 
-def test_corral_run_routes_by_keyword_and_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "I cannot login, how do I reset my password?", "--json"]) == 0
+def test_rejecting_a_gate_is_fed_back_and_the_run_finishes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = db_url(tmp_path)
+    assert main(["demo", "--db", db, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["result"]["status"] == "waiting"
+    first, second = (g["gate_id"] for g in payload["result"]["gates"])
+    assert main(["reject", first, "--as", "ana", "--reason", "already credited", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["approve", second, "--as", "ana", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "INV-000102: recorded 1235.00 USD, line items 1195.00 (+40.00) (not flagged: refused)" in out
+    assert main(["runs", "show", payload["result"]["run_id"], "--db", db, "--json"]) == 0
+    events = json.loads(capsys.readouterr().out)
+    rejected = [e for e in events if e["kind"] == "tool_call_rejected" and e["guardrail"] == "approval"]
+    assert rejected and "already credited" in rejected[0]["reason"]
+
+
+def test_corral_run_routes_by_keyword_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "I cannot login, how do I reset my password?", "--json", "--db", db_url(tmp_path)]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["result"]["agent"] == "support"
     assert payload["result"]["outcome"] == "completed"
@@ -77,21 +122,53 @@ def test_corral_run_routes_by_keyword_and_prints_json(capsys: pytest.CaptureFixt
     assert payload["events"][0]["rule"] == "support-words"
 
 
-def test_corral_run_unroutable_task_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "what is the weather like"]) == 2
+def test_corral_run_with_toml_routes_and_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    routes = Path(__file__).resolve().parents[1] / "examples" / "routes.toml"
+    code = main(["run", "export my data", "--routes", str(routes), "--explain", "--db", db_url(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "support-words" in out and "export" in out
+
+
+def test_corral_run_unroutable_task_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "what is the weather like", "--db", db_url(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "RoutingError" in err
+    assert "RoutingError" in err and "no rule" in err
 
 
-def test_console_script_runs_the_demo_as_json() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "corral.cli", "demo", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_deliver_and_vacuum_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = db_url(tmp_path)
+    assert main(["deliver", "payment:INV-1", "--payload", '{"ok": true}', "--db", db]) == 0
+    assert "no run waits on 'payment:INV-1' yet; the event is kept for it" in capsys.readouterr().out
+    assert main(["deliver", "k", "--payload", "{not json", "--db", db]) == 2
+    assert main(["run", "reset password", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["store", "vacuum", "--older-than-days", "0", "--db", db]) == 0
+    assert "pruned 1 finished run(s)" in capsys.readouterr().out
+    assert main(["runs", "list", "--db", db]) == 0
+    assert "no runs" in capsys.readouterr().out
+
+
+def test_bad_database_url_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "list", "--db", "mysql://x"]) == 2
+    assert "unknown journal URL" in capsys.readouterr().err
+
+
+def test_console_script_runs_the_demo_as_json(tmp_path: Path) -> None:
+    def corral(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "corral.cli", *args, "--db", db_url(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    proc = corral("demo", "--json")
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
-    assert payload["result"]["outcome"] == "completed"
-    assert payload["result"]["steps"] == 11
+    assert payload["result"]["status"] == "waiting" and len(payload["result"]["gates"]) == 2
+    approved = corral("approve", "--all", "--as", "ops@example.com")
+    assert approved.returncode == 0, approved.stderr
+    listed = json.loads(corral("runs", "list", "--json").stdout)
+    assert listed[0]["outcome"] == "completed"

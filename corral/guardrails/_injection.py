@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import html
 import re
 import tomllib
@@ -312,52 +313,69 @@ _BIDI_OVERRIDE = "\u202d\u202e"
 _BIDI_EMBED = "\u202a\u202b\u2066\u2067\u2068"
 _BIDI_OTHER = "\u200e\u200f\u061c\u202c\u2069"
 
-_FOLD_RANGES = (
-    (0x80, 0x58F),
-    (0x1AB0, 0x1AFF),
-    (0x1D00, 0x1DFF),
-    (0x1E00, 0x218F),
-    (0x2460, 0x24FF),
-    (0x3000, 0x303F),
-    (0xFB00, 0xFB4F),
-    (0xFE00, 0xFE2F),
-    (0xFE50, 0xFE6F),
-    (0xFF00, 0xFFEF),
-    (0x1D400, 0x1D7FF),
-    (0x1F100, 0x1F1FF),
-    (0xE0000, 0xE007F),
-    (0xE0100, 0xE01EF),
+_INVISIBLE_CHARS = frozenset(
+    _ZERO_WIDTH + _BIDI_OVERRIDE + _BIDI_EMBED + _BIDI_OTHER
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
 )
+_NO_ASCII = "\x1a"
+"""Stands in for a character with no ASCII reading, so normalised offsets stay countable."""
+_FOLD_CACHE_LIMIT = 50_000
 
 
-@cache
-def _fold_table() -> dict[int, str]:
-    """Map code points to their folded form ('' = removed); built once, on first non-ASCII text."""
-    table: dict[int, str] = {}
-    invisible = set(_ZERO_WIDTH + _BIDI_OVERRIDE + _BIDI_EMBED + _BIDI_OTHER)
-    for low, high in _FOLD_RANGES:
-        for cp in range(low, high + 1):
-            ch = chr(cp)
-            if ch in invisible or 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF:
-                table[cp] = ""
-                continue
-            if 0xE0000 <= cp <= 0xE007F:  # tag characters: decode the hidden ASCII
-                table[cp] = chr(cp - 0xE0000) if 0xE0020 <= cp <= 0xE007E else ""
-                continue
-            if ch in _CONFUSABLES:
-                table[cp] = _CONFUSABLES[ch]
-                continue
-            folded = "".join(
-                _CONFUSABLES.get(c, c)
-                for c in unicodedata.normalize("NFKD", ch)
-                if not unicodedata.combining(c)
-            )
-            if folded != ch:
-                table[cp] = folded
-    for ch, folded in _CONFUSABLES.items():
-        table.setdefault(ord(ch), folded)
-    table[0x130] = "i"  # "İ".lower() is two characters; keep lengths predictable
-    return table
+def _fold_char(cp: int) -> str:
+    """The ASCII reading of one code point ('' for invisible ones)."""
+    ch = chr(cp)
+    if cp < 128:
+        return ch
+    if ch in _INVISIBLE_CHARS:
+        return ""
+    if 0xE0000 <= cp <= 0xE007F:  # tag characters: decode the hidden ASCII
+        return chr(cp - 0xE0000) if 0xE0020 <= cp <= 0xE007E else ""
+    if ch in _CONFUSABLES:
+        return _CONFUSABLES[ch]
+    out = []
+    for c in unicodedata.normalize("NFKD", ch):
+        if unicodedata.combining(c):
+            continue
+        c = _CONFUSABLES.get(c, c)
+        out.append(c if c.isascii() else _NO_ASCII)
+    return "".join(out)
+
+
+class _FoldTable(dict[int, str]):
+    """`str.translate` table that computes and remembers each code point's ASCII reading."""
+
+    def __missing__(self, cp: int) -> str:
+        if len(self) > _FOLD_CACHE_LIMIT:
+            self.clear()
+        value = self[cp] = _fold_char(cp)
+        return value
+
+
+_FOLD = _FoldTable()
+
+
+def _fold_errors(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: replace each run of non-ASCII characters by its ASCII reading."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    run = exc.object[exc.start : exc.end]
+    return run.translate(_FOLD), exc.end
+
+
+codecs.register_error("corral.fold", _fold_errors)
+
+
+def _fold_ascii(text: str) -> str:
+    """The ASCII reading of a text, one fold per character (see `_fold_char`)."""
+    if text.isascii():
+        return text
+    # With few non-ASCII characters, the ASCII encoder (C speed) finds them and calls the
+    # handler once per run; with many, one translate is cheaper than many calls.
+    if len(text.encode("utf-8", "surrogatepass")) - len(text) <= 64:
+        return text.encode("ascii", "corral.fold").decode("ascii")
+    return text.translate(_FOLD)
 
 
 class _Normalized:
@@ -368,7 +386,7 @@ class _Normalized:
     def __init__(self, original: str) -> None:
         self.original = original
         self.identity = original.isascii()
-        self.text = original.lower() if self.identity else original.translate(_fold_table()).lower()
+        self.text = original.lower() if self.identity else _fold_ascii(original).lower()
         self._offsets: list[int] | None = None
 
     def to_original(self, start: int, end: int) -> tuple[int, int]:
@@ -376,14 +394,12 @@ class _Normalized:
         if self.identity:
             return start, end
         if self._offsets is None:
-            table = _fold_table()
             offsets: list[int] = []
             for i, ch in enumerate(self.original):
-                rep = table.get(ord(ch))
-                if rep is None:
+                if ch.isascii():
                     offsets.append(i)
-                elif rep:
-                    offsets.extend([i] * len(rep))
+                else:
+                    offsets.extend([i] * len(_FOLD[ord(ch)]))
             offsets.append(len(self.original))
             self._offsets = offsets
         offsets = self._offsets
@@ -393,14 +409,15 @@ class _Normalized:
 
 
 def normalize_text(text: str) -> str:
-    """The form patterns are matched against: folded, invisible-free, lower-case.
+    """The form patterns are matched against: ASCII, folded, invisible-free, lower-case.
 
     Args:
         text: any text.
 
     Returns:
         NFKC compatibility forms, diacritics dropped, look-alikes folded to Latin,
-        zero-width and bidi characters removed, tag characters decoded, lower-cased.
+        zero-width and bidi characters removed, tag characters decoded, lower-cased;
+        a character with no ASCII reading (such as ``日``) becomes U+001A.
     """
     return _Normalized(text).text
 
@@ -517,8 +534,19 @@ _UNICODE_RE = re.compile(
 _MIXED_RE = re.compile(
     f"[A-Za-z][{_CONFUSABLE_NON_LATIN}]|[{_CONFUSABLE_NON_LATIN}][A-Za-z]"
 )
+_INVISIBLE_SET = frozenset(
+    _ZERO_WIDTH + _BIDI_OVERRIDE + _BIDI_EMBED
+    + "".join(chr(c) for c in range(0xE0000, 0xE0080))
+    + "".join(chr(c) for c in range(0xFE00, 0xFE10))
+    + "".join(chr(c) for c in range(0xE0100, 0xE01F0))
+)
+_CONFUSABLE_SET = frozenset(_CONFUSABLE_NON_LATIN)
 _STYLED_RE = re.compile("[\U0001d400-\U0001d7ff]{3,}")
 _CANDIDATE_RE = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
+_B64_MASK = bytes(
+    97 if (b < 128 and (chr(b).isalnum() or chr(b) in "+/_-=")) else 32 for b in range(256)
+)
+_B64_RUN = b"a" * 24
 _HEX_RE = re.compile(r"[0-9A-Fa-f]+")
 _ESCAPE_TOKEN_RE = re.compile(
     r"\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}|%[0-9A-Fa-f]{2}|&#(?:[xX][0-9A-Fa-f]{1,6}|\d{1,7});"
@@ -541,6 +569,23 @@ def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
 
 def _unicode_findings(text: str) -> list[InjectionFinding]:
     """Invisible characters, bidi controls, tag smuggling and mixed-script words."""
+    out: list[InjectionFinding] = []
+    chars = set("".join(_NON_ASCII_RE.findall(text)))
+    if not chars.isdisjoint(_INVISIBLE_SET):
+        out.extend(_invisible_findings(text))
+    if not chars.isdisjoint(_CONFUSABLE_SET):
+        out.extend(_mixed_script_findings(text))
+    if any("\U0001d400" <= c <= "\U0001d7ff" for c in chars):
+        for m in _STYLED_RE.finditer(text):
+            out.append(
+                InjectionFinding("homoglyph", "homoglyph.styled_letters", 0.2, m.span(),
+                                 _excerpt(m.group()), "fold", "match",
+                                 f"reads as {normalize_text(m.group())!r}")
+            )
+    return out
+
+
+def _invisible_findings(text: str) -> list[InjectionFinding]:
     out: list[InjectionFinding] = []
     for m in _UNICODE_RE.finditer(text):
         start, end = m.span()
@@ -588,6 +633,11 @@ def _unicode_findings(text: str) -> list[InjectionFinding]:
                 InjectionFinding("invisible", "invisible.variation_selectors", 0.5, (start, end),
                                  f"{len(run)} variation selectors", "delete")
             )
+    return out
+
+
+def _mixed_script_findings(text: str) -> list[InjectionFinding]:
+    out: list[InjectionFinding] = []
     seen: set[tuple[int, int]] = set()
     for m in _MIXED_RE.finditer(text):
         span = _word_bounds(text, *m.span())
@@ -601,12 +651,6 @@ def _unicode_findings(text: str) -> list[InjectionFinding]:
         )
         if len(seen) >= 50:
             break
-    for m in _STYLED_RE.finditer(text):
-        out.append(
-            InjectionFinding("homoglyph", "homoglyph.styled_letters", 0.2, m.span(),
-                             _excerpt(m.group()), "fold", "match",
-                             f"reads as {normalize_text(m.group())!r}")
-        )
     return out
 
 
@@ -714,8 +758,11 @@ class _KeywordIndex:
             )
         self.vocab_keys = frozenset(self.vocab)
         self.all_gated = all(self.need)
+        ordered = sorted(self.literals, key=len, reverse=True)
+        self.literal_re = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self.literal_firsts = "".join(sorted({lit[0] for lit in ordered}))
 
-    def hits(self, low: str) -> int:
+    def hits(self, low: str) -> tuple[int, _Present]:
         """The bits of every keyword group with a hit in the (normalised) text."""
         tokens = set(low.encode("utf-8", "replace").translate(_TOKEN_TABLE).split())
         hits = 0
@@ -725,19 +772,28 @@ class _KeywordIndex:
         for words, bit in self.multi:
             if all(w in tokens or w + b"s" in tokens for w in words):
                 hits |= bit
-        for literal, bits in self.literals.items():
-            if literal in low:
-                hits |= bits
-        return hits
+        found: set[str] = set()
+        if self.literal_re is not None and any(c in low for c in self.literal_firsts):
+            found = set(self.literal_re.findall(low))
+            for literal in found:
+                hits |= self.literals[literal]
+        return hits, _Present(tokens, found)
 
-    def matches(self, i: int, low: str) -> list[re.Match[str]]:
+    def matches(self, i: int, low: str, present: _Present) -> list[re.Match[str]]:
         """Matches of pattern `i`, tried only where its anchor allows."""
         pattern = self.patterns[i]
         regex = pattern.regex
         if pattern.anchor == "search":
             return [m for m in regex.finditer(low) if m.end() > m.start()]
         positions: set[int] = set()
+        tokens = present.tokens
         for keyword, is_word in self.starts[i]:
+            if is_word:
+                form = keyword.encode()
+                if form not in tokens and form + b"s" not in tokens:
+                    continue
+            elif keyword not in present.literals:
+                continue
             at = low.find(keyword)
             while at >= 0:
                 if not (is_word and at and low[at - 1].isalnum()):
@@ -756,6 +812,12 @@ class _KeywordIndex:
                 out.append(m)
                 done = m.end()
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Present:
+    tokens: set[bytes]
+    literals: set[str]
 
 
 # --------------------------------------------------------------------- detector
@@ -815,7 +877,7 @@ class InjectionDetector:
     def _pattern_findings(self, norm: _Normalized) -> list[InjectionFinding]:
         low = norm.text
         index = self._index
-        hits = index.hits(low)
+        hits, present = index.hits(low)
         out: list[InjectionFinding] = []
         if not hits and index.all_gated:
             return out
@@ -823,7 +885,7 @@ class InjectionDetector:
             need = index.need[i]
             if hits & need != need:
                 continue
-            for m in index.matches(i, low):
+            for m in index.matches(i, low, present):
                 start, end = norm.to_original(m.start(), m.end())
                 out.append(
                     InjectionFinding(
@@ -836,14 +898,19 @@ class InjectionDetector:
     def _encoded_findings(self, text: str, depth: int) -> list[InjectionFinding]:
         out: list[InjectionFinding] = []
         tried = 0
-        for m in _CANDIDATE_RE.finditer(text):
+        # Cheap gate (C speed): is there any run of 24+ base64 characters at all?
+        if _B64_RUN in text.encode("utf-8", "replace").translate(_B64_MASK):
+            candidates: Iterable[re.Match[str]] = _CANDIDATE_RE.finditer(text)
+        else:
+            candidates = ()
+        for m in candidates:
             tried += 1
             if tried > _MAX_DECODE_CANDIDATES:
                 break
             decoded = _decode_blob(m.group())
             if decoded is not None:
                 out.extend(self._inner(decoded[0], decoded[1], m.span(), depth))
-        if "%" in text or "\\" in text or "&#" in text:
+        if text.count("%") + text.count("\\") + text.count("&#") >= 3:
             out.extend(self._escaped_findings(text, depth))
         return out
 
@@ -889,7 +956,10 @@ class InjectionDetector:
 
 
 def _fold(text: str) -> str:
-    return text.translate(_fold_table())
+    """Fold look-alikes to ASCII for display, keeping characters that have no ASCII reading."""
+    return "".join(
+        ch if ch.isascii() or _NO_ASCII in (f := _FOLD[ord(ch)]) else f for ch in text
+    )
 
 
 def strip_findings(text: str, findings: Iterable[InjectionFinding], *, marker: str = STRIP_MARKER) -> str:

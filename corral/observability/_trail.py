@@ -127,6 +127,23 @@ class TrailWriter:
         self.console = console
         self._runs: dict[str, _RunTrail] = {}
 
+    def follow(self, events: list[Event]) -> None:
+        """Continue the trail of a run that started elsewhere (before a pause or a restart)."""
+        started = next((e for e in events if isinstance(e, RunStarted)), None)
+        if started is None or started.run_id in self._runs:
+            return
+        trail = _RunTrail(started)
+        for event in events:
+            if isinstance(event, ModelCalled):
+                trail.tokens += event.response.usage.total_tokens
+                trail.step = event.step
+        self._runs[started.run_id] = trail
+        self.console.print(
+            f"[bold]{started.run_id}[/] (agent [cyan]{started.agent}[/]) continues "
+            f"after {len(events)} events",
+            soft_wrap=True,
+        )
+
     def __call__(self, event: Event) -> None:
         """Print the row(s) for one event."""
         if isinstance(event, RunStarted):
