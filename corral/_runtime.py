@@ -236,6 +236,8 @@ class Runtime:
         owner: this process's name in run leases. Default: a fresh id.
         lease_s: how long a claim on a run lasts without renewal. Default 30 s.
         workflows: workflows this runtime can run and resume.
+        retention_days: prune finished runs older than this many days (checked hourly by the
+            poller, for journals that support it). Default: keep everything.
 
     Raises:
         UsageError: duplicate agent names or no agent.
@@ -263,6 +265,7 @@ class Runtime:
         owner: str | None = None,
         lease_s: float = 30.0,
         workflows: Sequence[Workflow] = (),
+        retention_days: float | None = None,
     ) -> None:
         names = [a.name for a in agents]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -305,6 +308,8 @@ class Runtime:
             else None
         )
         self._gate_ttl_s = gate_ttl_s
+        self._retention_s = retention_days * 86_400 if retention_days is not None else None
+        self._pruned_at = float("-inf")
         self._poll_interval = poll_interval
         self._lease_s = lease_s
         self._subscribers: list[Callable[[Event], None]] = []
@@ -446,6 +451,12 @@ class Runtime:
                     self._publish(timed_out)
         for run_id in self._active:
             await self.journal.claim(run_id, self.owner, lease_s=self._lease_s, now=now)
+        prune = getattr(self.journal, "prune", None)
+        if self._retention_s is not None and prune is not None and now - self._pruned_at >= 3600:
+            self._pruned_at = now
+            pruned = await prune(older_than_s=self._retention_s, now=now)
+            if pruned:
+                log.info("runtime.pruned", runs=pruned)
         await self.resume()
         for waiter in self._waiters.values():
             waiter.wake()  # runs driven elsewhere may have moved on: waiters look again
@@ -561,8 +572,7 @@ class Runtime:
                 if run_id not in self._active:
                     state = RunState.fold(run_id, events)
                     if state.done or self._system is None or await self._settled(state):
-                        if state.done:
-                            self._waiters.pop(run_id, None)
+                        self._waiters.pop(run_id, None)  # a paused run costs no memory here
                         return await self._result(run_id, events, state)
                 await woken.wait()
 

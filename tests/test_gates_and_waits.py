@@ -262,3 +262,71 @@ async def test_runtime_shutdown_leaves_the_run_resumable() -> None:
         await entered.wait()
     assert await journal.unfinished_runs() == [handle.run_id]
     assert (await journal.runs())[0].status == "running"
+
+
+class StopsTheWorldClock(MockClock):
+    """A clock whose sleeps never end: the process "dies" while a retry is scheduled."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await anyio.sleep_forever()
+
+
+async def test_a_scheduled_retry_keeps_its_time_across_a_restart() -> None:
+    from corral.errors import ToolError
+    from corral.tools import RetryPolicy
+
+    attempts: list[float] = []
+    journal = MemoryJournal()
+
+    def make_agent(clock: MockClock) -> SubAgent:
+        @tool(timeout=5, retry=RetryPolicy(initial_delay=16, jitter=0, max_retries=2))
+        async def sync_ledger() -> str:
+            """Push the ledger."""
+            attempts.append(clock.now())
+            if len(attempts) == 1:
+                raise ToolError("ledger API 503")
+            return "synced"
+
+        def respond(request: ModelRequest) -> Any:
+            last = request.messages[-1]
+            return f"done: {last.content}" if isinstance(last, ToolResultMessage) else call("sync_ledger")
+
+        return SubAgent("ops", instructions="x", tools=[sync_ledger], model=FunctionModel(respond))
+
+    first_clock = StopsTheWorldClock()
+    async with Runtime(agents=[make_agent(first_clock)], journal=journal, clock=first_clock, poll_interval=None) as rt:
+        handle = await rt.submit("sync")
+        with anyio.fail_after(5):
+            while not first_clock.slept:
+                await anyio.sleep(0.001)
+    assert first_clock.slept == [16.0]
+    second_clock = MockClock(start=first_clock.now() + 5)  # restarted 5 s later
+    async with Runtime(agents=[make_agent(second_clock)], journal=journal, clock=second_clock, poll_interval=None) as rt:
+        result = await rt.wait(handle.run_id, timeout=5)
+    assert result.output == "done: synced"
+    assert second_clock.slept == [11.0]  # only what was left of the 16 s
+    assert attempts[1] - attempts[0] == 16.0
+
+
+async def test_large_results_are_stored_once_as_blobs_and_the_model_gets_a_preview() -> None:
+    big = "line of data\n" * 2000
+
+    @tool(timeout=5)
+    async def export() -> str:
+        """Export everything."""
+        return big
+
+    def respond(request: ModelRequest) -> Any:
+        last = request.messages[-1]
+        return "ok" if isinstance(last, ToolResultMessage) else call("export")
+
+    journal = MemoryJournal()
+    agent = SubAgent("x", instructions="x", tools=[export], model=FunctionModel(respond))
+    async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
+        result = await rt.run("export")
+    (finished,) = [e for e in result.events if e.kind == "tool_call_finished"]
+    assert finished.truncated and finished.result_blob is not None
+    assert await journal.get_blob(finished.result_blob) == big.encode()
+    assert len(finished.content) < 4000
+    assert f"blob sha256:{finished.result_blob[:16]}" in finished.content

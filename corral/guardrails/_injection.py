@@ -548,6 +548,9 @@ _B64_MASK = bytes(
 )
 _B64_RUN = b"a" * 24
 _HEX_RE = re.compile(r"[0-9A-Fa-f]+")
+_PERCENT_TOKEN_RE = re.compile(r"%[0-9A-Fa-f]{2}")
+_BACKSLASH_TOKEN_RE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2})")
+_ENTITY_TOKEN_RE = re.compile(r"&#(?:[xX][0-9A-Fa-f]{1,6}|\d{1,7});")
 _ESCAPE_TOKEN_RE = re.compile(
     r"\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}|%[0-9A-Fa-f]{2}|&#(?:[xX][0-9A-Fa-f]{1,6}|\d{1,7});"
 )
@@ -570,7 +573,7 @@ def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
 def _unicode_findings(text: str) -> list[InjectionFinding]:
     """Invisible characters, bidi controls, tag smuggling and mixed-script words."""
     out: list[InjectionFinding] = []
-    chars = set("".join(_NON_ASCII_RE.findall(text)))
+    chars = set(text)
     if not chars.isdisjoint(_INVISIBLE_SET):
         out.extend(_invisible_findings(text))
     if not chars.isdisjoint(_CONFUSABLE_SET):
@@ -910,15 +913,23 @@ class InjectionDetector:
             decoded = _decode_blob(m.group())
             if decoded is not None:
                 out.extend(self._inner(decoded[0], decoded[1], m.span(), depth))
-        if text.count("%") + text.count("\\") + text.count("&#") >= 3:
+        if "%" in text or "\\" in text or "&#" in text:
             out.extend(self._escaped_findings(text, depth))
         return out
 
     def _escaped_findings(self, text: str, depth: int) -> list[InjectionFinding]:
         """Scan the text with its %XX, \\uXXXX, \\xXX and &#NN; escapes decoded in place."""
-        tokens = list(_ESCAPE_TOKEN_RE.finditer(text))
+        # One literal-led regex per escape kind: each scans at C speed, unlike one alternation.
+        tokens: list[re.Match[str]] = []
+        if "%" in text:
+            tokens.extend(_PERCENT_TOKEN_RE.finditer(text))
+        if "\\" in text:
+            tokens.extend(_BACKSLASH_TOKEN_RE.finditer(text))
+        if "&#" in text:
+            tokens.extend(_ENTITY_TOKEN_RE.finditer(text))
         if len(tokens) < 3:
             return []
+        tokens.sort(key=lambda m: m.start())
         view = _ESCAPE_TOKEN_RE.sub(_decode_token, text)
         inner = self._scan(view, depth + 1)
         if not inner or _combine(inner) <= _combine(self._scan(text, _MAX_DEPTH)):

@@ -613,7 +613,11 @@ class RunActor(Actor):
             fallback_for, tool = tool.name, tool.fallback
             await self.s.supervisor.tell(CallFailed(self.run_id, identity, kind="fallback"))
         attempt = state.attempts.get(call.id, 0)
-        tries_left = tool.retry.max_retries + 1
+        tries_left = tool.retry.max_retries + 1 - (attempt if fallback_for is None else 0)
+        tries_left = max(tries_left, 1)
+        due = state.retry_due.pop(call.id, None)
+        if due is not None:  # a retry scheduled before a restart: keep its time
+            await self.s.clock.sleep(due - self.s.clock.now())
         while True:
             attempt += 1
             tries_left -= 1
@@ -657,6 +661,10 @@ class RunActor(Actor):
                     return True
                 full = render_payload(value)
                 content, truncated = _truncate(full, self.limits.max_result_tokens)
+                blob = None
+                if truncated:  # the full result is kept once, by content; the model gets a preview
+                    blob = await self.s.journal.put_blob(full.encode())
+                    content += f"\n[full result stored as blob sha256:{blob[:16]}]"
                 await self._record(
                     state,
                     ToolCallFinished(
@@ -669,6 +677,7 @@ class RunActor(Actor):
                         duration_s=time.perf_counter() - started,
                         truncated=truncated,
                         result_chars=len(full),
+                        result_blob=blob,
                     ),
                     wait=tool.side_effect != "read",
                 )

@@ -98,6 +98,8 @@ class RunState:
     """Attempts started and not yet finished or failed, by call id."""
     attempts: dict[str, int] = field(default_factory=dict)
     """Attempts made so far, by call id (numbering continues after a restart)."""
+    retry_due: dict[str, float] = field(default_factory=dict)
+    """When a scheduled retry is due, by call id (a durable timer: it survives restarts)."""
     model_calls: int = 0
     tool_calls: int = 0
     """Tool calls proposed, rejected ones included."""
@@ -183,6 +185,10 @@ class RunState:
         elif isinstance(event, ToolCallFailed):
             self.in_flight.pop(event.call_id, None)
             self.errors += 1
+            if event.will_retry:
+                self.retry_due[event.call_id] = event.ts + event.delay_s
+            else:
+                self.retry_due.pop(event.call_id, None)
             if event.final:
                 self.failed_calls.add(self.proposed.get(event.call_id, event.call_id))
                 self._resolve(event.call_id, event.message, is_error=True, tool=event.tool)
