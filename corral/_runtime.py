@@ -599,7 +599,7 @@ class Runtime:
         finished = state.finished
         gates: tuple[GateRecord, ...] = ()
         if finished is None:
-            gates = tuple(g for g in await self.journal.gates(status="open") if g.run_id == run_id)
+            gates = tuple(await self.journal.gates(status="open", run_id=run_id))
         return RunResult(
             run_id=run_id,
             agent=started.agent,

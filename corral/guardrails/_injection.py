@@ -44,6 +44,7 @@ from importlib import resources
 from typing import Any, Literal, cast, get_args
 
 from ..errors import ConfigError
+from ._pii import SECRET_KINDS, PIIDetector
 from ._verdict import Verdict
 
 __all__ = [
@@ -168,7 +169,9 @@ class InjectionPattern:
         if not 0.0 <= weight <= 1.0:
             raise ConfigError(f"injection pattern {id!r}: weight must be in [0, 1], got {weight}")
         if extent not in ("match", "sentence", "paragraph"):
-            raise ConfigError(f"injection pattern {id!r}: extent must be match, sentence or paragraph")
+            raise ConfigError(
+                f"injection pattern {id!r}: extent must be match, sentence or paragraph"
+            )
         try:
             compiled = re.compile(regex, re.VERBOSE | re.MULTILINE)
         except re.error as exc:
@@ -242,7 +245,7 @@ def load_patterns(toml_text: str) -> tuple[InjectionPattern, ...]:
                 keywords=[
                     [str(k) for k in g] if isinstance(g, list) else str(g)
                     for g in entry.get("keywords", [])
-                ],  # type: ignore[misc]
+                ],
                 anchor=cast(Anchor, entry.get("anchor", "search")),
                 extent=cast(Extent, entry.get("span", "sentence")),
                 description=str(entry.get("description", "")),
@@ -255,7 +258,8 @@ def load_patterns(toml_text: str) -> tuple[InjectionPattern, ...]:
 
 @cache
 def _default_pattern_file() -> tuple[str, tuple[InjectionPattern, ...]]:
-    text = resources.files("corral.guardrails").joinpath("patterns/injection.toml").read_text("utf-8")
+    path = resources.files("corral.guardrails").joinpath("patterns/injection.toml")
+    text = path.read_text("utf-8")
     version = str(tomllib.loads(text).get("version", ""))
     return version, load_patterns(text)
 
@@ -623,7 +627,8 @@ def _invisible_findings(text: str) -> list[InjectionFinding]:
             )
         elif kind == "t":
             # An emoji flag such as England's is U+1F3F4, a few tags, and U+E007F.
-            if start and text[start - 1] == "\U0001f3f4" and run[-1] == "\U000e007f" and len(run) <= 7:
+            flag = start and text[start - 1] == "\U0001f3f4" and run[-1] == "\U000e007f"
+            if flag and len(run) <= 7:
                 continue
             hidden = "".join(chr(ord(c) - 0xE0000) for c in run if 0xE0020 <= ord(c) <= 0xE007E)
             out.append(
@@ -918,7 +923,7 @@ class InjectionDetector:
         return out
 
     def _escaped_findings(self, text: str, depth: int) -> list[InjectionFinding]:
-        """Scan the text with its %XX, \\uXXXX, \\xXX and &#NN; escapes decoded in place."""
+        r"""Scan the text with its %XX, \uXXXX, \xXX and &#NN; escapes decoded in place."""
         # One literal-led regex per escape kind: each scans at C speed, unlike one alternation.
         tokens: list[re.Match[str]] = []
         if "%" in text:
@@ -973,7 +978,9 @@ def _fold(text: str) -> str:
     )
 
 
-def strip_findings(text: str, findings: Iterable[InjectionFinding], *, marker: str = STRIP_MARKER) -> str:
+def strip_findings(
+    text: str, findings: Iterable[InjectionFinding], *, marker: str = STRIP_MARKER
+) -> str:
     """Remove what the findings point at: passages, invisible characters, look-alikes.
 
     Passages (``remove``) are replaced by `marker`, reaching to the end of their sentence
@@ -1026,6 +1033,15 @@ def strip_findings(text: str, findings: Iterable[InjectionFinding], *, marker: s
 # ------------------------------------------------------------------------ guard
 
 _SOURCE_LABEL = {"task": "task", "tool_result": "tool result", "input": "input"}
+_SECRETS = PIIDetector(SECRET_KINDS)
+
+
+def _without_secrets(finding: dict[str, Any]) -> dict[str, Any]:
+    """An injected passage may quote a key; journals and verdicts must not."""
+    for key in ("excerpt", "detail"):
+        if key in finding:
+            finding[key] = _SECRETS.redact(finding[key])[0]
+    return finding
 
 
 class InjectionGuard:
@@ -1083,7 +1099,7 @@ class InjectionGuard:
         """Decide on an existing report (see `check`)."""
         details: dict[str, Any] = {"score": round(report.score, 3), "threshold": self.threshold}
         if report.findings:
-            details["findings"] = [f.as_dict() for f in report.findings[:20]]
+            details["findings"] = [_without_secrets(f.as_dict()) for f in report.findings[:20]]
             details["categories"] = report.categories
             details["pattern_set"] = self.detector.version
         if report.score < self.threshold:
@@ -1092,7 +1108,8 @@ class InjectionGuard:
         cats = ", ".join(report.categories)
         reason = (
             f"suspected prompt injection in the {label} "
-            f"(score {report.score:.2f} >= {self.threshold:g}): {report.summary()}"
+            f"(score {report.score:.2f} >= {self.threshold:g}): "
+            f"{_SECRETS.redact(report.summary())[0]}"
         )
         if self.action == "block":
             message = (

@@ -99,8 +99,10 @@ class Journal(Protocol):
         """Return runs, newest first, optionally only those with `status`."""
         ...
 
-    async def gates(self, *, status: str | None = "open") -> list[GateRecord]:
-        """Return gates (by default the open ones), oldest first."""
+    async def gates(
+        self, *, status: str | None = "open", run_id: str | None = None
+    ) -> list[GateRecord]:
+        """Return gates (by default the open ones, of every run), oldest first."""
         ...
 
     async def gate(self, gate_id: str) -> GateRecord | None:
@@ -234,9 +236,15 @@ class MemoryJournal:
         """Return every run id seen, oldest first."""
         return list(self._events)
 
-    async def gates(self, *, status: str | None = "open") -> list[GateRecord]:
-        """Return gates with `status` (None for all), oldest first."""
-        return [g for g in self._gates.values() if status is None or g.status == status]
+    async def gates(
+        self, *, status: str | None = "open", run_id: str | None = None
+    ) -> list[GateRecord]:
+        """Return gates with `status` (None for all), of one run or all, oldest first."""
+        return [
+            g
+            for g in self._gates.values()
+            if (status is None or g.status == status) and (run_id is None or g.run_id == run_id)
+        ]
 
     async def gate(self, gate_id: str) -> GateRecord | None:
         """Return one gate."""

@@ -432,6 +432,10 @@ class RunActor(Actor):
                     attempt=attempt,
                     cost_usd=cost,
                 ),
+                # Committed with the next batch, and at the latest before the next side
+                # effect, gate or end of run (whose own appends wait): a crash can only
+                # make the runtime ask the model again, never repeat a side effect.
+                wait=False,
             )
             await self._record(
                 state,
