@@ -394,3 +394,28 @@ def test_a_tool_refuses_to_exist_without_a_finite_timeout(bad: float) -> None:
         @tool(timeout=bad)
         async def t() -> None:
             """Doc."""
+
+
+async def test_provider_data_is_journaled_and_given_back_with_its_turn(tmp_path: Any) -> None:
+    from corral import Runtime
+    from corral.models import AssistantMessage, FunctionModel, ModelRequest
+    from corral.store import SqliteJournal
+
+    thinking = {"anthropic": {"content": [{"type": "thinking", "thinking": "hmm", "signature": "s"}]}}
+    seen: list[Any] = []
+
+    def respond(request: ModelRequest) -> Any:
+        turns = [m for m in request.messages if isinstance(m, AssistantMessage)]
+        seen.extend(t.provider_data for t in turns)
+        if turns:
+            return "done"
+        return ModelResponse(tool_calls=(ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"}),), provider_data=thinking)
+
+    calls: list[dict[str, Any]] = []
+    async with SqliteJournal(tmp_path / "j.db") as journal:
+        async with Runtime(agents=[agent([make_lookup(calls)], FunctionModel(respond))], journal=journal) as rt:
+            result = await rt.run("x")
+        events = await journal.read(result.run_id)
+    assert seen == [thinking]
+    called = [e for e in events if e.kind == "model_called"]
+    assert called[0].response.provider_data == thinking  # survives the journal round trip

@@ -361,11 +361,16 @@ async def test_thinking_blocks_are_echoed_verbatim_with_the_tool_results(
     await model.request(
         ask(
             UserMessage(content="Reconcile Acme Corp's unpaid invoices."),
-            AssistantMessage(text=first.text, tool_calls=first.tool_calls),
+            AssistantMessage(
+                text=first.text, tool_calls=first.tool_calls, provider_data=first.provider_data
+            ),
             ToolResultMessage(call_id=first.tool_calls[0].id, tool="search_invoices", content="[]"),
             tools=(SEARCH,),
         )
     )
+    # The blocks travel in provider_data, which the journal keeps: a restarted process
+    # (a fresh adapter) sends them back too.
+    assert first.provider_data is not None
     assistant = api.sent()["messages"][1]
     assert assistant == {
         "role": "assistant",

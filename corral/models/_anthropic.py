@@ -20,16 +20,14 @@ Corral's retry policy and budget see every attempt. Errors are translated by
 `corral.models._errors.map_model_errors`.
 
 Thinking: models that think (always, on some current Claude models) return ``thinking``
-blocks that must be sent back verbatim with the tool results of that turn. Corral's
-`AssistantMessage` has no place for them, so the adapter remembers the raw content of each
-response that had thinking and tool calls (keyed by its first tool-use id, at most
-`THINKING_CACHE_SIZE` responses) and echoes it when that turn is sent back. After a process
-restart the blocks are gone and the turn is rebuilt without them.
+blocks that must be sent back verbatim with the tool results of that turn. The adapter puts
+the raw content of such a response in its ``provider_data`` (``{"anthropic": {"content":
+[...]}}``); the run journals it with the turn and the adapter echoes it when the turn is
+sent back, so it survives a process restart.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,13 +51,11 @@ if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
     from anthropic.types import Message as AnthropicMessage
 
-__all__ = ["DEFAULT_TIMEOUT", "THINKING_CACHE_SIZE", "AnthropicModel"]
+__all__ = ["DEFAULT_TIMEOUT", "AnthropicModel"]
 
 DEFAULT_TIMEOUT = 120.0
 """Seconds one request may take before it fails with `ModelTimeout`. Default 120 s."""
 
-THINKING_CACHE_SIZE = 1024
-"""Responses whose thinking blocks are kept to echo back with their tool results."""
 
 _STOP_REASONS: Mapping[str, StopReason] = {
     "end_turn": "end_turn",
@@ -117,17 +113,11 @@ def _result_block(message: ToolResultMessage) -> dict[str, Any]:
     return block
 
 
-def message_params(
-    messages: Sequence[Message],
-    *,
-    raw_turns: Mapping[str, list[dict[str, Any]]] | None = None,
-) -> list[dict[str, Any]]:
+def message_params(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """Convert a Corral conversation to Anthropic ``messages`` with alternating roles.
 
     Args:
         messages: the conversation, oldest first.
-        raw_turns: raw assistant content to echo verbatim (thinking blocks included), by
-            the first tool-use id of the turn.
 
     Returns:
         The ``messages`` parameter of the Messages API.
@@ -148,12 +138,7 @@ def message_params(
         elif isinstance(message, ToolResultMessage):
             add("user", [_result_block(message)])
         elif isinstance(message, AssistantMessage):
-            raw = None
-            if raw_turns and message.tool_calls:
-                raw = raw_turns.get(message.tool_calls[0].id)
-                ids = [b.get("id") for b in raw or () if b.get("type") == "tool_use"]
-                if ids != [c.id for c in message.tool_calls]:
-                    raw = None  # the turn was changed since: rebuild it
+            raw = _raw_content(message)
             add("assistant", list(raw) if raw is not None else _assistant_blocks(message))
     for turn in turns:
         if turn["role"] == "user":
@@ -162,18 +147,28 @@ def message_params(
     return turns
 
 
+def _raw_content(message: AssistantMessage) -> list[dict[str, Any]] | None:
+    """The turn's raw content (thinking blocks included), if kept and still matching."""
+    data = message.provider_data or {}
+    raw = (data.get("anthropic") or {}).get("content")
+    if not isinstance(raw, list) or not message.tool_calls:
+        return None
+    ids = [b.get("id") for b in raw if isinstance(b, dict) and b.get("type") == "tool_use"]
+    if ids != [c.id for c in message.tool_calls]:
+        return None  # the turn was changed since: rebuild it
+    return [dict(b) for b in raw]
+
+
 def request_params(
     request: ModelRequest,
     *,
     model: str,
-    raw_turns: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Build the keyword arguments of ``client.messages.create`` for a request.
 
     Args:
         request: the Corral request.
         model: the Anthropic model id.
-        raw_turns: see `message_params`.
 
     Returns:
         ``model``, ``max_tokens``, ``messages`` and, when set, ``system`` and ``tools``.
@@ -181,7 +176,7 @@ def request_params(
     params: dict[str, Any] = {
         "model": model,
         "max_tokens": request.max_tokens,
-        "messages": message_params(request.messages, raw_turns=raw_turns),
+        "messages": message_params(request.messages),
     }
     if request.system:
         params["system"] = request.system
@@ -328,7 +323,6 @@ class AnthropicModel:
             client = client.with_options(max_retries=0, default_headers=default_headers)
             self._api_key = client.api_key
         self._client: AsyncAnthropic = client
-        self._raw_turns: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
 
     @property
     def name(self) -> str:
@@ -360,22 +354,16 @@ class AnthropicModel:
                 would reach the real API.
         """
         ensure_requests_allowed(self._model, injected=self._injected)
-        params = request_params(request, model=self._model, raw_turns=self._raw_turns)
+        params = request_params(request, model=self._model)
         with map_model_errors(provider="anthropic", model=self._model, secrets=(self._api_key,)):
             message = await self._client.messages.create(**params, timeout=self._timeout)
             response = parse_message(message, model=self._model, request=request)
-            self._remember_thinking(message, response)
-        return response
-
-    def _remember_thinking(self, message: AnthropicMessage, response: ModelResponse) -> None:
-        if not response.tool_calls or not any(
+        if response.tool_calls and any(
             getattr(b, "type", None) in _THINKING_TYPES for b in message.content
         ):
-            return
-        raw: list[dict[str, Any]] = [block.to_dict() for block in message.content]
-        self._raw_turns[response.tool_calls[0].id] = raw
-        while len(self._raw_turns) > THINKING_CACHE_SIZE:
-            self._raw_turns.popitem(last=False)
+            raw = [block.to_dict() for block in message.content]
+            response = response.model_copy(update={"provider_data": {"anthropic": {"content": raw}}})
+        return response
 
     async def aclose(self) -> None:
         """Close the connection pool, if the adapter created it."""

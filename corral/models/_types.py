@@ -76,6 +76,9 @@ class AssistantMessage(_Frozen):
     role: Literal["assistant"] = "assistant"
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
+    provider_data: Mapping[str, Any] | None = None
+    """Opaque data the provider needs back verbatim with this turn (Claude's thinking
+    blocks); kept in the journal, so it survives a restart."""
 
 
 class ToolResultMessage(_Frozen):
@@ -130,6 +133,8 @@ class ModelResponse(_Frozen):
     """Why the model stopped."""
     model: str = ""
     """The model that answered, as the provider named it."""
+    provider_data: Mapping[str, Any] | None = None
+    """Opaque data the provider needs back with this turn (see `AssistantMessage`)."""
 
 
 @runtime_checkable

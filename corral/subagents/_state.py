@@ -160,7 +160,11 @@ class RunState:
             if response.text:
                 self.last_text = response.text
             self._add_message(
-                AssistantMessage(text=response.text, tool_calls=response.tool_calls)
+                AssistantMessage(
+                    text=response.text,
+                    tool_calls=response.tool_calls,
+                    provider_data=response.provider_data,
+                )
             )
             self.pending = list(response.tool_calls)
             self.pending_step = event.step
