@@ -28,8 +28,6 @@ from .events import (
 from .models import ToolCall, Usage
 from .router import Route, Router
 from .store import GateRecord, Journal, MemoryJournal, RunStatus
-from .tools import SIDE_EFFECTS, SideEffect, Tool
-from .workflows import AgentStep, FanOut, Step, Workflow, WorkflowActor
 from .subagents import RunActor, RunServices, RunState, SubAgent
 from .supervisor import (
     BreakerPolicy,
@@ -44,6 +42,8 @@ from .supervisor import (
     TenantUsage,
     UsageSnapshot,
 )
+from .tools import SIDE_EFFECTS, SideEffect, Tool
+from .workflows import AgentStep, FanOut, Step, Workflow, WorkflowActor
 
 __all__ = ["RunHandle", "RunResult", "Runtime"]
 
@@ -280,10 +280,10 @@ class Runtime:
         self.workflows: Mapping[str, Workflow] = {w.name: w for w in workflows}
         for workflow in workflows:
             for step in _all_steps(workflow):
-                if isinstance(step, AgentStep) and step.agent not in self.agents:
+                if isinstance(step, AgentStep) and step.agent_name not in self.agents:
                     raise ConfigError(
                         f"workflow {workflow.name!r}: step {step.name!r} uses agent "
-                        f"{step.agent!r}, which this runtime does not have"
+                        f"{step.agent_name!r}, which this runtime does not have"
                     )
         if router is not None:
             router.validate(self.agents)
@@ -808,10 +808,10 @@ class Runtime:
         )
         if not await self.journal.decide_gate(event):
             current = await self.journal.gate(gate_id)
-            d = current.decided if current else None
+            winner = current.decided if current else None
             raise UsageError(
-                f"gate {gate_id} was already {d.decision if d else 'decided'}"
-                + (f" by {d.by}" if d and d.by else "")
+                f"gate {gate_id} was already {winner.decision if winner else 'decided'}"
+                + (f" by {winner.by}" if winner and winner.by else "")
             )
         self._publish(event)
         if self._system is not None:

@@ -261,8 +261,12 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     task = Task(text=DEMO_TASK, kind="billing")
     if model is None:
         return await _cmd_run(args, task)
-    async with model:
+    try:
         return await _cmd_run(args, task, model=model)
+    finally:
+        aclose = getattr(model, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _cmd_runs(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import sniffio
@@ -365,7 +365,7 @@ class _Cell:
         self.factory = factory
         self.name = name
         self.parent = parent
-        self.path = f"{parent.path}/{name}" if parent is not None else name
+        self.path: str = f"{parent.path}/{name}" if parent is not None else name
         self.restart = restart
         self.capacity = mailbox_size
         self.send: MemoryObjectSendStream[_Envelope | _ChildFailed]

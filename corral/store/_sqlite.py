@@ -645,7 +645,8 @@ async def _in_thread(db: aiosqlite.Connection, fn: Any, *args: Any) -> Any:
     statements, so doing it in one hop cuts its cost by about 60 %. This is the one place
     that relies on aiosqlite internals (``_execute`` and ``_conn``, stable through 0.22).
     """
-    return await db._execute(fn, db._conn, *args)
+    execute: Any = db._execute  # untyped in aiosqlite
+    return await execute(fn, db._conn, *args)
 
 
 def _gate(run_id: str, opened: str, decided: str | None) -> GateRecord:

@@ -293,7 +293,7 @@ class Tool:
                     f"(besides a ToolContext); also found {', '.join(fields)}"
                 )
             return self._model_param[1].model_json_schema()
-        args_model = create_model(  # type: ignore[call-overload]
+        args_model = create_model(
             f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
         )
         derived: dict[str, Any] = args_model.model_json_schema()

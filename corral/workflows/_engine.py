@@ -268,12 +268,12 @@ class WorkflowActor(Actor):
             await self._record(state, StepStarted(run_id=self.run_id, step=name, child_run_id=child))
             await self.host._submit_child(
                 run_id=child,
-                agent=step.agent,
+                agent=step.agent_name,
                 task=step.render(inputs),
                 parent_run_id=self.run_id,
                 tenant=state.tenant,
             )
-        tool = f"agent:{step.agent}"
+        tool = f"agent:{step.agent_name}"
         while True:
             status, outcome, output, reason = await self.host._wait_child(child)
             if status != "waiting":
@@ -299,7 +299,7 @@ class WorkflowActor(Actor):
                 state, WaitResolved(run_id=self.run_id, call_id=name, tool=tool, key=key)
             )
         if outcome != "completed":
-            error = f"run {child} of agent {step.agent!r} ended {outcome}: {reason}"
+            error = f"run {child} of agent {step.agent_name!r} ended {outcome}: {reason}"
             await self._record(state, StepFailed(run_id=self.run_id, step=name, error=error))
             raise _Failed(name, error)
         return output

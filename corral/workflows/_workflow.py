@@ -90,7 +90,7 @@ class CallStep(Step):
 class AgentStep(Step):
     """Runs a sub-agent on a task built from the inputs."""
 
-    agent: str = ""
+    agent_name: str = ""
     task: str | Callable[[Inputs], str] = ""
 
     def render(self, inputs: Inputs) -> str:
