@@ -158,7 +158,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         bare = statistics.median(anyio.run(bare_insert_loop, d / f"bare{i}.db") for i in range(3))
-        print(f"bench_durable (SQLite on disk, WAL, synchronous=NORMAL)")
+        print("bench_durable (SQLite on disk, WAL, synchronous=NORMAL)")
         print(f"  bare aiosqlite group-commit insert loop: {bare:>10,.0f} rows/s")
         for concurrent, steps, target in ((1, 200, 2_000), (100, 20, 5_000)):
             figures = [anyio.run(durable_steps, d / f"s{concurrent}_{i}.db", concurrent, steps) for i in range(3)]

@@ -17,10 +17,10 @@ from ._clock import Clock as Clock
 from ._clock import MockClock as MockClock
 from ._clock import SystemClock as SystemClock
 from ._runtime import RunHandle as RunHandle
-from ._settings import Settings as Settings
-from ._settings import load_settings as load_settings
 from ._runtime import RunResult as RunResult
 from ._runtime import Runtime as Runtime
+from ._settings import Settings as Settings
+from ._settings import load_settings as load_settings
 from ._task import Task as Task
 from .router import Route as Route
 from .router import Router as Router

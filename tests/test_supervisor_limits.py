@@ -16,9 +16,7 @@ from corral.store import MemoryJournal
 from corral.supervisor import (
     Deny,
     OpenRun,
-    Permit,
     ReserveModel,
-    ReserveTool,
     SettleModel,
     Supervisor,
 )
