@@ -398,9 +398,24 @@ class Runtime:
         decision or the event arrives.
         """
         self._require_running()
+        candidates = [
+            info
+            for info in await self.journal.runs(status="running", limit=1_000_000)
+            if info.run_id not in self._active and info.agent in self._agent_refs
+        ]
+        claimed = set(
+            await self.journal.claim_many(
+                [i.run_id for i in candidates],
+                self.owner,
+                lease_s=self._lease_s,
+                now=self.clock.now(),
+            )
+        )
         resumed: list[str] = []
-        for info in await self.journal.runs(status="running", limit=1_000_000):
-            if await self._start(info.run_id, info.agent):
+        for info in candidates:
+            if info.run_id in claimed and info.run_id not in self._active:
+                self._active.add(info.run_id)
+                await self._agent_refs[info.agent].ask(_StartRun(info.run_id))
                 resumed.append(info.run_id)
         return resumed
 
@@ -909,9 +924,8 @@ class Runtime:
             waiter.wake()
 
     async def _on_finished(self, state: RunState) -> None:
+        # No release: recording the end of the run already cleared its lease.
         self._active.discard(state.run_id)
-        with anyio.CancelScope(shield=True):
-            await self.journal.release(state.run_id, self.owner)
         self._wake_waiter(state.run_id)
         if state.parent_run_id is not None:  # a workflow step: its workflow may be waiting
             await self.deliver(f"child:{state.run_id}")

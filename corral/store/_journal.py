@@ -139,7 +139,16 @@ class Journal(Protocol):
         ...
 
     async def claim(self, run_id: str, owner: str, *, lease_s: float, now: float) -> bool:
-        """Take the right to drive a run, unless another live owner holds it."""
+        """Take the right to drive a run, unless another live owner holds it.
+
+        Appending the run's ``run_finished`` event releases the claim.
+        """
+        ...
+
+    async def claim_many(
+        self, run_ids: list[str], owner: str, *, lease_s: float, now: float
+    ) -> list[str]:
+        """Claim several runs at once (one transaction); return those claimed."""
         ...
 
     async def release(self, run_id: str, owner: str) -> None:
@@ -301,6 +310,12 @@ class MemoryJournal:
             return False
         self._owners[run_id] = (owner, now + lease_s)
         return True
+
+    async def claim_many(
+        self, run_ids: list[str], owner: str, *, lease_s: float, now: float
+    ) -> list[str]:
+        """Claim each run that is free."""
+        return [r for r in run_ids if await self.claim(r, owner, lease_s=lease_s, now=now)]
 
     async def release(self, run_id: str, owner: str) -> None:
         """Release `owner`'s claim."""

@@ -486,6 +486,21 @@ class SqliteJournal:
             self._seq.pop(run_id, None)  # another process may have appended (a decision)
         return claimed
 
+    async def claim_many(
+        self, run_ids: list[str], owner: str, *, lease_s: float, now: float
+    ) -> list[str]:
+        """Claim every free run of `run_ids` in one transaction; return those claimed."""
+        if not run_ids:
+            return []
+        await self._flush_pending()
+        async with self._lock:
+            claimed: list[str] = await _in_thread(
+                self._conn(), _claim_batch, run_ids, owner, now + lease_s, now
+            )
+        for run_id in claimed:
+            self._seq.pop(run_id, None)
+        return claimed
+
     async def release(self, run_id: str, owner: str) -> None:
         """Release `owner`'s claim."""
         await self._flush_pending()
@@ -636,6 +651,27 @@ def _commit_batch(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _claim_batch(
+    conn: sqlite3.Connection, run_ids: list[str], owner: str, until: float, now: float
+) -> list[str]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        claimed = []
+        for run_id in run_ids:
+            cursor = conn.execute(
+                "UPDATE runs SET owner = ?, lease_until = ? WHERE run_id = ? AND status != 'finished' "
+                "AND (owner IS NULL OR owner = ? OR lease_until < ?)",
+                (owner, until, run_id, owner, now),
+            )
+            if cursor.rowcount == 1:
+                claimed.append(run_id)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return claimed
 
 
 async def _in_thread(db: aiosqlite.Connection, fn: Any, *args: Any) -> Any:
