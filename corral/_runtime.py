@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+from functools import partial
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -129,54 +130,28 @@ class RunHandle:
         return await self._runtime.cancel(self.run_id, reason=reason)
 
 
-class _AgentActor(Actor):
-    """Parent of one sub-agent's run actors: starts them and handles those that give up."""
+class _Parent(Actor):
+    """Parent of the run actors of one sub-agent or workflow: starts them by run id and
+    ends, as failed, a run whose actor crashed more often than its restart policy allows."""
 
-    def __init__(self, runtime: Runtime, agent: SubAgent) -> None:
+    def __init__(
+        self, runtime: Runtime, child: Callable[[str], Actor], restart: RestartPolicy
+    ) -> None:
         self._runtime = runtime
-        self._agent = agent
+        self._child = child
+        self._restart = restart
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, _StartRun):
-            runtime, agent = self._runtime, self._agent
             if self.system.get(f"{self.ref.name}/{message.run_id}") is not None:
                 return None  # already being driven here
-            await self.spawn(
-                lambda: RunActor(agent, message.run_id, runtime._services),
-                name=message.run_id,
-                restart=agent.restart,
-            )
+            run_id = message.run_id
+            await self.spawn(lambda: self._child(run_id), name=run_id, restart=self._restart)
             return None
         return await super().receive(message)
 
     async def child_failed(self, child: ActorRef, error: BaseException) -> None:
-        run_id = child.name.rsplit("/", 1)[-1]
-        await self._runtime._fail_crashed(run_id, error)
-
-
-class _WorkflowParent(Actor):
-    """Parent of one workflow's run actors."""
-
-    def __init__(self, runtime: Runtime, workflow: Workflow) -> None:
-        self._runtime = runtime
-        self._workflow = workflow
-
-    async def receive(self, message: Any) -> Any:
-        if isinstance(message, _StartRun):
-            runtime, workflow = self._runtime, self._workflow
-            if self.system.get(f"{self.ref.name}/{message.run_id}") is not None:
-                return None
-            await self.spawn(
-                lambda: WorkflowActor(workflow, message.run_id, runtime),
-                name=message.run_id,
-                restart=RestartPolicy(backoff=0.1),
-            )
-            return None
-        return await super().receive(message)
-
-    async def child_failed(self, child: ActorRef, error: BaseException) -> None:
-        run_id = child.name.rsplit("/", 1)[-1]
-        await self._runtime._fail_crashed(run_id, error)
+        await self._runtime._fail_crashed(child.name.rsplit("/", 1)[-1], error)
 
 
 class _Tick:
@@ -353,13 +328,14 @@ class Runtime:
                 gate_ttl_s=self._gate_ttl_s,
             )
             for name, agent in self.agents.items():
+                run_actor = partial(RunActor, agent, services=self._services)
                 self._agent_refs[name] = await system.spawn(
-                    lambda agent=agent: _AgentActor(self, agent),  # type: ignore[misc]
-                    name=f"agent:{name}",
+                    partial(_Parent, self, run_actor, agent.restart), name=f"agent:{name}"
                 )
             for workflow in self.workflows.values():
+                workflow_actor = partial(WorkflowActor, workflow, host=self)
                 self._agent_refs[workflow.agent_name] = await system.spawn(
-                    lambda workflow=workflow: _WorkflowParent(self, workflow),  # type: ignore[misc]
+                    partial(_Parent, self, workflow_actor, RestartPolicy(backoff=0.1)),
                     name=workflow.agent_name,
                 )
             if self._resume:

@@ -52,6 +52,8 @@ SUPPORT_INSTRUCTIONS = """You are the customer-support agent. Look up the accoun
 the request and the knowledge base, then answer in two or three sentences."""
 
 Currency = Literal["USD", "EUR", "GBP"]
+_INVOICE_ID = {"type": "string", "pattern": "^INV-[0-9]{6}$"}
+"""JSON Schema of an invoice id, shared by the tools that take one."""
 
 
 @dataclass
@@ -139,9 +141,7 @@ class InvoiceBook:
             retry=retry,
             schema={
                 "type": "object",
-                "properties": {
-                    "invoice_id": {"type": "string", "pattern": "^INV-[0-9]{6}$"},
-                },
+                "properties": {"invoice_id": _INVOICE_ID},
                 "required": ["invoice_id"],
             },
         )
@@ -165,7 +165,7 @@ class InvoiceBook:
             schema={
                 "type": "object",
                 "properties": {
-                    "invoice_id": {"type": "string", "pattern": "^INV-[0-9]{6}$"},
+                    "invoice_id": _INVOICE_ID,
                     "amount": {"type": "number", "minimum": 0},
                     "currency": {"enum": ["USD", "EUR", "GBP"]},
                 },

@@ -1,13 +1,22 @@
 """Actors: a small actor runtime on anyio.
 
-Public: `ActorSystem`, `Actor`, `ActorRef`, `RestartPolicy`, `MailboxStatistics`.
+Public: `ActorSystem`, `Actor`, `OneShotActor`, `ActorRef`, `RestartPolicy`,
+`MailboxStatistics`.
 This subpackage imports nothing from Corral but `corral.errors`.
 """
 
+from ._oneshot import OneShotActor as OneShotActor
 from ._system import Actor as Actor
 from ._system import ActorRef as ActorRef
 from ._system import ActorSystem as ActorSystem
 from ._system import MailboxStatistics as MailboxStatistics
 from ._system import RestartPolicy as RestartPolicy
 
-__all__ = ["Actor", "ActorRef", "ActorSystem", "MailboxStatistics", "RestartPolicy"]
+__all__ = [
+    "Actor",
+    "ActorRef",
+    "ActorSystem",
+    "MailboxStatistics",
+    "OneShotActor",
+    "RestartPolicy",
+]

@@ -19,7 +19,7 @@ import anyio
 
 from .._clock import Clock
 from .._task import new_id
-from ..actors import Actor, ActorRef
+from ..actors import ActorRef, OneShotActor
 from ..errors import CallError, MailboxFullError, ModelTimeout, ToolTimeout
 from ..events import (
     BudgetReserved,
@@ -117,11 +117,7 @@ class _Pause(Exception):
     """Internal: the run waits for a person or an external event."""
 
 
-class _Continue:
-    """Message a run actor sends itself to (re)start driving its run."""
-
-
-class RunActor(Actor):
+class RunActor(OneShotActor):
     """Drives one run of one sub-agent, from its journal, to an outcome."""
 
     mailbox_size = 8
@@ -137,26 +133,10 @@ class RunActor(Actor):
         """Tools callable at the current step (open breakers out, their fallbacks in)."""
         self._unavailable: frozenset[str] = frozenset()
         self._price_cache: dict[str, tuple[float, float]] = {}
-        self._after_stop: Callable[[], Awaitable[None]] | None = None
-        """Set when the drive ends (finished or paused); run once the actor has stopped."""
 
-    async def started(self) -> None:
-        """Kick off (or resume) the run."""
-        await self.ref.tell(_Continue())
-
-    async def receive(self, message: Any) -> Any:
-        """Drive the run to its end (or a pause), then stop this actor."""
-        if isinstance(message, _Continue):
-            await self._drive()
-            self.stop_self()
-            return None
-        return await super().receive(message)
-
-    async def stopped(self) -> None:
-        """Tell the runtime the run finished or paused, now that this actor is gone."""
-        if self._after_stop is not None:
-            callback, self._after_stop = self._after_stop, None
-            await callback()
+    async def run_once(self) -> None:
+        """Drive the run from its journal to its end or a pause."""
+        await self._drive()
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -176,7 +156,7 @@ class RunActor(Actor):
         events = await self.s.journal.read(self.run_id)
         state = RunState.fold(self.run_id, events)
         if state.done:
-            self._after_stop = lambda: self.s.on_finished(state)
+            self.after_stop = lambda: self.s.on_finished(state)
             return
         limits = self.limits
         await self.s.supervisor.ask(
@@ -222,7 +202,7 @@ class RunActor(Actor):
             await self.s.supervisor.tell(CloseRun(self.run_id))
             on_paused = self.s.on_paused
             if on_paused is not None:
-                self._after_stop = lambda: on_paused(state)
+                self.after_stop = lambda: on_paused(state)
             return
         if scope.cancelled_caught:
             if self._stop_requested is not None:
@@ -249,7 +229,7 @@ class RunActor(Actor):
             duration_s=max(self.s.clock.now() - state.active_since, 0.0),
         )
         await self._record(state, finished)
-        self._after_stop = lambda: self.s.on_finished(state)
+        self.after_stop = lambda: self.s.on_finished(state)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -377,13 +357,15 @@ class RunActor(Actor):
                         raise ModelTimeout(
                             f"model {model.name!r} did not answer within {limits.model_timeout_s:g} s"
                         ) from exc
-                except CallError as exc:
-                    retry = exc.retryable and attempt <= policy.max_retries
-                    delay = (
-                        policy.delay(attempt, retry_after=exc.retry_after, rng=self.s.rng)
-                        if retry
-                        else 0.0
-                    )
+                except Exception as exc:
+                    # A provider error may be retried; anything else (a bug in an adapter,
+                    # a script that ran out) fails the run with its reason.
+                    retryable = isinstance(exc, CallError) and exc.retryable
+                    retry = retryable and attempt <= policy.max_retries
+                    delay = 0.0
+                    if retry:
+                        assert isinstance(exc, CallError)
+                        delay = policy.delay(attempt, retry_after=exc.retry_after, rng=self.s.rng)
                     await self._record(
                         state,
                         ModelFailed(
@@ -398,25 +380,12 @@ class RunActor(Actor):
                         ),
                     )
                     if not retry:
+                        why = f"{exc}" if isinstance(exc, CallError) else f"{exc!r}"
                         raise _Stop(
-                            "failed", f"model call failed after {attempt} attempt(s): {exc}"
+                            "failed", f"model call failed after {attempt} attempt(s): {why}"
                         ) from exc
                     await self.s.clock.sleep(delay)
                     continue
-                except Exception as exc:
-                    await self._record(
-                        state,
-                        ModelFailed(
-                            run_id=self.run_id,
-                            step=step,
-                            model=model.name,
-                            error=str(exc),
-                            error_type=type(exc).__name__,
-                            attempt=attempt,
-                            will_retry=False,
-                        ),
-                    )
-                    raise _Stop("failed", f"model call failed: {exc!r}") from exc
                 break
             duration = time.perf_counter() - started
             used = response.usage.total_tokens

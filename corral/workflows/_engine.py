@@ -8,7 +8,6 @@ same gate and wait events an agent run uses: a paused workflow holds no task.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,7 +15,7 @@ import anyio
 
 from .._clock import Clock
 from .._task import new_id
-from ..actors import Actor
+from ..actors import OneShotActor
 from ..events import (
     Event,
     GateDecided,
@@ -124,11 +123,7 @@ class _Failed(Exception):
         self.error = error
 
 
-class _Continue:
-    pass
-
-
-class WorkflowActor(Actor):
+class WorkflowActor(OneShotActor):
     """Drives one workflow run from its journal to an outcome or a pause."""
 
     mailbox_size = 8
@@ -137,25 +132,10 @@ class WorkflowActor(Actor):
         self.workflow = workflow
         self.run_id = run_id
         self.host = host
-        self._after_stop: Callable[[], Awaitable[None]] | None = None
 
-    async def started(self) -> None:
-        """Kick off (or resume) the workflow."""
-        await self.ref.tell(_Continue())
-
-    async def receive(self, message: Any) -> Any:
-        """Drive the workflow, then stop."""
-        if isinstance(message, _Continue):
-            await self._drive()
-            self.stop_self()
-            return None
-        return await super().receive(message)
-
-    async def stopped(self) -> None:
-        """Tell the runtime the workflow finished or paused, now that this actor is gone."""
-        if self._after_stop is not None:
-            callback, self._after_stop = self._after_stop, None
-            await callback()
+    async def run_once(self) -> None:
+        """Drive the workflow from its journal to its end or a pause."""
+        await self._drive()
 
     async def _record(self, state: WorkflowState, event: Event) -> None:
         event.ts = self.host.clock.now()
@@ -167,7 +147,7 @@ class WorkflowActor(Actor):
         state = WorkflowState(self.run_id)
         for event in await self.host.journal.read(self.run_id):
             state.apply(event)
-        self._after_stop = lambda: self.host._on_workflow_done(self.run_id)
+        self.after_stop = lambda: self.host._on_workflow_done(self.run_id)
         if state.finished is not None:
             return
         try:
