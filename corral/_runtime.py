@@ -11,15 +11,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
+import httpx
 import structlog
 
 from ._clock import Clock, SystemClock
 from ._task import Task, new_id
 from .actors import Actor, ActorRef, ActorSystem, RestartPolicy
-from .errors import ConfigError, RoutingError, UsageError
+from .errors import ConfigError, CorralError, RoutingError, UsageError
 from .events import (
     Event,
     GateDecided,
+    GuardrailVerdict,
     Outcome,
     RunFinished,
     RunStarted,
@@ -43,6 +45,7 @@ from .supervisor import (
     TenantUsage,
     UsageSnapshot,
 )
+from .guardrails import ApprovalPolicy, InputScreen, ProposedCall, ScopePolicy, Verdict
 from .tools import SIDE_EFFECTS, SideEffect, Tool
 from .workflows import AgentStep, FanOut, Step, Workflow, WorkflowActor
 
@@ -154,6 +157,42 @@ class _Parent(Actor):
         await self._runtime._fail_crashed(child.name.rsplit("/", 1)[-1], error)
 
 
+class _Alerter(Actor):
+    """Sends refused-call alerts to the alert callable and webhook, off the run's path."""
+
+    def __init__(
+        self, alert: Callable[[Verdict, ProposedCall], None] | None, webhook: str | None
+    ) -> None:
+        self._alert = alert
+        self._webhook = webhook
+
+    async def receive(self, message: Any) -> Any:
+        verdict, call = message
+        if self._alert is not None:
+            try:
+                self._alert(verdict, call)
+            except Exception as exc:
+                log.error("runtime.alert_failed", error=repr(exc))
+        if self._webhook is not None:
+            payload = {
+                "guardrail": verdict.guardrail,
+                "decision": verdict.decision,
+                "reason": verdict.reason,
+                "run_id": call.run_id,
+                "agent": call.agent,
+                "tool": call.tool,
+                "side_effect": call.side_effect,
+                "tenant": call.tenant,
+            }
+            try:
+                async with httpx.AsyncClient(timeout=5.0) as client:
+                    response = await client.post(self._webhook, json=payload)
+                    response.raise_for_status()
+            except httpx.HTTPError as exc:
+                log.error("runtime.alert_webhook_failed", error=repr(exc))
+        return None
+
+
 class _Tick:
     """Message the poller sends itself."""
 
@@ -202,8 +241,17 @@ class Runtime:
         default_tenant_limits: daily budget of any tenant not in `tenants`. Default: none.
         gated: side-effect levels whose calls wait for a person's approval. Default
             ``write``, ``external`` and ``destructive``; ``()`` lets every call run.
-        approval: a function ``(agent, tool, call) -> reason | None`` that decides instead
-            of `gated`, returning why a person must approve, or None to let the call run.
+        approval: an `ApprovalPolicy` deciding per call (by tool, side-effect level and
+            argument rules) to run it, gate it or block it; replaces `gated`.
+        policies: scope and argument policies every call must pass (each agent may add
+            its own).
+        screen: screens each task before its first step and each tool result before the
+            model sees it (size, injection, PII and secrets). Default `InputScreen()`;
+            None turns screening off.
+        alert: called with the verdict and the call whenever a call is refused for
+            permission or policy; keep it fast (it runs on the alert actor).
+        alert_webhook: also POST each such alert as JSON to this URL (5 s timeout; a
+            failure is logged, never raised).
         gate_ttl_s: seconds before an undecided gate expires into a rejection. Default 48 h.
         poll_interval: seconds between checks for expired gates and waits, decisions made
             by other processes, and runs to take over. Default 1 s; None disables polling
@@ -234,7 +282,11 @@ class Runtime:
         tenants: Mapping[str, TenantLimits] | None = None,
         default_tenant_limits: TenantLimits | None = None,
         gated: Collection[SideEffect] = ("write", "external", "destructive"),
-        approval: Callable[[SubAgent, Tool, ToolCall], str | None] | None = None,
+        approval: ApprovalPolicy | None = None,
+        policies: Sequence[ScopePolicy] = (),
+        screen: InputScreen | None | Literal["default"] = "default",
+        alert: Callable[[Verdict, ProposedCall], None] | None = None,
+        alert_webhook: str | None = None,
         gate_ttl_s: float = 48 * 3600.0,
         poll_interval: float | None = 1.0,
         owner: str | None = None,
@@ -273,15 +325,14 @@ class Runtime:
         self._resume = resume
         self._tenants = dict(tenants or {})
         self._default_tenant_limits = default_tenant_limits
-        gated_levels = frozenset(gated)
-        self._approval = approval or (
-            lambda agent, tool, call: (
-                f"{tool.side_effect} tool {tool.name!r} changes state outside the agent; "
-                "a person must approve it"
-            )
-            if tool.side_effect in gated_levels
-            else None
+        self._approval = approval or ApprovalPolicy(
+            defaults={level: "gate" if level in gated else "auto" for level in SIDE_EFFECTS}
         )
+        self._policies = tuple(policies)
+        self._screen = InputScreen() if screen == "default" else screen
+        self._alert = alert
+        self._alert_webhook = alert_webhook
+        self._alerter: ActorRef | None = None
         self._gate_ttl_s = gate_ttl_s
         self._retention_s = retention_days * 86_400 if retention_days is not None else None
         self._pruned_at = float("-inf")
@@ -325,8 +376,16 @@ class Runtime:
                 on_paused=self._on_paused,
                 rng=self._rng,
                 approval=self._approval,
+                policies=self._policies,
+                result_screen=self._screen,
+                alert=self._send_alert if (self._alert or self._alert_webhook) else None,
                 gate_ttl_s=self._gate_ttl_s,
             )
+            if self._alert or self._alert_webhook:
+                alert, webhook = self._alert, self._alert_webhook
+                self._alerter = await system.spawn(
+                    lambda: _Alerter(alert, webhook), name="alerter", mailbox_size=1024
+                )
             for name, agent in self.agents.items():
                 run_actor = partial(RunActor, agent, services=self._services)
                 self._agent_refs[name] = await system.spawn(
@@ -509,23 +568,57 @@ class Runtime:
         run_id = run_id or new_id("run")
         if await self.journal.read(run_id):
             raise UsageError(f"run id {run_id!r} is already in use")
+        await self._open_run(
+            run_id,
+            agent,
+            task.text,
+            tenant=task.tenant,
+            task_kind=task.kind,
+            tags=sorted(task.tags),
+            rule=route.rule if route else "(named agent)",
+            route_reason=route.reason if route else f"agent {agent!r} named by the caller",
+        )
+        return RunHandle(self, run_id, agent, route)
+
+    async def _open_run(self, run_id: str, agent: str, text: str, **started: Any) -> None:
+        """Screen the task, journal the run's start (with the screened text), and drive it.
+
+        A task the screen blocks ends at once, ``failed``, with the verdicts journaled.
+        """
         limits = self.agents[agent].limits or self.limits
-        started = RunStarted(
+        screened = self._screen.screen(text, source="task") if self._screen else None
+        first = RunStarted(
             run_id=run_id,
             ts=self.clock.now(),
             agent=agent,
-            task=task.text,
-            task_kind=task.kind,
-            tags=sorted(task.tags),
-            tenant=task.tenant,
-            rule=route.rule if route else "(named agent)",
-            route_reason=route.reason if route else f"agent {agent!r} named by the caller",
+            task=screened.text if screened is not None else text,
             limits=limits.model_dump(mode="json"),
+            **started,
         )
-        await self.journal.append(started)
-        self._publish(started)
+        await self.journal.append(first)
+        self._publish(first)
+        for verdict in screened.actions if screened is not None else ():
+            event = GuardrailVerdict(
+                run_id=run_id,
+                ts=self.clock.now(),
+                guardrail=verdict.guardrail,
+                decision=verdict.decision,
+                reason=verdict.reason,
+            )
+            await self.journal.append(event, wait=False)
+            self._publish(event)
+        block = screened.block if screened is not None else None
+        if block is not None:
+            finished = RunFinished(
+                run_id=run_id,
+                ts=self.clock.now(),
+                outcome="failed",
+                reason=f"the task was blocked by the {block.guardrail} guardrail: {block.reason}",
+            )
+            await self.journal.append(finished)
+            self._publish(finished)
+            return
         await self._start(run_id, agent)
-        return RunHandle(self, run_id, agent, route)
 
     async def run(
         self,
@@ -683,7 +776,6 @@ class Runtime:
     ) -> None:
         if await self.journal.read(run_id):
             return  # submitted before a crash: it resumes by itself
-        limits = self.agents[agent].limits or self.limits
         # Sibling runs share the workflow's budget: carry what the finished ones spent.
         used_tokens, used_cost = 0, 0.0
         for event in await self.journal.read(parent_run_id):
@@ -692,23 +784,18 @@ class Runtime:
                 if sibling and isinstance(sibling[-1], RunFinished):
                     used_tokens += sibling[-1].tokens
                     used_cost += sibling[-1].cost_usd
-        started = RunStarted(
-            run_id=run_id,
-            ts=self.clock.now(),
-            agent=agent,
-            task=task,
+        await self._open_run(
+            run_id,
+            agent,
+            task,
             tenant=tenant,
             budget_used_tokens=used_tokens,
             budget_used_cost=used_cost,
             rule="(workflow step)",
             route_reason=f"step of workflow run {parent_run_id}",
-            limits=limits.model_dump(mode="json"),
             parent_run_id=parent_run_id,
             budget_key=parent_run_id,
         )
-        await self.journal.append(started)
-        self._publish(started)
-        await self._start(run_id, agent)
 
     async def _wait_child(self, run_id: str) -> tuple[str, str | None, str | None, str]:
         result = await self.wait(run_id)
@@ -893,6 +980,14 @@ class Runtime:
         return states
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _send_alert(self, verdict: Verdict, call: ProposedCall) -> None:
+        if self._alerter is None:
+            return
+        try:
+            self._alerter.tell_nowait((verdict, call))
+        except CorralError as exc:  # full or stopped: never block or fail the run for it
+            log.error("runtime.alert_dropped", error=repr(exc), tool=call.tool)
 
     def _wake_waiter(self, run_id: str) -> None:
         waiter = self._waiters.get(run_id)

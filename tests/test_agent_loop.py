@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -65,7 +66,7 @@ async def test_happy_path_records_every_decision_in_order() -> None:
     assert result.steps == 1 and result.model_calls == 2
     assert result.tokens == sum(e.response.usage.total_tokens for e in of_kind(result.events, "model_called"))
     fed_back = last_tool_result(model)
-    assert fed_back.content == '{"invoice_id": "INV-1", "total": 10}'
+    assert fed_back.content == '{"invoice_id":"INV-1","total":10}'
     assert not fed_back.is_error
 
 
@@ -232,7 +233,7 @@ async def test_httpx_429_from_a_tool_becomes_rate_limited_with_retry_after() -> 
     (failed,) = of_kind(result.events, "tool_call_failed")
     assert failed.error_type == "RateLimited"
     assert clock.slept == [3.0]
-    assert last_tool_result(model).content == '{"rate": 1.08}'
+    assert last_tool_result(model).content == '{"rate":1.08}'
 
 
 async def test_fallback_runs_when_retries_are_exhausted() -> None:
@@ -372,7 +373,7 @@ async def test_truncated_tool_result_keeps_the_model_context_bounded() -> None:
     assert finished.truncated and finished.result_chars == 10_000
     content = last_tool_result(model).content
     assert len(content) < 500
-    assert "9,600 more characters truncated" in content
+    assert re.search(r"\n… \[9,\d{3} more characters truncated\]", content)
 
 
 async def test_max_tokens_response_is_capped_like_a_real_model() -> None:

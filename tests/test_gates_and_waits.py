@@ -55,7 +55,7 @@ async def test_external_call_waits_for_approval_and_the_paused_run_holds_no_acto
         assert paused.status == "waiting" and paused.outcome is None
         (gate,) = paused.gates
         assert gate.opened.tool == "refund" and gate.opened.arguments == {"order_id": "ORD-7", "amount": 120.0}
-        assert gate.opened.reason == "external tool 'refund' changes state outside the agent; a person must approve it"
+        assert gate.opened.reason == "refund (external): gate by default for external tools"
         assert done == []
         assert [a.name for a in rt._require_running().actors()] == ["supervisor", "agent:payments"]
         assert [g.opened.gate_id for g in await rt.pending_approvals()] == [gate.opened.gate_id]

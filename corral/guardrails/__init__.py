@@ -1,1 +1,117 @@
-"""See the package docstring of corral."""
+"""Guardrails: pure, fast checks with structured verdicts, enforced by the runtime.
+
+* Tool calls: registered name, decodable arguments, strict schema (`_toolcall`); scopes and
+  side-effect levels (`check_permission`), argument rules and user scope policies
+  (`ArgumentPolicy`, `ScopePolicy`), and the `ApprovalPolicy` that opens human gates.
+* Input: `InputScreen` screens a task before its first step and every tool result before it
+  reaches the model (size, prompt injection, PII and secrets, user `InputPolicy`s).
+* Results: `filter_result` cuts tool results to a token cap, JSON-aware, and redacts secrets.
+
+Every check returns a `Verdict`; the runtime journals each one that is not a plain allow.
+"""
+
+from ._injection import STRIP_MARKER as STRIP_MARKER
+from ._injection import InjectionAction as InjectionAction
+from ._injection import InjectionCategory as InjectionCategory
+from ._injection import InjectionDetector as InjectionDetector
+from ._injection import InjectionFinding as InjectionFinding
+from ._injection import InjectionGuard as InjectionGuard
+from ._injection import InjectionPattern as InjectionPattern
+from ._injection import InjectionReport as InjectionReport
+from ._injection import default_patterns as default_patterns
+from ._injection import load_patterns as load_patterns
+from ._injection import normalize_text as normalize_text
+from ._pii import ALL_KINDS as ALL_KINDS
+from ._pii import PERSONAL_KINDS as PERSONAL_KINDS
+from ._pii import SECRET_KINDS as SECRET_KINDS
+from ._pii import PIIDetector as PIIDetector
+from ._pii import PIIFinding as PIIFinding
+from ._pii import PIIKind as PIIKind
+from ._pii import iban_valid as iban_valid
+from ._pii import luhn_valid as luhn_valid
+from ._pii import ssn_valid as ssn_valid
+from ._policy import DEFAULT_APPROVAL as DEFAULT_APPROVAL
+from ._policy import AllowedValues as AllowedValues
+from ._policy import Allowlist as Allowlist
+from ._policy import ApprovalDecision as ApprovalDecision
+from ._policy import ApprovalPolicy as ApprovalPolicy
+from ._policy import ApprovalRule as ApprovalRule
+from ._policy import ArgumentPolicy as ArgumentPolicy
+from ._policy import ArgumentRule as ArgumentRule
+from ._policy import NoPathTraversal as NoPathTraversal
+from ._policy import NoSQLFragments as NoSQLFragments
+from ._policy import Pattern as Pattern
+from ._policy import PermissionPolicy as PermissionPolicy
+from ._policy import ProposedCall as ProposedCall
+from ._policy import Range as Range
+from ._policy import ScopePolicy as ScopePolicy
+from ._policy import check_permission as check_permission
+from ._policy import check_policies as check_policies
+from ._policy import policy_from_callable as policy_from_callable
+from ._policy import scope_covers as scope_covers
+from ._results import FilteredResult as FilteredResult
+from ._results import filter_result as filter_result
+from ._screen import InputPolicy as InputPolicy
+from ._screen import InputScreen as InputScreen
+from ._screen import ScreenResult as ScreenResult
+from ._screen import input_policy_from_callable as input_policy_from_callable
+from ._toolcall import check_arguments_parsed as check_arguments_parsed
+from ._toolcall import check_registered as check_registered
+from ._toolcall import check_schema as check_schema
+from ._verdict import ALLOW as ALLOW
+from ._verdict import Decision as Decision
+from ._verdict import Verdict as Verdict
+
+__all__ = [
+    "ALLOW",
+    "ALL_KINDS",
+    "DEFAULT_APPROVAL",
+    "PERSONAL_KINDS",
+    "SECRET_KINDS",
+    "STRIP_MARKER",
+    "AllowedValues",
+    "Allowlist",
+    "ApprovalDecision",
+    "ApprovalPolicy",
+    "ApprovalRule",
+    "ArgumentPolicy",
+    "ArgumentRule",
+    "Decision",
+    "FilteredResult",
+    "InjectionAction",
+    "InjectionCategory",
+    "InjectionDetector",
+    "InjectionFinding",
+    "InjectionGuard",
+    "InjectionPattern",
+    "InjectionReport",
+    "InputPolicy",
+    "InputScreen",
+    "NoPathTraversal",
+    "NoSQLFragments",
+    "PIIDetector",
+    "PIIFinding",
+    "PIIKind",
+    "Pattern",
+    "PermissionPolicy",
+    "ProposedCall",
+    "Range",
+    "ScopePolicy",
+    "ScreenResult",
+    "Verdict",
+    "check_arguments_parsed",
+    "check_permission",
+    "check_policies",
+    "check_registered",
+    "check_schema",
+    "default_patterns",
+    "filter_result",
+    "iban_valid",
+    "input_policy_from_callable",
+    "load_patterns",
+    "luhn_valid",
+    "normalize_text",
+    "policy_from_callable",
+    "scope_covers",
+    "ssn_valid",
+]

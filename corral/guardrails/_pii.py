@@ -36,6 +36,7 @@ from ._verdict import Verdict
 
 __all__ = [
     "ALL_KINDS",
+    "IBAN_LENGTHS",
     "PERSONAL_KINDS",
     "PIIAction",
     "PIIDetector",
@@ -231,6 +232,44 @@ def _card_brand(digits: str) -> str | None:
     return None
 
 
+_DIGIT_GROUP_RE = re.compile(r"\d+")
+
+
+def _cards(text: str, start: int, end: int) -> list[PIIFinding]:
+    """Card numbers in a run of digit groups: any window of groups that forms one.
+
+    Windows matter because a run may start with an unrelated number ("qty 2 4111 1111
+    1111 1111"); groups must be joined by a single space or dash.
+    """
+    groups = [m.span() for m in _DIGIT_GROUP_RE.finditer(text, start, end)]
+    out: list[PIIFinding] = []
+    i = 0
+    while i < len(groups):
+        found = None
+        count = 0
+        for j in range(i, min(len(groups), i + 6)):
+            if j > i:
+                gap = text[groups[j - 1][1] : groups[j][0]]
+                if gap not in (" ", "-"):
+                    break
+            count += groups[j][1] - groups[j][0]
+            if count > 19:
+                break
+            if count >= 13:
+                value = text[groups[i][0] : groups[j][1]]
+                number = value.replace(" ", "").replace("-", "")
+                brand = _card_brand(number) if _card_grouping_ok(value) else None
+                if brand and luhn_valid(number):
+                    found = (j, PIIFinding("card", (groups[i][0], groups[j][1]),
+                                           f"{brand} ****{number[-4:]}", brand))
+        if found is not None:
+            out.append(found[1])
+            i = found[0] + 1
+        else:
+            i += 1
+    return out
+
+
 def _card_grouping_ok(number: str) -> bool:
     """Cards are written in one piece, in fours, or 4-6-5 / 4-6-4 (Amex, Diners)."""
     groups = re.split(r"[ -]", number)
@@ -271,13 +310,12 @@ _NOT_TLDS = frozenset(
     "jsx py rb go rs java kt swift md zip gz tar lock exe dll so".split()
 )
 
-_CARD_RE = re.compile(r"(?<!\d)(?<!\d[ -])(?:\d[ -]?){11,18}\d(?![ -]?\d)")
 _SSN_RE = re.compile(r"(?<![\d-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])")
 _NANP_RE = re.compile(
     r"(?<![\d+])(?:\+?1[ .-]?)?(?:\([2-9]\d{2}\)[ .-]?|[2-9]\d{2}[ .-])"
     r"[2-9]\d{2}[ .-]\d{4}(?![\d-])"
 )
-_INTL_RE = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,5}\)?){1,6}(?![\d])")
+_INTL_RE = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?(?:\(\d{1,5}\)|\d{1,5})){1,6}(?![\d])")
 _LABELLED_RE = re.compile(
     r"(?i)(?:phone|tel|telephone|mobile|cell|fax|whatsapp|ssn|social\s+security)\.?"
     r"(?:\s*(?:number|num|no\.?|nr\.?|\#))?\s*[:=]?\s*[\"']?"
@@ -311,13 +349,15 @@ _KEY_RULES: tuple[tuple[str, PIIKind, str, re.Pattern[str]], ...] = (
     ("SG.", "api_key", "sendgrid", re.compile(r"SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}")),
     ("eyJ", "jwt", "jwt", re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]*", re.ASCII)),
 )
+_MAX_ATTEMPTS = 64
+"""Prefix occurrences tried per token, so a crafted token cannot make the scan quadratic."""
 _KEY_PREFIX_RE = re.compile("|".join(re.escape(rule[0]) for rule in _KEY_RULES))
 _BEARER_BEFORE_RE = re.compile(r"(?i)\bbearer\s+\Z")
 _PEM_RE = re.compile(
     r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----"
     # the whole block; or, when the END line is missing (a cut-off result), everything
     # that can belong to the body: base64, headers, and escaped or real line breaks
-    r"(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:,.-]*)",
+    r"(?:.{0,20000}?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:,.-]*)",
     re.DOTALL,
 )
 
@@ -435,8 +475,8 @@ class PIIDetector:
             kinds: restrict this call to these kinds (within the detector's kinds).
 
         Returns:
-            Non-overlapping findings sorted by position (when two overlap, the more
-            specific kind wins: a private key over a token, a card over a phone number).
+            Non-overlapping findings sorted by position (when two overlap, the longer
+            wins, then the more specific kind: a JWT over a bearer token).
         """
         wanted = self.kinds if kinds is None else self.kinds & frozenset(kinds)
         if not text or not wanted:
@@ -546,7 +586,7 @@ class PIIDetector:
             m = _EMAIL_DOMAIN_RE.match(text, at + 1)
             if start < at and m is not None and m.group(1).lower() not in _NOT_TLDS:
                 local = text[start:at]
-                if not local.endswith("."):
+                if not local.endswith(".") and not _url_userinfo(text, start):
                     out.append(
                         PIIFinding("email", (start, m.end()), f"{local[0]}***@{m.group()}")
                     )
@@ -561,14 +601,15 @@ class PIIDetector:
         # and invoice numbers do not); international numbers start with "+".
         runs: set[tuple[int, int]] = set()
         for needle in (b"ddsdddd", b"ddddddddd", b"+"):
-            at = mask.find(needle)
+            haystack = raw if needle == b"+" else mask
+            at = haystack.find(needle)
             while at >= 0:
                 start = mask.rfind(b" ", 0, at) + 1
                 end = mask.find(b" ", at)
                 end = len(mask) if end < 0 else end
                 if needle != b"+" or mask[at + 1 : at + 2] == b"d":
                     runs.add((start, end))
-                at = mask.find(needle, end if needle != b"+" else at + 1)
+                at = haystack.find(needle, end if needle != b"+" else at + 1)
         for start, end in sorted(runs):
             digits = mask.count(b"d", start, end)
             if digits >= 9 or (digits >= 8 and b"+" in raw[start:end]):
@@ -596,12 +637,7 @@ class PIIDetector:
     ) -> list[PIIFinding]:
         out: list[PIIFinding] = []
         if "card" in wanted and digits >= 13:
-            for m in _CARD_RE.finditer(text, start, end):
-                number = m.group().replace(" ", "").replace("-", "")
-                ok = 13 <= len(number) <= 19 and _card_grouping_ok(m.group())
-                brand = _card_brand(number) if ok else None
-                if brand and luhn_valid(number):
-                    out.append(PIIFinding("card", m.span(), f"{brand} ****{number[-4:]}", brand))
+            out.extend(_cards(text, start, end))
         if "ssn" in wanted:
             for m in _SSN_RE.finditer(text, start, end):
                 if ssn_valid(m.group()):
@@ -668,7 +704,9 @@ class PIIDetector:
         if _KEY_PREFIX_RE.search(token):
             for prefix, kind, label, rule in _KEY_RULES:
                 at = token.find(prefix)
-                while at >= 0:
+                attempts = 0
+                while at >= 0 and attempts < _MAX_ATTEMPTS:
+                    attempts += 1
                     boundary = at == 0 or not token[at - 1].isalnum()
                     m = rule.match(token, at) if boundary and at >= taken_to else None
                     if m is not None:
@@ -753,6 +791,15 @@ class PIIDetector:
         return out
 
 
+def _url_userinfo(text: str, start: int) -> bool:
+    """Whether position `start` follows ``scheme://user:`` (a password, not an email)."""
+    if not start or text[start - 1] != ":":
+        return False
+    before = text[max(0, start - 100) : start]
+    scheme = before.rfind("://")
+    return scheme >= 0 and not any(c.isspace() for c in before[scheme:])
+
+
 def _iban_finding(text: str, m: re.Match[str]) -> PIIFinding | None:
     """Cut an IBAN-shaped match to its country's length and check it."""
     length = IBAN_LENGTHS.get(m.group()[:2])
@@ -778,11 +825,11 @@ def _iban_finding(text: str, m: re.Match[str]) -> PIIFinding | None:
 
 
 def _resolve(found: list[PIIFinding]) -> list[PIIFinding]:
-    """Drop overlapping findings, keeping the more specific kind, then the longer one."""
+    """Drop overlapping findings, keeping the longer one, then the more specific kind."""
     if len(found) <= 1:
         return found
     ranked = sorted(
-        found, key=lambda f: (-_PRIORITY[f.kind], -(f.span[1] - f.span[0]), f.span[0])
+        found, key=lambda f: (-(f.span[1] - f.span[0]), -_PRIORITY[f.kind], f.span[0])
     )
     starts: list[int] = []
     kept: list[PIIFinding] = []

@@ -37,6 +37,7 @@ from ..tools import SIDE_EFFECTS, SideEffect, Tool
 from ._verdict import Verdict
 
 __all__ = [
+    "DEFAULT_APPROVAL",
     "AllowedValues",
     "Allowlist",
     "ApprovalDecision",
@@ -49,6 +50,7 @@ __all__ = [
     "NoSQLFragments",
     "Pattern",
     "PermissionPolicy",
+    "PolicyResult",
     "ProposedCall",
     "Range",
     "ScopePolicy",
@@ -198,9 +200,14 @@ def _strings(value: Any, where: str = "$") -> Iterator[tuple[str, str]]:
     """Every string inside a value, with its path."""
     if isinstance(value, str):
         yield where, value
-    elif isinstance(value, Mapping):
+    elif isinstance(value, (dict, MappingProxyType)) or (
+        not isinstance(value, (list, tuple, int, float)) and isinstance(value, Mapping)
+    ):
         for k, v in value.items():
-            yield from _strings(v, f"{where}.{k}")
+            if isinstance(v, str):
+                yield f"{where}.{k}", v
+            elif isinstance(v, (dict, list, tuple)) or isinstance(v, Mapping):
+                yield from _strings(v, f"{where}.{k}")
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             yield from _strings(v, f"{where}[{i}]")
@@ -258,6 +265,11 @@ class ArgumentRule(ABC):
         self.required = required
         self.name = name or self.kind
 
+    @property
+    def where(self) -> str:
+        """The rule's path in ``$.a.b`` form, or ``any string``."""
+        return _format_path(self._parts) if self._parts is not None else "any string"
+
     def applies_to(self, tool_name: str) -> bool:
         """Whether the rule covers calls to this tool."""
         if self.tools is None:
@@ -304,7 +316,7 @@ class ArgumentRule(ABC):
 
     def describe(self) -> str:
         """A short description for explanations, such as ``$.amount <= 50``."""
-        return f"{self.kind}({self.path or '*'})"
+        return f"{self.kind}({self.where})"
 
     def check(self, tool_name: str, arguments: Mapping[str, Any]) -> Verdict:
         """Check a call's arguments.
@@ -412,7 +424,7 @@ class AllowedValues(ArgumentRule):
 
     def describe(self) -> str:
         """Such as ``$.currency in ('EUR', 'USD')``."""
-        return f"{self.path} in {self.values!r}"
+        return f"{self.where} in {self.values!r}"
 
 
 class Allowlist(ArgumentRule):
@@ -452,13 +464,20 @@ class Allowlist(ArgumentRule):
         entries = [i.lower() if ignore_case else i for i in items]
         self._exact = frozenset(e for e in entries if not any(c in e for c in "*?["))
         self._globs = tuple(e for e in entries if e not in self._exact)
+        self._glob_re = (
+            re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in self._globs))
+            if self._globs
+            else None
+        )
         if not entries:
             raise ConfigError(f"Allowlist({path!r}) needs at least one item")
 
     def allows(self, value: str) -> bool:
         """Whether one string is on the allowlist."""
         key = value.lower() if self.ignore_case else value
-        return key in self._exact or any(fnmatch.fnmatchcase(key, g) for g in self._globs)
+        if key in self._exact:
+            return True
+        return self._glob_re is not None and self._glob_re.match(key) is not None
 
     def _violations(self, where: str, value: Any) -> list[Violation]:
         items = value if isinstance(value, list) else [value]
@@ -479,7 +498,7 @@ class Allowlist(ArgumentRule):
 
     def describe(self) -> str:
         """Such as ``$.account_id on allowlist (2 entries)``."""
-        return f"{self.path} on allowlist ({len(self._exact) + len(self._globs)} entries)"
+        return f"{self.where} on allowlist ({len(self._exact) + len(self._globs)} entries)"
 
 
 class Range(ArgumentRule):
@@ -543,7 +562,7 @@ class Range(ArgumentRule):
 
     def describe(self) -> str:
         """Such as ``$.amount in [0, 50]``."""
-        return f"{self.path} in {self._bounds()}"
+        return f"{self.where} in {self._bounds()}"
 
 
 class Pattern(ArgumentRule):
@@ -593,12 +612,12 @@ class Pattern(ArgumentRule):
 
     def describe(self) -> str:
         r"""Such as ``$.invoice_id matches INV-\d{6}``."""
-        return f"{self.path} matches {self.regex.pattern}"
+        return f"{self.where} matches {self.regex.pattern}"
 
 
 _SENSITIVE_ROOTS = re.compile(
     r"^(?:/(?:etc|proc|sys|root|home|var|usr|boot|dev|bin|sbin|lib|opt|srv|tmp|private|Users)"
-    r"(?:/|$)|~[\w.-]*/|[A-Za-z]:/|//[\w.-]+/)"
+    r"(?:/|$)|~[\w.-]*/|[A-Za-z]:/)"
 )
 _DOTDOT_RE = re.compile(r"\s*\.\.[\s\ufffd]*")
 
@@ -637,18 +656,23 @@ class NoPathTraversal(ArgumentRule):
     def _decoded(value: str) -> str:
         text = value
         for _ in range(3):  # %252e%252e -> %2e%2e -> ..
+            if "%" not in text:
+                break
             decoded = urllib.parse.unquote(text)
             if decoded == text:
                 break
             text = decoded
-        return unicodedata.normalize("NFKC", text).replace("\\", "/")
+        if not text.isascii():
+            # U+FFFD stands for undecodable bytes such as the overlong "/" in "..%c0%af".
+            text = unicodedata.normalize("NFKC", text).replace("\ufffd", "/")
+        return text.replace("\\", "/") if "\\" in text else text
 
     def problem(self, value: str) -> str | None:
         """What is wrong with one string as a path, or None."""
         text = self._decoded(value)
         if "\x00" in text:
             return "contains a NUL byte"
-        if any(_DOTDOT_RE.fullmatch(part) for part in text.split("/")):
+        if ".." in text and any(_DOTDOT_RE.fullmatch(part) for part in text.split("/")):
             return "climbs out of its directory with '..'"
         if self.allow_absolute:
             return None
@@ -656,7 +680,7 @@ class NoPathTraversal(ArgumentRule):
             if text.startswith(("/", "~")) or re.match(r"^[A-Za-z]:/", text):
                 return "is an absolute path; use a path relative to the working directory"
             return None
-        if _SENSITIVE_ROOTS.match(text.lstrip()):
+        if _SENSITIVE_ROOTS.match(text.lstrip()) or value.lstrip().startswith("\\\\"):
             return "points into a system location"
         return None
 
@@ -670,36 +694,69 @@ class NoPathTraversal(ArgumentRule):
 
     def describe(self) -> str:
         """Such as ``no path traversal in $.path``."""
-        return f"no path traversal in {self.path or 'any string'}"
+        return f"no path traversal in {self.where}"
 
 
-_SQL_FRAGMENTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (label, re.compile(regex, re.IGNORECASE | re.DOTALL))
-    for label, regex in (
-        ("tautology", r"['\"`)]\s*(?:or|and|\|\||&&)\s*\(?\s*['\"`]?\s*(\w+)\s*['\"`]?\s*"
-                      r"(?:=|<>|!=|like)\s*\(?\s*['\"`]?\s*\w+"),
-        ("tautology", r"\b(?:or|and)\s+(\d+)\s*=\s*\1\b"),
-        ("tautology", r"\bor\s+(?:true|1)\s*(?:--|#|;|$)"),
-        ("comment after quote", r"['\"`]\s*\)*\s*(?:--|#|/\*|;\s*--)"),
-        ("stacked query", r";\s*(?:drop\s+(?:table|database|schema|user|index|view)\b"
-                          r"|delete\s+from\s+[\w.\"`\[\]]+\s*(?:where\b|;|--|#|$)"
-                          r"|insert\s+into\s+[\w.\"`\[\]]+\s*(?:\(|values\b|select\b)"
-                          r"|update\s+[\w.\"`\[\]]+\s+set\s+[\w.\"`\[\]]+\s*="
-                          r"|alter\s+(?:table|user|database)\b"
-                          r"|create\s+(?:table|user|database|function|procedure|trigger)\b"
-                          r"|truncate\s+(?:table\s+)?[\w.\"`\[\]]+\s*(?:;|--|$)"
-                          r"|exec(?:ute)?\s+(?:master\.|xp_|sp_)"
-                          r"|shutdown\b|select\s+.{1,200}?\s+from\s+[\w.\"`\[\]]+)"),
-        ("union select", r"\bunion(?:\s+all|\s+distinct)?\s+select\b"),
-        ("time delay", r"\b(?:sleep|pg_sleep|benchmark)\s*\(\s*\d|\bwaitfor\s+delay\s+'"),
-        ("system object", r"\bxp_cmdshell\b|\binformation_schema\b|\bsqlite_master\b|"
-                          r"\bpg_catalog\b|\bload_file\s*\(|\binto\s+(?:out|dump)file\b|@@version\b"),
-        ("char obfuscation", r"\b(?:char|chr)\s*\(\s*\d+\s*(?:,\s*\d+\s*){2,}\)|"
-                             r"(?:\b(?:char|chr)\s*\(\s*\d+\s*\)\s*(?:\+|\|\|)\s*){2,}"),
-        ("inline comment", r"\w/\*.*?\*/\w"),
+_Q = ("'", '"', "`")
+_SQL_FRAGMENTS: tuple[tuple[str, tuple[tuple[str, ...], ...], re.Pattern[str]], ...] = tuple(
+    # (label, hint groups: the regex runs only if every group has a substring in the
+    # lower-cased text, regex)
+    (label, hints, re.compile(regex, re.IGNORECASE | re.DOTALL))
+    for label, hints, regex in (
+        ("tautology", ((*_Q, ")"), ("or", "and", "||", "&&"), ("=", "<>", "like")),
+         r"['\"`)]\s*(?:or|and|\|\||&&)\s*\(?\s*['\"`]?\s*(\w+)\s*['\"`]?\s*"
+         r"(?:=|<>|!=|like)\s*\(?\s*['\"`]?\s*\w+"),
+        ("tautology", (("=",), ("or", "and")), r"\b(?:or|and)\s+(\d+)\s*=\s*\1\b"),
+        ("tautology", (("or",), ("true", "1")), r"\bor\s+(?:true|1)\s*(?:--|#|;|$)"),
+        ("comment after quote", (_Q, ("--", "#", "/*")), r"['\"`]\s*\)*\s*(?:--|#|/\*|;\s*--)"),
+        ("stacked query", ((";",),),
+         r";\s*(?:drop\s+(?:table|database|schema|user|index|view)\b"
+         r"|delete\s+from\s+[\w.\"`\[\]]+\s*(?:where\b|;|--|#|$)"
+         r"|insert\s+into\s+[\w.\"`\[\]]+\s*(?:\(|values\b|select\b)"
+         r"|update\s+[\w.\"`\[\]]+\s+set\s+[\w.\"`\[\]]+\s*="
+         r"|alter\s+(?:table|user|database)\b"
+         r"|create\s+(?:table|user|database|function|procedure|trigger)\b"
+         r"|truncate\s+(?:table\s+)?[\w.\"`\[\]]+\s*(?:;|--|$)"
+         r"|exec(?:ute)?\s+(?:master\.|xp_|sp_)"
+         r"|shutdown\b|select\s+.{1,200}?\s+from\s+[\w.\"`\[\]]+)"),
+        ("union select", (("union",),), r"\bunion(?:\s+all|\s+distinct)?\s+select\b"),
+        ("time delay", (("sleep", "benchmark", "waitfor"),),
+         r"\b(?:sleep|pg_sleep|benchmark)\s*\(\s*\d|\bwaitfor\s+delay\s+'"),
+        ("system object", (("xp_cmdshell", "information_schema", "sqlite_master", "pg_catalog",
+                            "load_file", "outfile", "dumpfile", "@@version"),),
+         r"\bxp_cmdshell\b|\binformation_schema\b|\bsqlite_master\b|"
+         r"\bpg_catalog\b|\bload_file\s*\(|\binto\s+(?:out|dump)file\b|@@version\b"),
+        ("char obfuscation", (("char", "chr"), ("(",)),
+         r"\b(?:char|chr)\s*\(\s*\d+\s*(?:,\s*\d+\s*){2,}\)|"
+         r"(?:\b(?:char|chr)\s*\(\s*\d+\s*\)\s*(?:\+|\|\||&)\s*){2,}"),
+        ("inline comment", (("/*",),), r"\w/\*.*?\*/\w"),
     )
 )  # fmt: skip
 _INLINE_COMMENT_RE = re.compile(r"/\*.*?\*/", re.DOTALL)
+
+
+_SQL_HINTS = tuple(sorted({h for _, groups, _ in _SQL_FRAGMENTS for g in groups for h in g}))
+_SQL_GROUPS = tuple(
+    (label, tuple(frozenset(g) for g in groups), regex) for label, groups, regex in _SQL_FRAGMENTS
+)
+
+
+_SQL_SPECIALS = str.maketrans("", "", "'\"`;=#()/@")
+_SQL_WORDS = ("--", "union", "xp_", "information_schema", "sqlite_master", "pg_catalog")
+
+
+def _sql_fragment(text: str) -> str | None:
+    low = text.lower()
+    # Fast exit: every fragment needs one of these characters or words.
+    if len(low.translate(_SQL_SPECIALS)) == len(low) and not any(w in low for w in _SQL_WORDS):
+        return None
+    present = {h for h in _SQL_HINTS if h in low}
+    if not present:
+        return None
+    for label, groups, regex in _SQL_GROUPS:
+        if all(not present.isdisjoint(g) for g in groups) and regex.search(text):
+            return label
+    return None
 
 
 class NoSQLFragments(ArgumentRule):
@@ -729,17 +786,13 @@ class NoSQLFragments(ArgumentRule):
     @staticmethod
     def fragment(value: str) -> str | None:
         """The kind of SQL fragment in a string, or None."""
-        text = unicodedata.normalize("NFKC", value)
-        for label, regex in _SQL_FRAGMENTS:
-            if regex.search(text):
-                return label
-        if "/*" in text:  # UN/**/ION SEL/**/ECT
-            joined = _INLINE_COMMENT_RE.sub("", text)
-            spaced = _INLINE_COMMENT_RE.sub(" ", text)
-            for label, regex in _SQL_FRAGMENTS:
-                if regex.search(joined) or regex.search(spaced):
-                    return label
-        return None
+        text = value if value.isascii() else unicodedata.normalize("NFKC", value)
+        label = _sql_fragment(text)
+        if label is None and "/*" in text:  # UN/**/ION SEL/**/ECT
+            label = _sql_fragment(_INLINE_COMMENT_RE.sub("", text)) or _sql_fragment(
+                _INLINE_COMMENT_RE.sub(" ", text)
+            )
+        return label
 
     def _violations(self, where: str, value: Any) -> list[Violation]:
         if not isinstance(value, str) or len(value) < 3:
@@ -752,7 +805,7 @@ class NoSQLFragments(ArgumentRule):
 
     def describe(self) -> str:
         """Such as ``no SQL in any string``."""
-        return f"no SQL in {self.path or 'any string'}"
+        return f"no SQL in {self.where}"
 
 
 class ArgumentPolicy:

@@ -257,7 +257,8 @@ def _filter_json(
         counts[kind] = counts.get(kind, 0) + n
     notes = [_redaction_note(counts)] if counts else []
     notes.extend(trimmer.notes())
-    return FilteredResult(text, True, original, sum(counts.values()), tuple(notes), True, counts)
+    total = sum(counts.values())
+    return FilteredResult(text, trimmer.cut, original, total, tuple(notes), True, counts)
 
 
 def _json_string_fallback(full: str, cap: int) -> str:
@@ -429,6 +430,11 @@ class _Trimmer:
             self.items_cut += rest
             kept.append(self.string(f"… {_plural(rest, 'more item', 'more items')}", redact=False))
         return kept
+
+    @property
+    def cut(self) -> bool:
+        """Whether this level cut anything."""
+        return bool(self.arrays or self.objects or self.strings or self.key_names or self.collapsed)
 
     def notes(self) -> list[str]:
         out: list[str] = []

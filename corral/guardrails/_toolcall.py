@@ -1,4 +1,6 @@
-"""Checks every proposed tool call passes before it runs: name, arguments, schema, scopes.
+"""Checks every proposed tool call passes first: registered name, decodable arguments, schema.
+
+Permission (scopes, side-effect levels) is `check_permission` in `_policy`.
 
 Each returns a `Verdict`; a blocking verdict's `message` is written for the model, so
 it can correct itself on the next turn.
@@ -6,13 +8,13 @@ it can correct itself on the next turn.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 
 from ..models import ToolCall
 from ..tools import Tool
 from ._verdict import Verdict
 
-__all__ = ["check_arguments_parsed", "check_registered", "check_schema", "check_scopes"]
+__all__ = ["check_arguments_parsed", "check_registered", "check_schema"]
 
 _MAX_VIOLATIONS = 10
 
@@ -87,25 +89,4 @@ def check_schema(call: ToolCall, tool: Tool) -> Verdict:
             f"Invalid arguments for tool {call.name!r}:\n{lines}\nFix the errors and try again."
         ),
         details={"violations": [{"path": v.path, "message": v.message} for v in violations]},
-    )
-
-
-def check_scopes(call: ToolCall, tool: Tool, agent_scopes: Iterable[str]) -> Verdict:
-    """Block a call to a tool needing a scope the agent does not hold (least privilege)."""
-    missing = sorted(tool.scopes.difference(agent_scopes))
-    if not missing:
-        return Verdict("permission", "allow")
-    return Verdict(
-        "permission",
-        "block",
-        reason=(
-            f"agent lacks scope {', '.join(missing)} required by {tool.side_effect} tool "
-            f"{call.name!r}"
-        ),
-        message=(
-            f"You are not permitted to call {call.name!r}: it needs the permission "
-            f"{', '.join(missing)}, which this agent does not have. Do not retry it; "
-            "continue with the tools you are allowed to use or explain what is needed."
-        ),
-        details={"missing": missing},
     )

@@ -9,7 +9,8 @@ from ..actors import RestartPolicy
 from ..errors import ConfigError
 from ..models import Model, ToolSpec
 from ..supervisor import Limits
-from ..tools import Tool
+from ..guardrails import ScopePolicy
+from ..tools import SideEffect, Tool
 
 __all__ = ["DEFAULT_MAX_TOOLS", "SubAgent"]
 
@@ -32,6 +33,11 @@ class SubAgent:
         limits: per-run limits for this agent. Default: the runtime's limits.
         max_tools: the tool cap. Default 5.
         restart: how a crashed run actor is restarted (it resumes from its journal).
+        allowed_side_effects: the side-effect levels this agent may use at all; a
+            read-only agent is ``{"read"}`` and never reaches a write or a delete.
+            Default: any level its scopes allow.
+        policies: scope and argument policies its calls must pass (see
+            `corral.guardrails.ScopePolicy`, `ArgumentPolicy`).
 
     Raises:
         ConfigError: (a `ValueError`) an invalid name, a duplicate tool name, or more tools
@@ -49,6 +55,8 @@ class SubAgent:
         limits: Limits | None = None,
         max_tools: int = DEFAULT_MAX_TOOLS,
         restart: RestartPolicy | None = None,
+        allowed_side_effects: Iterable[SideEffect] | None = None,
+        policies: Sequence[ScopePolicy] = (),
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(
@@ -81,6 +89,10 @@ class SubAgent:
         self.limits = limits
         self.max_tools = max_tools
         self.restart = restart or RestartPolicy()
+        self.allowed_side_effects: frozenset[SideEffect] | None = (
+            frozenset(allowed_side_effects) if allowed_side_effects is not None else None
+        )
+        self.policies: tuple[ScopePolicy, ...] = tuple(policies)
         self.specs: tuple[ToolSpec, ...] = tuple(t.spec() for t in tools)
 
     def __repr__(self) -> str:

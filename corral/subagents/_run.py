@@ -12,7 +12,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -39,11 +39,18 @@ from ..events import (
     WaitResolved,
     WaitStarted,
 )
-from ..guardrails._toolcall import (
+from ..guardrails import (
+    ApprovalPolicy,
+    InputScreen,
+    ProposedCall,
+    ScopePolicy,
+    Verdict,
     check_arguments_parsed,
+    check_permission,
+    check_policies,
     check_registered,
     check_schema,
-    check_scopes,
+    filter_result,
 )
 from ..models import ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from ..models._tokens import estimate_tokens
@@ -87,21 +94,18 @@ class RunServices:
     """Jitter source for backoff."""
     on_paused: Callable[[RunState], Awaitable[None]] | None = None
     """Called when a run pauses at a gate or a wait (it holds no task while paused)."""
-    approval: Callable[[SubAgent, Tool, ToolCall], str | None] = lambda agent, tool, call: None
-    """Says why a call needs a person's approval, or None to let it run."""
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    """Decides per call: run it, open a gate for a person, or block it."""
+    policies: tuple[ScopePolicy, ...] = ()
+    """Scope and argument policies every agent's calls must pass."""
+    result_screen: InputScreen | None = None
+    """Screens every tool result before the model sees it (injection arrives that way too)."""
+    alert: Callable[[Verdict, ProposedCall], None] | None = None
+    """Told of every call refused for permission or policy ("block it, log it, page someone")."""
     gate_ttl_s: float = 48 * 3600.0
     """Seconds before an undecided gate expires into a rejection. Default 48 h."""
     supervisor_timeout: float = 10.0
     """Seconds to wait for the supervisor's answer before failing the step."""
-
-
-def _truncate(content: str, max_tokens: int) -> tuple[str, bool]:
-    """Cut a result to about `max_tokens` tokens, saying how much was cut."""
-    if estimate_tokens(content) <= max_tokens:
-        return content, False
-    keep = max_tokens * 4
-    cut = len(content) - keep
-    return f"{content[:keep]}\n… [{cut:,} more characters truncated]", True
 
 
 class _Stop(Exception):
@@ -479,13 +483,34 @@ class RunActor(OneShotActor):
         # The checks are pure, so a resumed run re-runs them rather than trusting a
         # proposal whose verdict never reached the journal.
         verdict = check_registered(call, offered, unavailable=self._unavailable)
+        proposed: ProposedCall | None = None
         if not verdict.blocked and tool is not None:
             verdict = check_arguments_parsed(call)
             if not verdict.blocked:
                 verdict = check_schema(call, tool)
             if not verdict.blocked:
-                verdict = check_scopes(call, tool, agent.scopes)
-        if verdict.blocked or tool is None:
+                proposed = ProposedCall.of(
+                    tool,
+                    call.arguments,
+                    run_id=self.run_id,
+                    agent=agent.name,
+                    agent_scopes=agent.scopes,
+                    tenant=state.tenant,
+                    call_id=call.id,
+                )
+                verdict = check_permission(
+                    agent.scopes,
+                    tool.scopes,
+                    tool.side_effect,
+                    agent.allowed_side_effects,
+                    tool=tool.name,
+                    agent=agent.name,
+                )
+                if not verdict.blocked:
+                    verdict = check_policies((*agent.policies, *self.s.policies), proposed)
+                if verdict.blocked and self.s.alert is not None:
+                    self.s.alert(verdict, proposed)
+        if verdict.blocked or tool is None or proposed is None:
             await self._reject(state, call, step, verdict.guardrail, verdict.reason, verdict.message)
             await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
             return
@@ -505,9 +530,15 @@ class RunActor(OneShotActor):
             )
             return
         if decision is None and started is None:
-            reason = self.s.approval(agent, tool, call)
-            if reason is not None:
-                await self._open_gate(state, call, tool, step, reason)
+            approval = self.s.approval.decide(proposed)
+            if approval.blocked:
+                await self._reject(
+                    state, call, step, approval.guardrail, approval.reason, approval.message
+                )
+                await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
+                return
+            if approval.decision == "approve":
+                await self._open_gate(state, call, tool, step, approval.reason)
                 return
         if decision is not None:
             if decision.decision != "approved":
@@ -632,12 +663,9 @@ class RunActor(OneShotActor):
                 if isinstance(value, WaitFor):
                     await self._start_wait(state, call, tool, step, value)
                     return True
-                full = render_payload(value)
-                content, truncated = _truncate(full, self.limits.max_result_tokens)
-                blob = None
-                if truncated:  # the full result is kept once, by content; the model gets a preview
-                    blob = await self.s.journal.put_blob(full.encode())
-                    content += f"\n[full result stored as blob sha256:{blob[:16]}]"
+                content, truncated, blob, result_chars = await self._filter(
+                    state, call, step, value
+                )
                 await self._record(
                     state,
                     ToolCallFinished(
@@ -649,7 +677,7 @@ class RunActor(OneShotActor):
                         content=content,
                         duration_s=time.perf_counter() - started,
                         truncated=truncated,
-                        result_chars=len(full),
+                        result_chars=result_chars,
                         result_blob=blob,
                     ),
                     wait=tool.side_effect != "read",
@@ -693,6 +721,49 @@ class RunActor(OneShotActor):
                 await self.s.supervisor.tell(CallFailed(self.run_id, identity, kind="fallback"))
                 continue
             return False
+
+    async def _filter(
+        self, state: RunState, call: ToolCall, step: int, value: Any
+    ) -> tuple[str, bool, str | None, int]:
+        """What the model sees of a result: cut to the cap, secrets redacted, screened.
+
+        Returns:
+            The content, whether it was cut, the digest of the full result when it was
+            (kept once as a blob; the journal is the audit trail), and the full length.
+        """
+        filtered = filter_result(value, max_tokens=self.limits.max_result_tokens)
+        for verdict in filtered.verdicts():
+            await self._verdict(state, verdict, step, call.id)
+        content = filtered.content
+        blob = None
+        if filtered.truncated:
+            blob = await self.s.journal.put_blob(render_payload(value).encode())
+            content += f"\n[full result stored as blob sha256:{blob[:16]}]"
+        screen = self.s.result_screen
+        if screen is not None:
+            screened = screen.screen(content, source="tool_result")
+            for verdict in screened.actions:
+                await self._verdict(state, verdict, step, call.id)
+            block = screened.block
+            if block is not None:
+                content = block.message or f"The result of {call.name!r} was withheld: {block.reason}"
+            else:
+                content = screened.text + (f"\n[{screened.notice}]" if screened.notice else "")
+        return content, filtered.truncated, blob, filtered.original_chars
+
+    async def _verdict(self, state: RunState, verdict: Verdict, step: int, call_id: str) -> None:
+        await self._record(
+            state,
+            GuardrailVerdict(
+                run_id=self.run_id,
+                guardrail=verdict.guardrail,
+                decision=verdict.decision,
+                reason=verdict.reason,
+                step=step,
+                call_id=call_id,
+            ),
+            wait=False,
+        )
 
     async def _start_wait(
         self, state: RunState, call: ToolCall, tool: Tool, step: int, wait: WaitFor

@@ -1,0 +1,159 @@
+"""Cost of the pure guardrail checks, in microseconds (median of many runs, in process).
+
+Prints the median cost of:
+
+* `InputScreen.screen` on a 2 KB JSON tool result (injection + PII) and on 2 KB of prose;
+* `filter_result` on a 2 KB JSON result, given as an object and as a JSON string;
+* the argument rules, permission check, scope policies and approval decision for a
+  typical tool call;
+* the chain per tool call: checks before the call, then filter and screen the result.
+
+The issue's target for the whole chain is a median under 200 µs for a typical call with
+a 2 KB result. Figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from corral.guardrails._injection import InjectionDetector  # noqa: E402
+from corral.guardrails._pii import PIIDetector  # noqa: E402
+from corral.guardrails._policy import (  # noqa: E402
+    Allowlist,
+    ApprovalPolicy,
+    ApprovalRule,
+    ArgumentPolicy,
+    NoPathTraversal,
+    NoSQLFragments,
+    ProposedCall,
+    Range,
+    check_permission,
+    check_policies,
+    policy_from_callable,
+)
+from corral.guardrails._results import filter_result  # noqa: E402
+from corral.guardrails._screen import InputScreen  # noqa: E402
+
+RUNS = 3_000
+
+
+def median_us(fn: Callable[[], Any], runs: int = RUNS) -> float:
+    for _ in range(200):  # warm caches (pattern set, fold table)
+        fn()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1e6
+
+
+def two_kb_rows() -> list[dict[str, Any]]:
+    rows = [
+        {
+            "invoice_id": f"INV-{i:06d}",
+            "customer": "Acme Corp",
+            "status": "paid" if i % 3 else "unpaid",
+            "total": round(120.5 + i * 3.25, 2),
+            "currency": "EUR",
+            "due": "2024-07-01",
+            "note": "Thanks for your business; statement attached.",
+        }
+        for i in range(40)
+    ]
+    while len(json.dumps(rows)) > 2048:
+        rows.pop()
+    return rows
+
+
+ROWS = two_kb_rows()
+RESULT_TEXT = json.dumps(ROWS)
+PROSE = (
+    "Hello team, the customer reported that the invoice total was wrong. Please check the "
+    "billing system and update the record. Finance said to apply a 10% discount for orders "
+    "above 500 EUR. Let me know if you need anything else. Regards, Sam.\n"
+) * 10
+PROSE = PROSE[:2048]
+
+DETECTOR = InjectionDetector()
+PII = PIIDetector()
+SCREEN = InputScreen()
+SCREEN_NO_PII = InputScreen(pii="off")
+RULES = ArgumentPolicy(
+    [
+        Range("amount", min=0.01, max=5_000, tools=["refund"]),
+        Allowlist("account_id", ["ACC-1*", "ACC-2*"]),
+        NoPathTraversal(),
+        NoSQLFragments(),
+    ]
+)
+POLICIES = [
+    policy_from_callable(lambda c: c.tenant == "acme" or "wrong tenant", name="tenant"),
+]
+APPROVAL = ApprovalPolicy(
+    [
+        ApprovalRule("auto", tool="refund", when=Range("amount", max=49.99)),
+        ApprovalRule("block", side_effect="destructive"),
+    ]
+)
+CALL = ProposedCall(
+    run_id="run-1",
+    agent="billing",
+    agent_scopes=frozenset({"invoices:read", "refunds:write"}),
+    tool="refund",
+    side_effect="write",
+    tool_scopes=frozenset({"refunds:write"}),
+    arguments={"account_id": "ACC-1042", "invoice_id": "INV-000102", "amount": 20.0,
+               "reason": "Customer was charged twice for the same order."},
+    tenant="acme",
+)
+
+
+def call_checks() -> None:
+    check_permission(CALL.agent_scopes, CALL.tool_scopes, CALL.side_effect, None,
+                     tool=CALL.tool, agent=CALL.agent)
+    RULES.check(CALL)
+    check_policies(POLICIES, CALL)
+    APPROVAL.decide(CALL)
+
+
+def chain() -> None:
+    call_checks()
+    filtered = filter_result(ROWS)
+    SCREEN_NO_PII.screen(filtered.content, source="tool_result")
+
+
+def main() -> None:
+    print(f"2 KB JSON result: {len(RESULT_TEXT):,} chars; prose: {len(PROSE):,} chars")
+    figures = [
+        ("InputScreen, 2 KB JSON tool result",
+         lambda: SCREEN.screen(RESULT_TEXT, source="tool_result")),
+        ("InputScreen, 2 KB prose", lambda: SCREEN.screen(PROSE, source="tool_result")),
+        ("  injection scan only, 2 KB JSON", lambda: DETECTOR.scan(RESULT_TEXT)),
+        ("  PII find only, 2 KB JSON", lambda: PII.find(RESULT_TEXT)),
+        ("filter_result, 2 KB JSON object", lambda: filter_result(ROWS)),
+        ("filter_result, 2 KB JSON string", lambda: filter_result(RESULT_TEXT)),
+        ("filter_result, 20 KB JSON object -> 800 tokens", lambda: filter_result(ROWS * 10)),
+        ("permission check", lambda: check_permission(
+            CALL.agent_scopes, CALL.tool_scopes, CALL.side_effect, None, tool=CALL.tool)),
+        ("argument rules (4 rules)", lambda: RULES.check(CALL)),
+        ("scope policies (1 callable)", lambda: check_policies(POLICIES, CALL)),
+        ("approval decision", lambda: APPROVAL.decide(CALL)),
+        ("all call checks", call_checks),
+        ("chain: call checks + filter_result + screen (2 KB)", chain),
+    ]
+    width = max(len(name) for name, _ in figures)
+    for name, fn in figures:
+        print(f"{name:<{width}}  {median_us(fn):8.1f} us")
+
+
+if __name__ == "__main__":
+    main()
