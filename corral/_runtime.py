@@ -245,9 +245,11 @@ class Runtime:
             argument rules) to run it, gate it or block it; replaces `gated`.
         policies: scope and argument policies every call must pass (each agent may add
             its own).
-        screen: screens each task before its first step and each tool result before the
-            model sees it (size, injection, PII and secrets). Default `InputScreen()`;
-            None turns screening off.
+        screen: screens each task before its first step (size, injection, PII and
+            secrets). Default `InputScreen()`; None turns it off.
+        result_screen: screens each tool result before the model sees it (injection
+            arrives that way too; PII is redacted by the result filter). Default
+            ``InputScreen(pii="off")``; None turns it off.
         alert: called with the verdict and the call whenever a call is refused for
             permission or policy; keep it fast (it runs on the alert actor).
         alert_webhook: also POST each such alert as JSON to this URL (5 s timeout; a
@@ -285,6 +287,7 @@ class Runtime:
         approval: ApprovalPolicy | None = None,
         policies: Sequence[ScopePolicy] = (),
         screen: InputScreen | None | Literal["default"] = "default",
+        result_screen: InputScreen | None | Literal["default"] = "default",
         alert: Callable[[Verdict, ProposedCall], None] | None = None,
         alert_webhook: str | None = None,
         gate_ttl_s: float = 48 * 3600.0,
@@ -330,6 +333,9 @@ class Runtime:
         )
         self._policies = tuple(policies)
         self._screen = InputScreen() if screen == "default" else screen
+        self._result_screen = (
+            InputScreen(pii="off") if result_screen == "default" else result_screen
+        )
         self._alert = alert
         self._alert_webhook = alert_webhook
         self._alerter: ActorRef | None = None
@@ -377,7 +383,7 @@ class Runtime:
                 rng=self._rng,
                 approval=self._approval,
                 policies=self._policies,
-                result_screen=self._screen,
+                result_screen=self._result_screen,
                 alert=self._send_alert if (self._alert or self._alert_webhook) else None,
                 gate_ttl_s=self._gate_ttl_s,
             )
