@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime as dt
 import json
 import random
 from functools import partial
@@ -22,6 +24,7 @@ from .events import (
     Event,
     GateDecided,
     GuardrailVerdict,
+    ModelCalled,
     Outcome,
     RunFinished,
     RunStarted,
@@ -39,6 +42,8 @@ from .supervisor import (
     GetTenantUsage,
     GetUsage,
     Limits,
+    SeedBreakers,
+    SeedTenant,
     StopRun,
     Supervisor,
     TenantLimits,
@@ -339,6 +344,7 @@ class Runtime:
         self._alert = alert
         self._alert_webhook = alert_webhook
         self._alerter: ActorRef | None = None
+        self._saved_breakers: dict[str, BreakerState] = {}
         self._gate_ttl_s = gate_ttl_s
         self._retention_s = retention_days * 86_400 if retention_days is not None else None
         self._pruned_at = float("-inf")
@@ -403,6 +409,7 @@ class Runtime:
                     partial(_Parent, self, workflow_actor, RestartPolicy(backoff=0.1)),
                     name=workflow.agent_name,
                 )
+            await self._restore_supervisor()
             if self._resume:
                 await self.resume()
             if self._poll_interval is not None:
@@ -415,6 +422,9 @@ class Runtime:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        if self._system is not None:
+            with anyio.move_on_after(5, shield=True):
+                await self._save_breakers()
         system, self._system = self._system, None
         try:
             if system is not None:
@@ -459,6 +469,44 @@ class Runtime:
                 await self._agent_refs[info.agent].ask(_StartRun(info.run_id))
                 resumed.append(info.run_id)
         return resumed
+
+    async def _restore_supervisor(self) -> None:
+        """After a restart: breaker states, and what each budgeted tenant spent today."""
+        assert self._supervisor is not None
+        saved = await self.journal.load_breakers()
+        if saved:
+            states = {tool: BreakerState(**state) for tool, state in saved.items()}
+            await self._supervisor.ask(SeedBreakers(states))
+            self._saved_breakers = states
+        if not self._tenants and self._default_tenant_limits is None:
+            return
+        now = self.clock.now()
+        day = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+        midnight = day.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        spent: dict[str, list[float]] = {}
+        for info in await self.journal.runs(limit=1_000_000):
+            if info.updated_at < midnight:
+                continue
+            for event in await self.journal.read(info.run_id):
+                if isinstance(event, ModelCalled) and event.ts >= midnight:
+                    total = spent.setdefault(info.tenant, [0, 0.0])
+                    total[0] += event.response.usage.total_tokens
+                    total[1] += event.cost_usd
+        for tenant, (tokens, cost) in spent.items():
+            await self._supervisor.ask(
+                SeedTenant(tenant, day.date().isoformat(), int(tokens), float(cost))
+            )
+
+    async def _save_breakers(self) -> None:
+        """Keep breaker states in the journal, so they survive a restart."""
+        if self._supervisor is None:
+            return
+        states: dict[str, BreakerState] = await self._supervisor.ask(GetBreakers())
+        if states != self._saved_breakers:
+            await self.journal.save_breakers(
+                {tool: dataclasses.asdict(state) for tool, state in states.items()}
+            )
+            self._saved_breakers = states
 
     async def _start(self, run_id: str, agent: str) -> bool:
         """Drive a run here if this process can claim it."""
@@ -507,6 +555,7 @@ class Runtime:
                     self._publish(timed_out)
         for run_id in self._active:
             await self.journal.claim(run_id, self.owner, lease_s=self._lease_s, now=now)
+        await self._save_breakers()
         prune = getattr(self.journal, "prune", None)
         if self._retention_s is not None and prune is not None and now - self._pruned_at >= 3600:
             self._pruned_at = now

@@ -188,3 +188,21 @@ def test_no_budget_is_ever_exceeded(
             assert sum(r.tokens for r in finished) <= daily
 
     anyio.run(main)
+
+
+async def test_a_tenants_daily_spend_survives_a_restart() -> None:
+    from corral.store import MemoryJournal
+
+    journal, clock = MemoryJournal(), MockClock()
+    limits = Limits(output_tokens=200, min_output_tokens=20, max_tool_calls=4, max_consecutive_same_tool=None)
+    tenants = {"acme": TenantLimits(daily_tokens=50_000)}
+    worker = agent([ping, pong], busy_model(name="free"), limits=limits)
+    async with runtime(worker, clock=clock, journal=journal, tenants=tenants) as rt:
+        first = await rt.run("work", tenant="acme")
+        spent = (await rt.tenant_usage("acme")).tokens
+    assert spent == first.tokens > 0
+    async with runtime(worker, clock=clock, journal=journal, tenants=tenants) as rt:
+        assert (await rt.tenant_usage("acme")).tokens == spent  # not reset by the restart
+    clock.advance(86_400)
+    async with runtime(worker, clock=clock, journal=journal, tenants=tenants) as rt:
+        assert (await rt.tenant_usage("acme")).tokens == 0  # a new day

@@ -331,3 +331,26 @@ async def test_a_crashed_run_actor_resumes_from_its_journal_without_repeating_ca
     kinds_ = [e.kind for e in result.events]
     assert kinds_.count("tool_call_proposed") == 2
     assert kinds_.count("run_finished") == 1
+
+
+async def test_an_open_breaker_survives_a_restart() -> None:
+    attempts: list[int] = []
+
+    @tool(timeout=5, retry=NO_RETRY)
+    async def payments(order: str) -> str:
+        """Payment API."""
+        attempts.append(1)
+        raise ToolError("payments 503")
+
+    journal, clock = MemoryJournal(), MockClock()
+    policy = BreakerPolicy(failure_threshold=1, cooldown_s=300)
+    model = ScriptedModel([call("payments", order="1"), reply("failed"), call("payments", order="2"), reply("skipped")])
+    worker = agent([payments], model)
+    async with runtime(worker, clock=clock, breakers=policy, journal=journal) as rt:
+        await rt.run("pay 1")
+    async with runtime(worker, clock=clock, breakers=policy, journal=journal) as rt:
+        assert (await rt.breaker_states())["payments"].state == "open"
+        second = await rt.run("pay 2")
+    assert len(attempts) == 1  # after the restart the open breaker still protects the API
+    (rejected,) = of_kind(second.events, "tool_call_rejected")
+    assert rejected.guardrail == "breaker"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -159,6 +160,14 @@ class Journal(Protocol):
         """Store bytes once by content; return their SHA-256 hex digest."""
         ...
 
+    async def save_breakers(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the saved circuit-breaker states (tool -> plain data)."""
+        ...
+
+    async def load_breakers(self) -> dict[str, dict[str, Any]]:
+        """Return the saved circuit-breaker states."""
+        ...
+
     async def get_blob(self, digest: str) -> bytes | None:
         """Return stored bytes by digest, or None."""
         ...
@@ -182,6 +191,7 @@ class MemoryJournal:
         self._deliveries: dict[str, Any] = {}
         self._owners: dict[str, tuple[str, float]] = {}
         self._blobs: dict[str, bytes] = {}
+        self._breakers: dict[str, dict[str, Any]] = {}
 
     async def append(self, event: Event, *, wait: bool = True) -> None:
         """Append an event, assign its sequence number, and update the indexes."""
@@ -321,6 +331,14 @@ class MemoryJournal:
         """Release `owner`'s claim."""
         if self._owners.get(run_id, ("",))[0] == owner:
             del self._owners[run_id]
+
+    async def save_breakers(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Keep the breaker states."""
+        self._breakers = {tool: dict(state) for tool, state in states.items()}
+
+    async def load_breakers(self) -> dict[str, dict[str, Any]]:
+        """Return the kept breaker states."""
+        return {tool: dict(state) for tool, state in self._breakers.items()}
 
     async def put_blob(self, data: bytes) -> str:
         """Keep bytes by content."""

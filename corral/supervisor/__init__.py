@@ -17,6 +17,8 @@ from ._supervisor import OpenRun as OpenRun
 from ._supervisor import Permit as Permit
 from ._supervisor import ReserveModel as ReserveModel
 from ._supervisor import ReserveTool as ReserveTool
+from ._supervisor import SeedBreakers as SeedBreakers
+from ._supervisor import SeedTenant as SeedTenant
 from ._supervisor import SettleModel as SettleModel
 from ._supervisor import StopRun as StopRun
 from ._supervisor import Supervisor as Supervisor
@@ -38,6 +40,8 @@ __all__ = [
     "Permit",
     "ReserveModel",
     "ReserveTool",
+    "SeedBreakers",
+    "SeedTenant",
     "SettleModel",
     "StopRun",
     "Supervisor",

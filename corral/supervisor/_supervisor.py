@@ -37,6 +37,8 @@ __all__ = [
     "Permit",
     "ReserveModel",
     "ReserveTool",
+    "SeedBreakers",
+    "SeedTenant",
     "SettleModel",
     "StopRun",
     "Supervisor",
@@ -163,6 +165,23 @@ class GetTenantUsage:
 @dataclass(frozen=True, slots=True)
 class GetBreakers:
     """Ask for every breaker's state (ask); answers ``dict[str, BreakerState]``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeedBreakers:
+    """Restore breaker states saved before a restart (ask)."""
+
+    states: Mapping[str, BreakerState]
+
+
+@dataclass(frozen=True, slots=True)
+class SeedTenant:
+    """Restore what a tenant already spent today, from the journal, after a restart (ask)."""
+
+    tenant: str
+    day: str
+    tokens: int
+    cost_usd: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,6 +661,22 @@ class Supervisor(Actor):
         t = self._tenant(m.tenant)
         return TenantUsage(t.name, t.day, t.tokens, t.reserved, t.cost, t.limits)
 
+    def _seed_breakers(self, m: SeedBreakers) -> None:
+        for tool, state in m.states.items():
+            if state.state == "closed" and state.consecutive_failures == 0:
+                continue
+            self._breakers[tool] = _Breaker(
+                failures=state.consecutive_failures,
+                opened_at=state.opened_at,
+                half_open=False,  # a trial in flight before the restart did not finish
+            )
+
+    def _seed_tenant(self, m: SeedTenant) -> None:
+        tenant = self._tenant(m.tenant)
+        if tenant.day == m.day:
+            tenant.tokens = max(tenant.tokens, m.tokens)
+            tenant.cost = max(tenant.cost, m.cost_usd)
+
     def _breaker_states(self, m: GetBreakers) -> dict[str, BreakerState]:
         out: dict[str, BreakerState] = {}
         for tool, b in self._breakers.items():
@@ -663,4 +698,6 @@ class Supervisor(Actor):
         GetUsage: _usage,
         GetTenantUsage: _tenant_usage,
         GetBreakers: _breaker_states,
+        SeedBreakers: _seed_breakers,
+        SeedTenant: _seed_tenant,
     }
