@@ -1,44 +1,131 @@
-"""Open a journal by URL: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``."""
+"""Choose a store by URL.
+
+============================================  ==========================================
+``sqlite:///relative/path.db``                a file relative to the working directory
+``sqlite:////absolute/path.db``               an absolute path (four slashes)
+``sqlite://:memory:``                         a private in-memory database (tests)
+``...?synchronous=FULL&busy_timeout=30``      options: ``synchronous`` (NORMAL or FULL),
+                                              ``busy_timeout`` (seconds)
+``memory://``                                 a `MemoryJournal` (`journal_from_url` only)
+``postgresql://...``                          not available yet: a `ConfigError`
+============================================  ==========================================
+
+Without a URL, ``CORRAL_DB`` is used, else `DEFAULT_DB_URL` (``./corral.db``).
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import parse_qsl, unquote
 
 from ..errors import ConfigError
 from ._journal import Journal, MemoryJournal
-from ._sqlite import SqliteJournal
+from ._sqlite import SqliteStore
 
-__all__ = ["DEFAULT_DB_URL", "journal_from_url"]
+__all__ = ["DEFAULT_DB_URL", "journal_from_url", "open_store", "store_url"]
 
 DEFAULT_DB_URL = "sqlite:///corral.db"
-"""Where the journal lives unless ``CORRAL_DB`` or an argument says otherwise."""
+"""Where the store lives unless an argument or ``CORRAL_DB`` says otherwise."""
+
+_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite://:memory:"
+
+
+def store_url(url: str | None = None, *, env: Mapping[str, str] | None = None) -> str:
+    """Return the URL to use: `url`, else ``CORRAL_DB`` from `env`, else `DEFAULT_DB_URL`.
+
+    Args:
+        url: an explicit URL; empty or None means "not given".
+        env: the environment to read ``CORRAL_DB`` from. Default: ``os.environ``.
+    """
+    environ = os.environ if env is None else env
+    return (url or "").strip() or environ.get("CORRAL_DB", "").strip() or DEFAULT_DB_URL
+
+
+def open_store(url: str | None = None, *, env: Mapping[str, str] | None = None) -> SqliteStore:
+    """Build the store a URL names, not yet open: enter it with ``async with``.
+
+    Args:
+        url: a ``sqlite://`` URL (see the module docstring); default ``CORRAL_DB`` from
+            `env`, else ``sqlite:///corral.db``.
+        env: the environment to read ``CORRAL_DB`` from. Default: ``os.environ``.
+
+    Returns:
+        An unopened `SqliteStore`.
+
+    Raises:
+        ConfigError: PostgreSQL (not available yet), an unknown scheme, a malformed URL,
+            or an unknown or invalid option.
+    """
+    url = store_url(url, env=env)
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ConfigError(f"unknown journal URL {url!r}: use {_FORMS}")
+    if scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+"):
+        raise ConfigError(
+            f"PostgreSQL backend not available yet ({_redact(url)}); use a SQLite URL: {_FORMS}"
+        )
+    if scheme != "sqlite":
+        raise ConfigError(f"unknown journal URL {_redact(url)!r}: use {_FORMS}")
+    location, _, query = rest.partition("?")
+    if "#" in location:
+        raise ConfigError(f"invalid SQLite URL {url!r}: a fragment (#) is not allowed")
+    if location in (":memory:", "/:memory:"):
+        path = ":memory:"
+    elif location.startswith("/") and len(location) > 1:
+        path = unquote(location[1:])
+    elif location in ("", "/"):
+        raise ConfigError(f"invalid SQLite URL {url!r}: no file named; use {_FORMS}")
+    else:
+        raise ConfigError(
+            f"invalid SQLite URL {url!r}: a SQLite URL names a file, not a host; use {_FORMS}"
+        )
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    busy_timeout_s = 10.0
+    for name, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if name == "synchronous":
+            upper = value.upper()
+            if upper == "NORMAL":
+                synchronous = "NORMAL"
+            elif upper == "FULL":
+                synchronous = "FULL"
+            else:
+                raise ConfigError(f"invalid SQLite URL {url!r}: synchronous must be NORMAL or FULL")
+        elif name == "busy_timeout":
+            try:
+                busy_timeout_s = float(value)
+            except ValueError:
+                busy_timeout_s = -1.0
+            if not (math.isfinite(busy_timeout_s) and busy_timeout_s >= 0):
+                raise ConfigError(f"invalid SQLite URL {url!r}: busy_timeout must be seconds >= 0")
+        else:
+            raise ConfigError(
+                f"invalid SQLite URL {url!r}: unknown option {name!r} "
+                "(known: synchronous, busy_timeout)"
+            )
+    return SqliteStore(path, synchronous=synchronous, busy_timeout_s=busy_timeout_s)
 
 
 def journal_from_url(url: str | None = None, *, env: Mapping[str, str] | None = None) -> Journal:
-    """Build (not open) the journal a URL names; default ``CORRAL_DB``, else ``./corral.db``.
+    """Build the journal a URL names: `open_store`'s URLs, plus ``memory://``.
 
     SQLite journals must be opened before use (``async with journal:``).
 
     Raises:
-        ConfigError: an unknown scheme or a malformed URL.
+        ConfigError: as `open_store`.
     """
-    environ = os.environ if env is None else env
-    url = url or environ.get("CORRAL_DB") or DEFAULT_DB_URL
-    if url == "memory://":
+    if store_url(url, env=env) == "memory://":
         return MemoryJournal()
-    if url.startswith("sqlite://"):
-        rest = url[len("sqlite://") :]
-        if rest == ":memory:" or rest == "/:memory:":
-            return SqliteJournal(":memory:")
-        if not rest.startswith("/") or rest == "/":
-            raise ConfigError(
-                f"invalid SQLite URL {url!r}: use sqlite:///relative/path.db or "
-                "sqlite:////absolute/path.db"
-            )
-        return SqliteJournal(rest[1:])
-    if url.startswith(("postgres://", "postgresql://")):
-        raise ConfigError(
-            "the PostgreSQL journal is not available in this version; use sqlite:///path.db"
-        )
-    raise ConfigError(f"unknown journal URL {url!r}: use sqlite:///path.db or memory://")
+    return open_store(url, env=env)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
