@@ -41,7 +41,9 @@ def instant_model() -> FunctionModel:
         if step > STEPS_PER_RUN:
             return ModelResponse(text="done", usage=USAGE, model="instant")
         return ModelResponse(
-            tool_calls=(ToolCall(id=f"c{step}", name="lookup", arguments={"invoice_id": f"INV-{step}"}),),
+            tool_calls=(
+                ToolCall(id=f"c{step}", name="lookup", arguments={"invoice_id": f"INV-{step}"}),
+            ),
             usage=USAGE,
             stop_reason="tool_use",
             model="instant",
@@ -60,7 +62,11 @@ LIMITS = Limits(
 
 async def measure(concurrent: int) -> float:
     agent = SubAgent(
-        "bench", instructions="Benchmark agent.", tools=[lookup], model=instant_model(), limits=LIMITS
+        "bench",
+        instructions="Benchmark agent.",
+        tools=[lookup],
+        model=instant_model(),
+        limits=LIMITS,
     )
     async with Runtime(agents=[agent]) as runtime:
         await runtime.run("warm up")
@@ -78,8 +84,7 @@ def main() -> None:
         per_step = statistics.median(anyio.run(measure, concurrent) for _ in range(REPEATS))
         print(
             f"  {concurrent:>3} concurrent run(s): {1 / per_step:>9,.0f} steps/s  "
-            f"{per_step * 1e6:>7.1f} us/step"
-            + ("   (target <= 100 us)" if concurrent == 1 else "")
+            f"{per_step * 1e6:>7.1f} us/step" + ("   (target <= 100 us)" if concurrent == 1 else "")
         )
 
 

@@ -31,7 +31,9 @@ from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall, 
 from corral.store import SqliteJournal  # noqa: E402
 
 USAGE = Usage(input_tokens=10, output_tokens=5)
-LIMITS = Limits(max_tokens=10**9, max_tool_calls=10**6, max_consecutive_same_tool=None, max_wall_clock_s=3600)
+LIMITS = Limits(
+    max_tokens=10**9, max_tool_calls=10**6, max_consecutive_same_tool=None, max_wall_clock_s=3600
+)
 
 
 def rss_bytes() -> int:
@@ -58,8 +60,12 @@ def stepping_model(steps: int) -> FunctionModel:
     def respond(request: ModelRequest) -> ModelResponse:
         if request.step > steps:
             return ModelResponse(text="done", usage=USAGE, model="instant")
-        call = ToolCall(id=f"c{request.step}", name="lookup", arguments={"invoice_id": f"INV-{request.step}"})
-        return ModelResponse(tool_calls=(call,), usage=USAGE, stop_reason="tool_use", model="instant")
+        call = ToolCall(
+            id=f"c{request.step}", name="lookup", arguments={"invoice_id": f"INV-{request.step}"}
+        )
+        return ModelResponse(
+            tool_calls=(call,), usage=USAGE, stop_reason="tool_use", model="instant"
+        )
 
     return FunctionModel(respond, name="instant")
 
@@ -69,7 +75,9 @@ async def bare_insert_loop(path: Path, rows: int = 60_000, batch: int = 1_000) -
     async with aiosqlite.connect(path, isolation_level=None) as db:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("CREATE TABLE t (run_id TEXT, seq INTEGER, payload TEXT, PRIMARY KEY (run_id, seq)) WITHOUT ROWID")
+        await db.execute(
+            "CREATE TABLE t (run_id TEXT, seq INTEGER, payload TEXT, PRIMARY KEY (run_id, seq)) WITHOUT ROWID"
+        )
         start = time.perf_counter()
         for b in range(rows // batch):
             await db.execute("BEGIN")
@@ -81,7 +89,13 @@ async def bare_insert_loop(path: Path, rows: int = 60_000, batch: int = 1_000) -
 
 
 async def durable_steps(path: Path, concurrent: int, steps: int) -> tuple[float, float]:
-    agent = SubAgent("bench", instructions="Benchmark.", tools=[lookup], model=stepping_model(steps), limits=LIMITS)
+    agent = SubAgent(
+        "bench",
+        instructions="Benchmark.",
+        tools=[lookup],
+        model=stepping_model(steps),
+        limits=LIMITS,
+    )
     async with SqliteJournal(path) as journal:
         async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
             start = time.perf_counter()
@@ -95,7 +109,13 @@ async def durable_steps(path: Path, concurrent: int, steps: int) -> tuple[float,
 
 
 async def bytes_per_step(path: Path, steps: int, runs: int = 20) -> float:
-    agent = SubAgent("bench", instructions="Benchmark.", tools=[lookup], model=stepping_model(steps), limits=LIMITS)
+    agent = SubAgent(
+        "bench",
+        instructions="Benchmark.",
+        tools=[lookup],
+        model=stepping_model(steps),
+        limits=LIMITS,
+    )
     async with SqliteJournal(path) as journal:
         before = await journal.size_bytes()
         async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
@@ -107,9 +127,15 @@ async def bytes_per_step(path: Path, steps: int, runs: int = 20) -> float:
 
 async def waiting_memory(path: Path, runs: int = 10_000) -> tuple[float, float]:
     def to_gate(request: ModelRequest) -> ModelResponse:
-        return ModelResponse(tool_calls=(ToolCall(id="f1", name="flag", arguments={"invoice_id": "INV-1"}),), usage=USAGE, model="instant")
+        return ModelResponse(
+            tool_calls=(ToolCall(id="f1", name="flag", arguments={"invoice_id": "INV-1"}),),
+            usage=USAGE,
+            model="instant",
+        )
 
-    agent = SubAgent("gated", instructions="x", tools=[flag], model=FunctionModel(to_gate), limits=LIMITS)
+    agent = SubAgent(
+        "gated", instructions="x", tools=[flag], model=FunctionModel(to_gate), limits=LIMITS
+    )
     async with SqliteJournal(path) as journal:
         async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
             await rt.run("warm up")
@@ -117,7 +143,9 @@ async def waiting_memory(path: Path, runs: int = 10_000) -> tuple[float, float]:
             before = rss_bytes()
             start = time.perf_counter()
             for chunk in range(0, runs, 500):
-                handles = [await rt.submit(f"task {i}") for i in range(chunk, min(chunk + 500, runs))]
+                handles = [
+                    await rt.submit(f"task {i}") for i in range(chunk, min(chunk + 500, runs))
+                ]
                 for h in handles:
                     assert (await h.result()).status == "waiting"
             elapsed = time.perf_counter() - start
@@ -133,10 +161,20 @@ async def resume_time(path: Path, runs: int = 1_000) -> float:
     async def first_life(request: ModelRequest) -> ModelResponse:
         if request.step >= 2:
             await block.wait()  # the process "dies" here: step 2 never completes
-        return ModelResponse(tool_calls=(ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"}),), usage=USAGE, model="instant")
+        return ModelResponse(
+            tool_calls=(ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"}),),
+            usage=USAGE,
+            model="instant",
+        )
 
     async with SqliteJournal(path) as journal:
-        dying = SubAgent("worker", instructions="x", tools=[lookup], model=FunctionModel(first_life), limits=LIMITS)
+        dying = SubAgent(
+            "worker",
+            instructions="x",
+            tools=[lookup],
+            model=FunctionModel(first_life),
+            limits=LIMITS,
+        )
         async with Runtime(agents=[dying], journal=journal, poll_interval=None, owner="host") as rt:
             for i in range(runs):
                 await rt.submit(f"task {i}")
@@ -145,7 +183,9 @@ async def resume_time(path: Path, runs: int = 1_000) -> float:
             await anyio.sleep(0.2)
         assert len(await journal.unfinished_runs()) == runs
     async with SqliteJournal(path) as journal:
-        healthy = SubAgent("worker", instructions="x", tools=[lookup], model=stepping_model(1), limits=LIMITS)
+        healthy = SubAgent(
+            "worker", instructions="x", tools=[lookup], model=stepping_model(1), limits=LIMITS
+        )
         start = time.perf_counter()
         async with Runtime(agents=[healthy], journal=journal, poll_interval=None, owner="host"):
             while len(await journal.runs(status="finished", limit=runs + 1)) < runs:
@@ -162,7 +202,10 @@ def main() -> None:
         print("bench_durable (SQLite on disk, WAL, synchronous=NORMAL)")
         print(f"  bare aiosqlite group-commit insert loop: {bare:>10,.0f} rows/s")
         for concurrent, steps, target in ((1, 200, 2_000), (100, 20, 5_000)):
-            figures = [anyio.run(durable_steps, d / f"s{concurrent}_{i}.db", concurrent, steps) for i in range(3)]
+            figures = [
+                anyio.run(durable_steps, d / f"s{concurrent}_{i}.db", concurrent, steps)
+                for i in range(3)
+            ]
             rate = statistics.median(f[0] for f in figures)
             per_step = figures[0][1]
             print(
@@ -174,9 +217,13 @@ def main() -> None:
             b = anyio.run(bytes_per_step, d / f"b{steps}.db", steps)
             print(f"  journal bytes per step, {steps:>3}-step runs:  {b:>8,.0f} B")
         mb, took = anyio.run(waiting_memory, d / "wait.db")
-        print(f"  resident memory added by 10,000 runs waiting at gates: {mb:.1f} MB (target < 10 MB; {took:.1f} s to get them there)")
+        print(
+            f"  resident memory added by 10,000 runs waiting at gates: {mb:.1f} MB (target < 10 MB; {took:.1f} s to get them there)"
+        )
         seconds = anyio.run(resume_time, d / "resume.db")
-        print(f"  resume 1,000 unfinished runs after a restart: {seconds:.2f} s to all completed (target < 1 s)")
+        print(
+            f"  resume 1,000 unfinished runs after a restart: {seconds:.2f} s to all completed (target < 1 s)"
+        )
 
 
 if __name__ == "__main__":

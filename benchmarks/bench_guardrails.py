@@ -111,15 +111,25 @@ CALL = ProposedCall(
     tool="refund",
     side_effect="write",
     tool_scopes=frozenset({"refunds:write"}),
-    arguments={"account_id": "ACC-1042", "invoice_id": "INV-000102", "amount": 20.0,
-               "reason": "Customer was charged twice for the same order."},
+    arguments={
+        "account_id": "ACC-1042",
+        "invoice_id": "INV-000102",
+        "amount": 20.0,
+        "reason": "Customer was charged twice for the same order.",
+    },
     tenant="acme",
 )
 
 
 def call_checks() -> None:
-    check_permission(CALL.agent_scopes, CALL.tool_scopes, CALL.side_effect, None,
-                     tool=CALL.tool, agent=CALL.agent)
+    check_permission(
+        CALL.agent_scopes,
+        CALL.tool_scopes,
+        CALL.side_effect,
+        None,
+        tool=CALL.tool,
+        agent=CALL.agent,
+    )
     RULES.check(CALL)
     check_policies(POLICIES, CALL)
     APPROVAL.decide(CALL)
@@ -134,16 +144,22 @@ def chain() -> None:
 def main() -> None:
     print(f"2 KB JSON result: {len(RESULT_TEXT):,} chars; prose: {len(PROSE):,} chars")
     figures = [
-        ("InputScreen, 2 KB JSON tool result",
-         lambda: SCREEN.screen(RESULT_TEXT, source="tool_result")),
+        (
+            "InputScreen, 2 KB JSON tool result",
+            lambda: SCREEN.screen(RESULT_TEXT, source="tool_result"),
+        ),
         ("InputScreen, 2 KB prose", lambda: SCREEN.screen(PROSE, source="tool_result")),
         ("  injection scan only, 2 KB JSON", lambda: DETECTOR.scan(RESULT_TEXT)),
         ("  PII find only, 2 KB JSON", lambda: PII.find(RESULT_TEXT)),
         ("filter_result, 2 KB JSON object", lambda: filter_result(ROWS)),
         ("filter_result, 2 KB JSON string", lambda: filter_result(RESULT_TEXT)),
         ("filter_result, 20 KB JSON object -> 800 tokens", lambda: filter_result(ROWS * 10)),
-        ("permission check", lambda: check_permission(
-            CALL.agent_scopes, CALL.tool_scopes, CALL.side_effect, None, tool=CALL.tool)),
+        (
+            "permission check",
+            lambda: check_permission(
+                CALL.agent_scopes, CALL.tool_scopes, CALL.side_effect, None, tool=CALL.tool
+            ),
+        ),
         ("argument rules (4 rules)", lambda: RULES.check(CALL)),
         ("scope policies (1 callable)", lambda: check_policies(POLICIES, CALL)),
         ("approval decision", lambda: APPROVAL.decide(CALL)),

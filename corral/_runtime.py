@@ -7,9 +7,9 @@ import dataclasses
 import datetime as dt
 import json
 import random
-from functools import partial
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import anyio
@@ -31,7 +31,8 @@ from .events import (
     StepStarted,
     WaitResolved,
 )
-from .models import ToolCall, Usage
+from .guardrails import ApprovalPolicy, InputScreen, ProposedCall, ScopePolicy, Verdict
+from .models import Usage
 from .router import Route, Router
 from .store import GateRecord, Journal, MemoryJournal, RunStatus
 from .subagents import RunActor, RunServices, RunState, SubAgent
@@ -50,7 +51,6 @@ from .supervisor import (
     TenantUsage,
     UsageSnapshot,
 )
-from .guardrails import ApprovalPolicy, InputScreen, ProposedCall, ScopePolicy, Verdict
 from .tools import SIDE_EFFECTS, SideEffect, Tool
 from .workflows import AgentStep, FanOut, Step, Workflow, WorkflowActor
 
@@ -139,8 +139,11 @@ class RunHandle:
 
 
 class _Parent(Actor):
-    """Parent of the run actors of one sub-agent or workflow: starts them by run id and
-    ends, as failed, a run whose actor crashed more often than its restart policy allows."""
+    """Parent of the run actors of one sub-agent or workflow.
+
+    It starts them by run id, and ends, as failed, a run whose actor crashed more often than
+    its restart policy allows.
+    """
 
     def __init__(
         self, runtime: Runtime, child: Callable[[str], Actor], restart: RestartPolicy
@@ -512,7 +515,9 @@ class Runtime:
         """Drive a run here if this process can claim it."""
         if run_id in self._active or agent not in self._agent_refs:
             if agent not in self._agent_refs:
-                log.warning("runtime.cannot_resume", run_id=run_id, reason=f"unknown agent {agent!r}")
+                log.warning(
+                    "runtime.cannot_resume", run_id=run_id, reason=f"unknown agent {agent!r}"
+                )
             return False
         if not await self.journal.claim(
             run_id, self.owner, lease_s=self._lease_s, now=self.clock.now()
@@ -928,7 +933,9 @@ class Runtime:
             violations = tool.validate(args) if tool is not None else []
             if violations:
                 lines = "; ".join(str(v) for v in violations)
-                raise UsageError(f"edited arguments for {record.opened.tool!r} are invalid: {lines}")
+                raise UsageError(
+                    f"edited arguments for {record.opened.tool!r} are invalid: {lines}"
+                )
         event = GateDecided(
             run_id=record.run_id,
             ts=self.clock.now(),
@@ -976,7 +983,11 @@ class Runtime:
         tool = agent.tools.get(tool_name)
         if tool is None:  # a fallback offered while its tool's breaker was open
             tool = next(
-                (t.fallback for t in agent.tools.values() if t.fallback and t.fallback.name == tool_name),
+                (
+                    t.fallback
+                    for t in agent.tools.values()
+                    if t.fallback and t.fallback.name == tool_name
+                ),
                 None,
             )
         return tool

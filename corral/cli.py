@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     def with_app(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--app", default=DEFAULT_APP, help=f"module:function (default {DEFAULT_APP})")
+        p.add_argument(
+            "--app", default=DEFAULT_APP, help=f"module:function (default {DEFAULT_APP})"
+        )
         return p
 
     demo = with_db(sub.add_parser("demo", help="run the invoice-reconciliation demo"))
@@ -72,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     runs_show.add_argument("--json", action="store_true")
 
     approvals = sub.add_parser("approvals", help="gates waiting for a person")
-    approvals_sub = approvals.add_subparsers(dest="approvals_command", required=True, metavar="ACTION")
+    approvals_sub = approvals.add_subparsers(
+        dest="approvals_command", required=True, metavar="ACTION"
+    )
     approvals_list = with_db(approvals_sub.add_parser("list", help="list open gates"))
     approvals_list.add_argument("--json", action="store_true")
 
@@ -140,7 +144,9 @@ async def _journal(url: str | None) -> AsyncIterator[Journal]:
 
 
 @contextlib.asynccontextmanager
-async def _runtime(args: argparse.Namespace, *, resume: bool = False, **app_kwargs: Any) -> AsyncIterator[Runtime]:
+async def _runtime(
+    args: argparse.Namespace, *, resume: bool = False, **app_kwargs: Any
+) -> AsyncIterator[Runtime]:
     cost = app_kwargs.pop("_cost", None)
     application = _load_app(getattr(args, "app", DEFAULT_APP), **app_kwargs)
     async with _journal(args.db) as journal:
@@ -199,7 +205,10 @@ def _gate_payload(gate: GateRecord) -> dict[str, Any]:
 
 
 def _print_waiting(result: RunResult) -> None:
-    print(f"\nThe run is waiting for a person before it changes anything ({len(result.gates)} gate(s)):")
+    print(
+        "\nThe run is waiting for a person before it changes anything "
+        f"({len(result.gates)} gate(s)):"
+    )
     for gate in result.gates:
         args = json.dumps(gate.opened.arguments)
         print(f"  {gate.opened.gate_id}  {gate.opened.tool}  {args}")
@@ -278,7 +287,8 @@ async def _cmd_runs(args: argparse.Namespace) -> int:
             else:
                 for info in infos:
                     print(
-                        f"{info.run_id}  {info.status:<8} {info.outcome or '':<15} {info.agent:<20} "
+                        f"{info.run_id}  {info.status:<8} {info.outcome or '':<15} "
+                        f"{info.agent:<20} "
                         f"{info.task[:60]}"
                     )
                 if not infos:
@@ -320,7 +330,10 @@ async def _cmd_approvals(args: argparse.Namespace) -> int:
         print(json.dumps([_gate_payload(g) for g in gates], indent=2))
     else:
         for g in gates:
-            print(f"{g.opened.gate_id}  run {g.run_id}  {g.opened.tool}  {json.dumps(g.opened.arguments)}")
+            print(
+                f"{g.opened.gate_id}  run {g.run_id}  {g.opened.tool}  "
+                f"{json.dumps(g.opened.arguments)}"
+            )
             print(f"    {g.opened.reason}")
         if not gates:
             print("no gates waiting")
@@ -331,9 +344,11 @@ async def _decide_and_follow(
     args: argparse.Namespace, decide: Callable[[Runtime, str], Any], gate_ids: Sequence[str] | None
 ) -> int:
     async with _runtime(args) as runtime:
-        ids = list(gate_ids) if gate_ids is not None else [
-            g.opened.gate_id for g in await runtime.pending_approvals()
-        ]
+        ids = (
+            list(gate_ids)
+            if gate_ids is not None
+            else [g.opened.gate_id for g in await runtime.pending_approvals()]
+        )
         if not ids:
             print("no gates waiting")
             return 0

@@ -81,16 +81,36 @@ class _Invoice:
 def _demo_invoices() -> dict[str, _Invoice]:
     d = Decimal
     invoices = [
-        _Invoice("INV-000101", "Acme Corp", "USD", "unpaid", d("1250.00"),
-                 [("Consulting hours", 10, d("120.00")), ("Travel", 1, d("50.00"))]),
-        _Invoice("INV-000102", "Acme Corp", "USD", "unpaid", d("1235.00"),
-                 [("Licences", 5, d("199.00")), ("Support plan", 1, d("200.00"))]),
-        _Invoice("INV-000103", "Acme Corp", "EUR", "unpaid", d("945.00"),
-                 [("Hosting, monthly", 12, d("80.00"))]),
-        _Invoice("INV-000104", "Acme Corp", "GBP", "paid", d("300.00"),
-                 [("Workshop", 1, d("300.00"))]),
-        _Invoice("INV-000201", "Globex", "USD", "unpaid", d("80.00"),
-                 [("Support plan", 1, d("80.00"))]),
+        _Invoice(
+            "INV-000101",
+            "Acme Corp",
+            "USD",
+            "unpaid",
+            d("1250.00"),
+            [("Consulting hours", 10, d("120.00")), ("Travel", 1, d("50.00"))],
+        ),
+        _Invoice(
+            "INV-000102",
+            "Acme Corp",
+            "USD",
+            "unpaid",
+            d("1235.00"),
+            [("Licences", 5, d("199.00")), ("Support plan", 1, d("200.00"))],
+        ),
+        _Invoice(
+            "INV-000103",
+            "Acme Corp",
+            "EUR",
+            "unpaid",
+            d("945.00"),
+            [("Hosting, monthly", 12, d("80.00"))],
+        ),
+        _Invoice(
+            "INV-000104", "Acme Corp", "GBP", "paid", d("300.00"), [("Workshop", 1, d("300.00"))]
+        ),
+        _Invoice(
+            "INV-000201", "Globex", "USD", "unpaid", d("80.00"), [("Support plan", 1, d("80.00"))]
+        ),
     ]
     return {i.invoice_id: i for i in invoices}
 
@@ -172,7 +192,9 @@ class InvoiceBook:
                 "required": ["invoice_id", "amount", "currency"],
             },
         )
-        async def calculate_invoice(invoice_id: str, amount: float, currency: str) -> dict[str, Any]:
+        async def calculate_invoice(
+            invoice_id: str, amount: float, currency: str
+        ) -> dict[str, Any]:
             """Recompute an invoice's total from its line items and compare it with `amount`."""
             book._count("calculate_invoice")
             inv = book.invoices.get(invoice_id)
@@ -194,7 +216,9 @@ class InvoiceBook:
             }
 
         @tool(side_effect="write", scopes={"invoices:write"}, timeout=5.0, retry=retry)
-        async def flag_discrepancy(invoice_id: str, difference: float, reason: str) -> dict[str, Any]:
+        async def flag_discrepancy(
+            invoice_id: str, difference: float, reason: str
+        ) -> dict[str, Any]:
             """Flag an invoice whose recorded total is wrong, for the finance team."""
             book._count("flag_discrepancy")
             flag = {
@@ -256,8 +280,11 @@ def scripted_billing_model() -> FunctionModel:
         if last is not None and last.is_error and "Invalid arguments" in last.content:
             # Correct a malformed invoice id from the validation error.
             bad = next(
-                c for m in reversed(request.messages) if hasattr(m, "tool_calls")
-                for c in m.tool_calls if c.id == last.call_id
+                c
+                for m in reversed(request.messages)
+                if hasattr(m, "tool_calls")
+                for c in m.tool_calls
+                if c.id == last.call_id
             )
             args = dict(bad.arguments)
             digits = re.sub(r"\D", "", str(args.get("invoice_id", "")))
@@ -393,7 +420,6 @@ def demo_router() -> Router:
             ),
         ]
     )
-
 
 
 @dataclass

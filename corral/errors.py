@@ -10,7 +10,7 @@ The tree::
     │   ├── ActorDeadError            the actor has stopped; the message was not handled
     │   ├── AskTimeoutError           `ask` got no reply before its timeout
     │   └── MailboxFullError          `tell(..., wait=False)` on a full mailbox
-    ├── CallError                     a call to the outside world failed (data: retryable, retry_after)
+    ├── CallError                     a call to the outside world failed (retryable, retry_after)
     │   ├── ToolError                 a tool failed; raise it from a tool to control retries
     │   │   ├── ToolTimeout           the tool exceeded its hard timeout
     │   │   └── ToolUnavailable       the tool's circuit breaker is open
@@ -108,9 +108,7 @@ class AskTimeoutError(ActorError, TimeoutError):
     """
 
     def __init__(self, *, actor: str, message_type: str, timeout: float) -> None:
-        super().__init__(
-            f"actor {actor!r} did not answer {message_type} within {timeout:g} s"
-        )
+        super().__init__(f"actor {actor!r} did not answer {message_type} within {timeout:g} s")
         self.actor = actor
         self.message_type = message_type
         self.timeout = timeout

@@ -63,9 +63,13 @@ def main(db: str, ledger: str, runs: int) -> None:
         if request.step in {json.loads(p)["step"] for (p,) in rows}:
             log({"kind": "VIOLATION", "run": request.run_id, "step": request.step})
         done = sum(isinstance(m, ToolResultMessage) for m in request.messages)
-        return [call("record", entry=request.run_id), call("charge", amount=10.0), "done"][min(done, 2)]
+        return [call("record", entry=request.run_id), call("charge", amount=10.0), "done"][
+            min(done, 2)
+        ]
 
-    agent = SubAgent("worker", instructions="x", tools=[record, charge], model=FunctionModel(respond))
+    agent = SubAgent(
+        "worker", instructions="x", tools=[record, charge], model=FunctionModel(respond)
+    )
 
     async def run() -> None:
         async with SqliteJournal(db) as journal:

@@ -64,7 +64,9 @@ async def test_happy_path_records_every_decision_in_order() -> None:
     ]
     assert [e.seq for e in result.events] == list(range(1, 12))
     assert result.steps == 1 and result.model_calls == 2
-    assert result.tokens == sum(e.response.usage.total_tokens for e in of_kind(result.events, "model_called"))
+    assert result.tokens == sum(
+        e.response.usage.total_tokens for e in of_kind(result.events, "model_called")
+    )
     fed_back = last_tool_result(model)
     assert fed_back.content == '{"invoice_id":"INV-1","total":10}'
     assert not fed_back.is_error
@@ -128,7 +130,9 @@ async def test_schema_violations_name_each_json_path_and_nothing_runs() -> None:
 
 async def test_arguments_that_are_not_json_are_fed_back_not_crashed_on() -> None:
     calls: list[dict[str, Any]] = []
-    broken = ToolCall(id="c1", name="lookup", arguments={}, parse_error="Expecting value: line 1 column 1")
+    broken = ToolCall(
+        id="c1", name="lookup", arguments={}, parse_error="Expecting value: line 1 column 1"
+    )
     model = ScriptedModel([broken, reply("sorry")])
     async with runtime(agent([make_lookup(calls)], model)) as rt:
         result = await rt.run("x")
@@ -185,7 +189,10 @@ async def test_timeout_is_hard_and_retried_then_reported_to_the_model() -> None:
     assert failed[-1].final
     told = last_tool_result(model)
     assert told.is_error
-    assert "failed after 2 attempt(s): tool 'hangs' did not finish within its 0.05 s timeout" in told.content
+    assert (
+        "failed after 2 attempt(s): tool 'hangs' did not finish within its 0.05 s timeout"
+        in told.content
+    )
 
 
 async def test_rate_limit_honours_retry_after() -> None:
@@ -333,7 +340,9 @@ async def test_model_rate_limit_is_retried_after_retry_after() -> None:
 
 
 async def test_non_retryable_model_error_fails_the_run_with_its_reason() -> None:
-    model = ScriptedModel([ModelError("400 invalid request: bad tool schema", retryable=False, status_code=400)])
+    model = ScriptedModel(
+        [ModelError("400 invalid request: bad tool schema", retryable=False, status_code=400)]
+    )
     async with runtime(agent([], model)) as rt:
         result = await rt.run("hi")
     assert result.outcome == "failed"
@@ -379,7 +388,9 @@ async def test_truncated_tool_result_keeps_the_model_context_bounded() -> None:
 async def test_max_tokens_response_is_capped_like_a_real_model() -> None:
     long = ModelResponse(text="word " * 5000)
     model = ScriptedModel([long])
-    async with runtime(agent([], model, limits=Limits(output_tokens=100, min_output_tokens=10))) as rt:
+    async with runtime(
+        agent([], model, limits=Limits(output_tokens=100, min_output_tokens=10))
+    ) as rt:
         result = await rt.run("write a lot")
     (called,) = of_kind(result.events, "model_called")
     assert called.response.stop_reason == "max_tokens"
@@ -402,7 +413,9 @@ async def test_provider_data_is_journaled_and_given_back_with_its_turn(tmp_path:
     from corral.models import AssistantMessage, FunctionModel, ModelRequest
     from corral.store import SqliteJournal
 
-    thinking = {"anthropic": {"content": [{"type": "thinking", "thinking": "hmm", "signature": "s"}]}}
+    thinking = {
+        "anthropic": {"content": [{"type": "thinking", "thinking": "hmm", "signature": "s"}]}
+    }
     seen: list[Any] = []
 
     def respond(request: ModelRequest) -> Any:
@@ -410,11 +423,16 @@ async def test_provider_data_is_journaled_and_given_back_with_its_turn(tmp_path:
         seen.extend(t.provider_data for t in turns)
         if turns:
             return "done"
-        return ModelResponse(tool_calls=(ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"}),), provider_data=thinking)
+        return ModelResponse(
+            tool_calls=(ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"}),),
+            provider_data=thinking,
+        )
 
     calls: list[dict[str, Any]] = []
     async with SqliteJournal(tmp_path / "j.db") as journal:
-        async with Runtime(agents=[agent([make_lookup(calls)], FunctionModel(respond))], journal=journal) as rt:
+        async with Runtime(
+            agents=[agent([make_lookup(calls)], FunctionModel(respond))], journal=journal
+        ) as rt:
             result = await rt.run("x")
         events = await journal.read(result.run_id)
     assert seen == [thinking]

@@ -40,15 +40,23 @@ def busy_model(text: str = "", name: str = "priced") -> FunctionModel:
     def respond(request: ModelRequest) -> Any:
         n = len(request.messages)
         return ModelResponse(
-            text=text, tool_calls=(ToolCall(id=f"c{n}", name="ping" if n % 4 == 1 else "pong", arguments={"n": n}),)
+            text=text,
+            tool_calls=(
+                ToolCall(id=f"c{n}", name="ping" if n % 4 == 1 else "pong", arguments={"n": n}),
+            ),
         )
 
     return FunctionModel(respond, name=name)
 
 
 async def test_cost_budget_is_reserved_before_the_call_and_never_overshot() -> None:
-    limits = Limits(max_cost_usd=0.02, output_tokens=1000, min_output_tokens=50, max_tool_calls=100,
-                    max_consecutive_same_tool=None)
+    limits = Limits(
+        max_cost_usd=0.02,
+        output_tokens=1000,
+        min_output_tokens=50,
+        max_tool_calls=100,
+        max_consecutive_same_tool=None,
+    )
     async with runtime(agent([ping, pong], busy_model("x" * 2000), limits=limits), cost=cost) as rt:
         result = await rt.run("spend money")
     assert result.outcome == "stopped_budget"
@@ -67,14 +75,20 @@ async def test_budget_notice_is_given_once_past_the_warning_level() -> None:
     assert notice.guardrail == "budget" and notice.decision == "flag"
     assert notice.reason.startswith("Budget notice: this run has used 80% of a limit. Remaining:")
     assert "2 tool calls" in notice.reason
-    noticed = [r for r in model.requests if any(getattr(m, "content", "") == notice.reason for m in r.messages)]
+    noticed = [
+        r
+        for r in model.requests
+        if any(getattr(m, "content", "") == notice.reason for m in r.messages)
+    ]
     assert noticed and noticed[0].messages[-1].content == notice.reason
     assert model.requests.index(noticed[0]) == notice.step - 1
 
 
 async def test_tenant_daily_budget_is_shared_by_concurrent_runs_and_resets_next_day() -> None:
     clock = MockClock()
-    limits = Limits(output_tokens=200, min_output_tokens=20, max_tool_calls=1000, max_consecutive_same_tool=None)
+    limits = Limits(
+        output_tokens=200, min_output_tokens=20, max_tool_calls=1000, max_consecutive_same_tool=None
+    )
     worker = agent([ping, pong], busy_model(name="free"), limits=limits)
     async with runtime(
         worker, clock=clock, tenants={"acme": TenantLimits(daily_tokens=6000)}
@@ -120,7 +134,9 @@ async def test_cascading_errors_trip_the_run_breaker() -> None:
     async with runtime(agent([ping, pong], FunctionModel(bad), limits=limits)) as rt:
         result = await rt.run("go")
     assert result.outcome == "stopped_breaker"
-    assert result.reason.startswith("run breaker: 4 errors, rejections and fallbacks in this run (limit 3)")
+    assert result.reason.startswith(
+        "run breaker: 4 errors, rejections and fallbacks in this run (limit 3)"
+    )
     assert len(of_kind(result.events, "tool_call_rejected")) == 4
 
 
@@ -135,7 +151,9 @@ responses = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     script=responses,
     max_tokens=st.integers(min_value=300, max_value=20_000),
@@ -144,7 +162,11 @@ responses = st.lists(
     daily=st.one_of(st.none(), st.integers(min_value=500, max_value=30_000)),
 )
 def test_no_budget_is_ever_exceeded(
-    script: list[tuple[int, int, int]], max_tokens: int, max_cost: float | None, max_calls: int, daily: int | None
+    script: list[tuple[int, int, int]],
+    max_tokens: int,
+    max_cost: float | None,
+    max_calls: int,
+    daily: int | None,
 ) -> None:
     results: dict[str, int] = {}
 
@@ -159,7 +181,12 @@ def test_no_budget_is_ever_exceeded(
         results["size"] = size
         if request.step > len(script):
             return "final answer"
-        tool_calls = tuple(ToolCall(id=f"s{request.step}c{j}", name="fetch", arguments={"n": request.step * 10 + j}) for j in range(calls))
+        tool_calls = tuple(
+            ToolCall(
+                id=f"s{request.step}c{j}", name="fetch", arguments={"n": request.step * 10 + j}
+            )
+            for j in range(calls)
+        )
         return ModelResponse(text="t" * chars, tool_calls=tool_calls)
 
     limits = Limits(
@@ -172,7 +199,13 @@ def test_no_budget_is_ever_exceeded(
     )
 
     async def main() -> None:
-        worker = SubAgent("worker", instructions="Fetch things.", tools=[fetch], model=FunctionModel(respond, name="priced"), limits=limits)
+        worker = SubAgent(
+            "worker",
+            instructions="Fetch things.",
+            tools=[fetch],
+            model=FunctionModel(respond, name="priced"),
+            limits=limits,
+        )
         tenants = {"t": TenantLimits(daily_tokens=daily)} if daily else {}
         async with Runtime(agents=[worker], clock=MockClock(), cost=cost, tenants=tenants) as rt:
             handles = [await rt.submit("go", tenant="t") for _ in range(3)]
@@ -194,7 +227,9 @@ async def test_a_tenants_daily_spend_survives_a_restart() -> None:
     from corral.store import MemoryJournal
 
     journal, clock = MemoryJournal(), MockClock()
-    limits = Limits(output_tokens=200, min_output_tokens=20, max_tool_calls=4, max_consecutive_same_tool=None)
+    limits = Limits(
+        output_tokens=200, min_output_tokens=20, max_tool_calls=4, max_consecutive_same_tool=None
+    )
     tenants = {"acme": TenantLimits(daily_tokens=50_000)}
     worker = agent([ping, pong], busy_model(name="free"), limits=limits)
     async with runtime(worker, clock=clock, journal=journal, tenants=tenants) as rt:

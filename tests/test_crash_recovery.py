@@ -29,7 +29,9 @@ def start(db: Path, ledger: Path) -> subprocess.Popen[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(tmp_path: Path, seed: int) -> None:
+def test_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(
+    tmp_path: Path, seed: int
+) -> None:
     rng = random.Random(seed)
     db, ledger = tmp_path / "journal.db", tmp_path / "ledger.jsonl"
     kills, target = 0, rng.randint(3, 6)

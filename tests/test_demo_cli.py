@@ -15,7 +15,9 @@ from corral.demo import DEMO_TASK, InvoiceBook, billing_agent, demo_router, supp
 
 async def test_demo_scenario_meets_every_production_failure_and_finishes() -> None:
     book = InvoiceBook(retry_after=0.01)
-    async with Runtime(agents=[billing_agent(book=book), support_agent()], router=demo_router()) as rt:
+    async with Runtime(
+        agents=[billing_agent(book=book), support_agent()], router=demo_router()
+    ) as rt:
         paused = await rt.run(DEMO_TASK, kind="billing")
         # Writes wait for a person: both flags are proposed together, so two gates open.
         assert paused.status == "waiting" and paused.outcome is None
@@ -80,7 +82,9 @@ def test_corral_demo_stops_at_the_gate_and_approve_finishes_it(
     listed = capsys.readouterr().out
     assert listed.count("  flag_discrepancy  ") == 2
 
-    assert main(["approve", "--all", "--as", "ana@example.com", "--note", "checked", "--db", db]) == 0
+    assert (
+        main(["approve", "--all", "--as", "ana@example.com", "--note", "checked", "--db", db]) == 0
+    )
     out = capsys.readouterr().out
     assert "approved by ana@example.com: checked" in out
     summary = next(line for line in out.splitlines() if line.startswith("completed"))
@@ -94,7 +98,9 @@ def test_corral_demo_stops_at_the_gate_and_approve_finishes_it(
     assert "was already approved by ana@example.com" in capsys.readouterr().err
 
 
-def test_rejecting_a_gate_is_fed_back_and_the_run_finishes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rejecting_a_gate_is_fed_back_and_the_run_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = db_url(tmp_path)
     assert main(["demo", "--db", db, "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
@@ -104,15 +110,33 @@ def test_rejecting_a_gate_is_fed_back_and_the_run_finishes(tmp_path: Path, capsy
     capsys.readouterr()
     assert main(["approve", second, "--as", "ana", "--db", db]) == 0
     out = capsys.readouterr().out
-    assert "INV-000102: recorded 1235.00 USD, line items 1195.00 (+40.00) (not flagged: refused)" in out
+    assert (
+        "INV-000102: recorded 1235.00 USD, line items 1195.00 (+40.00) (not flagged: refused)"
+        in out
+    )
     assert main(["runs", "show", payload["result"]["run_id"], "--db", db, "--json"]) == 0
     events = json.loads(capsys.readouterr().out)
-    rejected = [e for e in events if e["kind"] == "tool_call_rejected" and e["guardrail"] == "approval"]
+    rejected = [
+        e for e in events if e["kind"] == "tool_call_rejected" and e["guardrail"] == "approval"
+    ]
     assert rejected and "already credited" in rejected[0]["reason"]
 
 
-def test_corral_run_routes_by_keyword_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "I cannot login, how do I reset my password?", "--json", "--db", db_url(tmp_path)]) == 0
+def test_corral_run_routes_by_keyword_and_prints_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "run",
+                "I cannot login, how do I reset my password?",
+                "--json",
+                "--db",
+                db_url(tmp_path),
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     assert payload["result"]["agent"] == "support"
     assert payload["result"]["outcome"] == "completed"
@@ -122,15 +146,21 @@ def test_corral_run_routes_by_keyword_and_prints_json(tmp_path: Path, capsys: py
     assert payload["events"][0]["rule"] == "support-words"
 
 
-def test_corral_run_with_toml_routes_and_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corral_run_with_toml_routes_and_explain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     routes = Path(__file__).resolve().parents[1] / "examples" / "routes.toml"
-    code = main(["run", "export my data", "--routes", str(routes), "--explain", "--db", db_url(tmp_path)])
+    code = main(
+        ["run", "export my data", "--routes", str(routes), "--explain", "--db", db_url(tmp_path)]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "support-words" in out and "export" in out
 
 
-def test_corral_run_unroutable_task_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corral_run_unroutable_task_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["run", "what is the weather like", "--db", db_url(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "RoutingError" in err and "no rule" in err
@@ -139,7 +169,9 @@ def test_corral_run_unroutable_task_is_a_clear_error(tmp_path: Path, capsys: pyt
 def test_deliver_and_vacuum_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = db_url(tmp_path)
     assert main(["deliver", "payment:INV-1", "--payload", '{"ok": true}', "--db", db]) == 0
-    assert "no run waits on 'payment:INV-1' yet; the event is kept for it" in capsys.readouterr().out
+    assert (
+        "no run waits on 'payment:INV-1' yet; the event is kept for it" in capsys.readouterr().out
+    )
     assert main(["deliver", "k", "--payload", "{not json", "--db", db]) == 2
     assert main(["run", "reset password", "--db", db]) == 0
     capsys.readouterr()

@@ -54,7 +54,10 @@ async def test_external_call_waits_for_approval_and_the_paused_run_holds_no_acto
         paused = await rt.run("refund ORD-7")
         assert paused.status == "waiting" and paused.outcome is None
         (gate,) = paused.gates
-        assert gate.opened.tool == "refund" and gate.opened.arguments == {"order_id": "ORD-7", "amount": 120.0}
+        assert gate.opened.tool == "refund" and gate.opened.arguments == {
+            "order_id": "ORD-7",
+            "amount": 120.0,
+        }
         assert gate.opened.reason == "refund (external): gate by default for external tools"
         assert done == []
         assert [a.name for a in rt._require_running().actors()] == ["supervisor", "agent:payments"]
@@ -66,7 +69,9 @@ async def test_external_call_waits_for_approval_and_the_paused_run_holds_no_acto
     assert result.output == "result: refunded 120.00 on ORD-7"
     assert len(done) == 1
     kinds = [e.kind for e in result.events]
-    assert kinds.index("gate_opened") < kinds.index("gate_decided") < kinds.index("tool_call_started")
+    assert (
+        kinds.index("gate_opened") < kinds.index("gate_decided") < kinds.index("tool_call_started")
+    )
 
 
 async def test_approver_can_edit_arguments_which_are_validated_again() -> None:
@@ -86,7 +91,9 @@ async def test_approver_can_edit_arguments_which_are_validated_again() -> None:
 async def test_rejection_is_fed_back_with_its_reason_and_nothing_runs() -> None:
     done: list[dict[str, Any]] = []
     model = FunctionModel(answer_after_tool)
-    async with Runtime(agents=[refund_agent(done, model)], clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[refund_agent(done, model)], clock=MockClock(), poll_interval=None
+    ) as rt:
         paused = await rt.run("refund ORD-7")
         gate_id = paused.gates[0].opened.gate_id
         with pytest.raises(UsageError, match="needs a reason"):
@@ -109,7 +116,9 @@ async def test_rejection_is_fed_back_with_its_reason_and_nothing_runs() -> None:
 async def test_gate_expires_into_a_rejection() -> None:
     done: list[dict[str, Any]] = []
     clock = MockClock()
-    async with Runtime(agents=[refund_agent(done)], clock=clock, poll_interval=None, gate_ttl_s=3600) as rt:
+    async with Runtime(
+        agents=[refund_agent(done)], clock=clock, poll_interval=None, gate_ttl_s=3600
+    ) as rt:
         paused = await rt.run("refund ORD-7")
         await rt.tick()
         assert (await rt.wait(paused.run_id)).status == "waiting"
@@ -129,7 +138,9 @@ async def test_a_decision_made_elsewhere_wakes_the_run_here() -> None:
         # Another process on the same journal (an approvals service without this agent):
         # it records the decision; this process's poller picks the run up.
         other = SubAgent("other", instructions="x", tools=[], model=ScriptedModel([]))
-        async with Runtime(agents=[other], journal=journal, poll_interval=None, resume=False) as there:
+        async with Runtime(
+            agents=[other], journal=journal, poll_interval=None, resume=False
+        ) as there:
             await there.approve(paused.gates[0].opened.gate_id, by="ana")
         result = await here.wait(paused.run_id, timeout=5)
     assert result.outcome == "completed"
@@ -140,7 +151,13 @@ async def test_paused_time_does_not_count_against_the_wall_clock() -> None:
     done: list[dict[str, Any]] = []
     clock = MockClock()
     limits = Limits(max_wall_clock_s=60)
-    agent = SubAgent("payments", instructions="x", tools=refund_tools(done), model=FunctionModel(answer_after_tool), limits=limits)
+    agent = SubAgent(
+        "payments",
+        instructions="x",
+        tools=refund_tools(done),
+        model=FunctionModel(answer_after_tool),
+        limits=limits,
+    )
     async with Runtime(agents=[agent], clock=clock, poll_interval=None) as rt:
         paused = await rt.run("refund ORD-7")
         clock.advance(2 * 3600)  # the approver took two hours
@@ -170,7 +187,12 @@ def payment_agent() -> SubAgent:
             return f"{'error' if last.is_error else 'ok'}: {last.content}"
         return call("await_payment", invoice_id="INV-000102")
 
-    return SubAgent("collector", instructions="Collect payments.", tools=[await_payment], model=FunctionModel(respond))
+    return SubAgent(
+        "collector",
+        instructions="Collect payments.",
+        tools=[await_payment],
+        model=FunctionModel(respond),
+    )
 
 
 async def test_webhook_delivered_after_the_wait_starts_wakes_the_run() -> None:
@@ -178,7 +200,10 @@ async def test_webhook_delivered_after_the_wait_starts_wakes_the_run() -> None:
         paused = await rt.run("collect INV-000102")
         assert paused.status == "waiting" and paused.gates == ()
         assert [a.name for a in rt._require_running().actors()] == ["supervisor", "agent:collector"]
-        assert await rt.deliver("payment:INV-000102", {"status": "paid", "amount": 1235.0}) == paused.run_id
+        assert (
+            await rt.deliver("payment:INV-000102", {"status": "paid", "amount": 1235.0})
+            == paused.run_id
+        )
         result = await rt.wait(paused.run_id, timeout=5)
     assert result.output == 'ok: {"status": "paid", "amount": 1235.0}'
     kinds = [e.kind for e in result.events]
@@ -231,7 +256,9 @@ async def test_uncertain_side_effect_after_a_crash_goes_to_a_person_not_a_silent
         model=FunctionModel(answer_after_tool),
         restart=RestartPolicy(backoff=0.0),
     )
-    async with Runtime(agents=[agent], journal=journal, clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[agent], journal=journal, clock=MockClock(), poll_interval=None
+    ) as rt:
         first = await rt.run("refund ORD-7")
         await rt.approve(first.gates[0].opened.gate_id, by="ana")
         uncertain = await rt.wait(first.run_id, timeout=5)
@@ -290,19 +317,27 @@ async def test_a_scheduled_retry_keeps_its_time_across_a_restart() -> None:
 
         def respond(request: ModelRequest) -> Any:
             last = request.messages[-1]
-            return f"done: {last.content}" if isinstance(last, ToolResultMessage) else call("sync_ledger")
+            return (
+                f"done: {last.content}"
+                if isinstance(last, ToolResultMessage)
+                else call("sync_ledger")
+            )
 
         return SubAgent("ops", instructions="x", tools=[sync_ledger], model=FunctionModel(respond))
 
     first_clock = StopsTheWorldClock()
-    async with Runtime(agents=[make_agent(first_clock)], journal=journal, clock=first_clock, poll_interval=None) as rt:
+    async with Runtime(
+        agents=[make_agent(first_clock)], journal=journal, clock=first_clock, poll_interval=None
+    ) as rt:
         handle = await rt.submit("sync")
         with anyio.fail_after(5):
             while not first_clock.slept:
                 await anyio.sleep(0.001)
     assert first_clock.slept == [16.0]
     second_clock = MockClock(start=first_clock.now() + 5)  # restarted 5 s later
-    async with Runtime(agents=[make_agent(second_clock)], journal=journal, clock=second_clock, poll_interval=None) as rt:
+    async with Runtime(
+        agents=[make_agent(second_clock)], journal=journal, clock=second_clock, poll_interval=None
+    ) as rt:
         result = await rt.wait(handle.run_id, timeout=5)
     assert result.output == "done: synced"
     assert second_clock.slept == [11.0]  # only what was left of the 16 s

@@ -198,13 +198,19 @@ FOUND = [
     (f"Authorization: Bearer {JWT}", "jwt", JWT),
     ("Authorization: Bearer abcdefghij0123456789XYZ", "bearer_token", "abcdefghij0123456789XYZ"),
     (f"key:\n{PEM}\nend", "private_key", PEM),
-    ('{"key": "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAA\\nAAAA"}',
-     "private_key", "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAA\\nAAAA"),
+    (
+        '{"key": "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAA\\nAAAA"}',
+        "private_key",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAA\\nAAAA",
+    ),
     ("password=hunter22 and more", "secret", "hunter22"),
     ('{"password": "correct-horse"}', "secret", "correct-horse"),
     ("DB_PASSWORD: s3cr3t!", "secret", "s3cr3t!"),
-    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-     "secret", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    (
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "secret",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ),
     ("client_secret: 9f8e7d6c5b4a3f2e1d0c", "secret", "9f8e7d6c5b4a3f2e1d0c"),
     ("https://api.example.com/v1?access_token=abc123def456ghi&x=1", "secret", "abc123def456ghi"),
     ("X-Api-Key: q8W2e4R6t8Y0", "secret", "q8W2e4R6t8Y0"),
@@ -275,7 +281,13 @@ def test_redaction_replaces_every_kind_in_place() -> None:
         "password=[REDACTED:SECRET]."
     )
     assert [f.kind for f in findings] == [
-        "email", "phone", "card", "iban", "ssn", "api_key", "secret"
+        "email",
+        "phone",
+        "card",
+        "iban",
+        "ssn",
+        "api_key",
+        "secret",
     ]
 
 
@@ -362,8 +374,16 @@ def test_check_actions() -> None:
 
 def test_all_kinds_listed() -> None:
     assert set(ALL_KINDS) == {
-        "email", "phone", "card", "iban", "ssn", "api_key", "jwt", "bearer_token",
-        "private_key", "secret",
+        "email",
+        "phone",
+        "card",
+        "iban",
+        "ssn",
+        "api_key",
+        "jwt",
+        "bearer_token",
+        "private_key",
+        "secret",
     }
 
 

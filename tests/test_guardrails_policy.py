@@ -56,8 +56,11 @@ PATHS = [
     ("amount", {"amount": 5}, [("$.amount", 5)]),
     ("$.amount", {"amount": 5}, [("$.amount", 5)]),
     ("customer.id", {"customer": {"id": "C1"}}, [("$.customer.id", "C1")]),
-    ("lines[*].sku", {"lines": [{"sku": "A"}, {"sku": "B"}, {"qty": 1}]},
-     [("$.lines[0].sku", "A"), ("$.lines[1].sku", "B")]),
+    (
+        "lines[*].sku",
+        {"lines": [{"sku": "A"}, {"sku": "B"}, {"qty": 1}]},
+        [("$.lines[0].sku", "A"), ("$.lines[1].sku", "B")],
+    ),
     ("lines[1].sku", {"lines": [{"sku": "A"}, {"sku": "B"}]}, [("$.lines[1].sku", "B")]),
     ("meta.*", {"meta": {"a": 1, "b": 2}}, [("$.meta.a", 1), ("$.meta.b", 2)]),
     ("missing", {"amount": 5}, []),
@@ -101,17 +104,29 @@ RULE_CASES = [
     (AllowedValues("tags", ["a", "b"]), {"tags": ["a", "c"]}, False, "$.tags[1]: 'c'"),
     (Allowlist("account", ["ACC-1001", "ACC-2*"]), {"account": "ACC-1001"}, True, ""),
     (Allowlist("account", ["ACC-1001", "ACC-2*"]), {"account": "ACC-2042"}, True, ""),
-    (Allowlist("account", ["ACC-1001", "ACC-2*"]), {"account": "ACC-9999"}, False,
-     "'ACC-9999' is not permitted"),
+    (
+        Allowlist("account", ["ACC-1001", "ACC-2*"]),
+        {"account": "ACC-9999"},
+        False,
+        "'ACC-9999' is not permitted",
+    ),
     (Allowlist("account", ["ACC-1001"]), {"account": "acc-1001"}, False, "not permitted"),
     (Allowlist("account", ["ACC-1001"], ignore_case=True), {"account": "acc-1001"}, True, ""),
     (Allowlist("account", ["ACC-1001"]), {"account": 1001}, False, "must be a string, got int"),
-    (Allowlist("to", ["*@acme.com"]), {"to": ["a@acme.com", "x@evil.com"]}, False,
-     "$.to[1]: 'x@evil.com'"),
+    (
+        Allowlist("to", ["*@acme.com"]),
+        {"to": ["a@acme.com", "x@evil.com"]},
+        False,
+        "$.to[1]: 'x@evil.com'",
+    ),
     (Range("amount", 0, 500), {"amount": 120}, True, ""),
     (Range("amount", 0, 500), {"amount": 500}, True, ""),
-    (Range("amount", 0, 500), {"amount": 500.01}, False,
-     "500.01 is outside the allowed range [0, 500]"),
+    (
+        Range("amount", 0, 500),
+        {"amount": 500.01},
+        False,
+        "500.01 is outside the allowed range [0, 500]",
+    ),
     (Range("amount", 0, 500), {"amount": -1}, False, "-1 is outside"),
     (Range("amount", 0, 500, exclusive=True), {"amount": 500}, False, "(0, 500)"),
     (Range("amount", max=50), {"amount": -1e9}, True, ""),
@@ -120,11 +135,19 @@ RULE_CASES = [
     (Range("amount", min=1), {"amount": None}, False, "must be a number, got NoneType"),
     (Range("amount", min=1), {"amount": float("nan")}, False, "finite"),
     (Range("amount", max=10), {"amount": float("inf")}, False, "finite"),
-    (Range("lines[*].qty", 1, 99), {"lines": [{"qty": 1}, {"qty": 100}]}, False,
-     "$.lines[1].qty: 100 is outside"),
+    (
+        Range("lines[*].qty", 1, 99),
+        {"lines": [{"qty": 1}, {"qty": 100}]},
+        False,
+        "$.lines[1].qty: 100 is outside",
+    ),
     (Pattern("invoice_id", r"INV-\d{6}"), {"invoice_id": "INV-000102"}, True, ""),
-    (Pattern("invoice_id", r"INV-\d{6}", description="an id such as INV-000102"),
-     {"invoice_id": "INV-1"}, False, "'INV-1' is not an id such as INV-000102"),
+    (
+        Pattern("invoice_id", r"INV-\d{6}", description="an id such as INV-000102"),
+        {"invoice_id": "INV-1"},
+        False,
+        "'INV-1' is not an id such as INV-000102",
+    ),
     (Pattern("invoice_id", r"INV-\d{6}"), {"invoice_id": "INV-000102; DROP"}, False, "matching"),
     (Pattern("invoice_id", r"INV-\d{6}"), {"invoice_id": 102}, False, "must be a string"),
 ]
@@ -250,7 +273,7 @@ def test_path_traversal_in_every_string(arguments: dict[str, Any], blocked: bool
 
 SQL_ATTACKS = [
     "' OR '1'='1",
-    "\" or \"a\"=\"a",
+    '" or "a"="a',
     "admin'--",
     "x' #",
     "1 OR 1=1",
@@ -319,8 +342,14 @@ PERMISSION = [
     # (agent scopes, tool scopes, side effect, allowed side effects, blocked?, reason part)
     (("invoices:read",), ("invoices:read",), "read", None, False, ""),
     (("invoices:read",), ("invoices:write",), "write", None, True, "lacks scope invoices:write"),
-    (("invoices:read",), ("invoices:delete",), "destructive", None, True,
-     "lacks scope invoices:delete required by destructive tool 'delete_invoice'"),
+    (
+        ("invoices:read",),
+        ("invoices:delete",),
+        "destructive",
+        None,
+        True,
+        "lacks scope invoices:delete required by destructive tool 'delete_invoice'",
+    ),
     (("invoices:*",), ("invoices:delete",), "destructive", None, False, ""),
     (("*",), ("admin:all", "invoices:write"), "write", None, False, ""),
     (("invoices:*",), ("payments:write",), "write", None, True, "lacks scope payments:write"),
@@ -363,8 +392,14 @@ def test_a_read_only_agent_cannot_write_or_delete() -> None:
 
 @pytest.mark.parametrize(
     ("held", "needed", "covers"),
-    [("a:read", "a:read", True), ("a:*", "a:read", True), ("*", "x", True),
-     ("a:*", "ab:read", False), ("a:read", "a:write", False), ("a", "a:read", False)],
+    [
+        ("a:read", "a:read", True),
+        ("a:*", "a:read", True),
+        ("*", "x", True),
+        ("a:*", "ab:read", False),
+        ("a:read", "a:write", False),
+        ("a", "a:read", False),
+    ],
 )
 def test_scope_wildcards(held: str, needed: str, covers: bool) -> None:
     assert scope_covers(held, needed) is covers
@@ -467,13 +502,22 @@ def test_proposed_call_from_a_tool_is_read_only() -> None:
 
 APPROVAL = ApprovalPolicy(
     [
-        ApprovalRule("auto", tool="refund", when=Range("amount", max=49.99),
-                     reason="small refunds are routine"),
-        ApprovalRule("block", tool="refund", when=Range("amount", min=10_000),
-                     reason="refunds this large go through finance"),
+        ApprovalRule(
+            "auto",
+            tool="refund",
+            when=Range("amount", max=49.99),
+            reason="small refunds are routine",
+        ),
+        ApprovalRule(
+            "block",
+            tool="refund",
+            when=Range("amount", min=10_000),
+            reason="refunds this large go through finance",
+        ),
         ApprovalRule("block", side_effect="destructive", reason="no deletions by agents"),
-        ApprovalRule("auto", tool="send_*", when=Allowlist("to", ["*@acme.com"]),
-                     name="internal mail"),
+        ApprovalRule(
+            "auto", tool="send_*", when=Allowlist("to", ["*@acme.com"]), name="internal mail"
+        ),
         ApprovalRule("gate", tool="get_salary"),
     ]
 )
@@ -540,8 +584,11 @@ def test_explain_lists_every_rule_tried() -> None:
 
 def test_callable_conditions_and_their_failures() -> None:
     policy = ApprovalPolicy(
-        [ApprovalRule("auto", tool="refund",
-                      when=lambda a: a["amount"] < 50 and a["currency"] == "EUR")]
+        [
+            ApprovalRule(
+                "auto", tool="refund", when=lambda a: a["amount"] < 50 and a["currency"] == "EUR"
+            )
+        ]
     )
     assert policy.decide(call(arguments={"amount": 10, "currency": "EUR"})).decision == "allow"
     assert policy.decide(call(arguments={"amount": 10})).decision == "approve"

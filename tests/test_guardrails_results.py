@@ -69,8 +69,13 @@ def test_text_is_redacted_before_it_is_cut() -> None:
     # the note counts characters of the original text
     kept = r.content.split("\n… [")[0]
     cut = number(re.search(r"\[([\d,]+) more", r.content).group(1))  # type: ignore[union-attr]
-    assert cut == len(text) - (len(kept) - len("[REDACTED:API_KEY]") + len(AWS)
-                               - len("[REDACTED:EMAIL]") + len("bob@example.com"))
+    assert cut == len(text) - (
+        len(kept)
+        - len("[REDACTED:API_KEY]")
+        + len(AWS)
+        - len("[REDACTED:EMAIL]")
+        + len("bob@example.com")
+    )
 
 
 @pytest.mark.parametrize("offset", range(330, 400, 7))
@@ -317,8 +322,10 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=40)
-    | st.dictionaries(st.text(max_size=40), children, max_size=25),
+    lambda children: (
+        st.lists(children, max_size=40)
+        | st.dictionaries(st.text(max_size=40), children, max_size=25)
+    ),
     max_leaves=400,
 )
 

@@ -24,7 +24,11 @@ def test_readme_embedding_example_runs_as_written() -> None:
     example = re.search(r"## Embedding Corral\n\n```python\n(.*?)```", text, re.S)
     assert example is not None
     proc = subprocess.run(
-        [sys.executable, "-c", example.group(1)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", example.group(1)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("completed It totals 1250.")
@@ -32,8 +36,14 @@ def test_readme_embedding_example_runs_as_written() -> None:
 
 def test_settings_precedence_arguments_over_env_over_toml(tmp_path: Path) -> None:
     config = tmp_path / "corral.toml"
-    config.write_text('db = "sqlite:///from-toml.db"\n[limits]\nmax_tokens = 111\nmax_tool_calls = 7\n')
-    env = {"CORRAL_CONFIG": str(config), "CORRAL_LIMITS__MAX_TOKENS": "222", "CORRAL_OPENAI_BASE_URL": "x"}
+    config.write_text(
+        'db = "sqlite:///from-toml.db"\n[limits]\nmax_tokens = 111\nmax_tool_calls = 7\n'
+    )
+    env = {
+        "CORRAL_CONFIG": str(config),
+        "CORRAL_LIMITS__MAX_TOKENS": "222",
+        "CORRAL_OPENAI_BASE_URL": "x",
+    }
     settings = load_settings(env=env)
     assert settings.db == "sqlite:///from-toml.db"
     assert settings.limits.max_tokens == 222

@@ -134,8 +134,14 @@ async def test_open_breaker_is_shared_by_all_runs_and_its_tool_is_not_offered() 
     clock = MockClock()
     policy = BreakerPolicy(failure_threshold=2, cooldown_s=30)
     model = ScriptedModel(
-        [call("payments", order="1"), reply("failed 1"), call("payments", order="2"), reply("failed 2"),
-         call("payments", order="3"), reply("used the ledger instead")]
+        [
+            call("payments", order="1"),
+            reply("failed 1"),
+            call("payments", order="2"),
+            reply("failed 2"),
+            call("payments", order="3"),
+            reply("used the ledger instead"),
+        ]
     )
     async with runtime(agent([payments, ledger], model), clock=clock, breakers=policy) as rt:
         first = await rt.run("pay 1")
@@ -147,7 +153,10 @@ async def test_open_breaker_is_shared_by_all_runs_and_its_tool_is_not_offered() 
     assert len(attempts) == 2  # the third run never reached the tool
     offered = [t.name for t in model.requests[4].tools]
     assert offered == ["ledger"]
-    assert "'payments' is temporarily unavailable (its circuit breaker is open" in model.requests[4].system
+    assert (
+        "'payments' is temporarily unavailable (its circuit breaker is open"
+        in model.requests[4].system
+    )
     (rejected,) = of_kind(third.events, "tool_call_rejected")
     assert rejected.guardrail == "breaker"
     assert "temporarily unavailable" in model.requests[5].messages[-1].content
@@ -250,7 +259,11 @@ async def test_cancel_stops_a_run_mid_tool_call_and_leaves_a_consistent_journal(
     assert result.outcome == "cancelled"
     assert result.reason == "operator pressed stop"
     assert cleaned == [True]
-    assert [e.kind for e in result.events][-3:] == ["tool_call_proposed", "tool_call_started", "run_finished"]
+    assert [e.kind for e in result.events][-3:] == [
+        "tool_call_proposed",
+        "tool_call_started",
+        "run_finished",
+    ]
     budget = of_kind(result.events, "budget_reserved")
     assert len(budget) == len(of_kind(result.events, "budget_settled"))
 
@@ -344,7 +357,14 @@ async def test_an_open_breaker_survives_a_restart() -> None:
 
     journal, clock = MemoryJournal(), MockClock()
     policy = BreakerPolicy(failure_threshold=1, cooldown_s=300)
-    model = ScriptedModel([call("payments", order="1"), reply("failed"), call("payments", order="2"), reply("skipped")])
+    model = ScriptedModel(
+        [
+            call("payments", order="1"),
+            reply("failed"),
+            call("payments", order="2"),
+            reply("skipped"),
+        ]
+    )
     worker = agent([payments], model)
     async with runtime(worker, clock=clock, breakers=policy, journal=journal) as rt:
         await rt.run("pay 1")

@@ -18,7 +18,9 @@ def ctx() -> ToolContext:
 
 def test_schema_is_derived_from_type_hints_and_is_strict() -> None:
     @tool
-    async def search(customer: str, status: Literal["paid", "unpaid"] = "unpaid", limit: int = 10) -> list[str]:
+    async def search(
+        customer: str, status: Literal["paid", "unpaid"] = "unpaid", limit: int = 10
+    ) -> list[str]:
         """Search invoices.
 
         More text that is not part of the description.
@@ -152,7 +154,10 @@ def test_backoff_is_exponential_with_bounded_jitter_and_honours_retry_after() ->
         ({"name": "has space"}, "must be 1-64 letters"),
         ({"side_effect": "dangerous"}, "side_effect must be one of"),
         ({"schema": {"type": "array"}}, "must describe an object"),
-        ({"schema": {"type": "object", "properties": {"x": {"type": "nonsense"}}}}, "invalid JSON Schema"),
+        (
+            {"schema": {"type": "object", "properties": {"x": {"type": "nonsense"}}}},
+            "invalid JSON Schema",
+        ),
         ({"description": ""}, "needs a description"),
     ],
 )

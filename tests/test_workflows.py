@@ -22,7 +22,9 @@ def echo_agent(name: str = "writer", limits: Limits | None = None) -> SubAgent:
         task = next(m.content for m in request.messages if isinstance(m, UserMessage))
         return task.upper()
 
-    return SubAgent(name, instructions="Echo.", tools=[], model=FunctionModel(respond), limits=limits)
+    return SubAgent(
+        name, instructions="Echo.", tools=[], model=FunctionModel(respond), limits=limits
+    )
 
 
 def test_a_branch_that_reads_a_sibling_is_refused_at_definition() -> None:
@@ -48,9 +50,15 @@ def test_a_branch_that_reads_a_sibling_is_refused_at_definition() -> None:
 @pytest.mark.parametrize(
     ("steps", "message"),
     [
-        ([Step.call("a", lambda i: 1, needs=["b"]), Step.call("b", lambda i: 1)], "needs 'b', which is not an earlier step (it comes later)"),
+        (
+            [Step.call("a", lambda i: 1, needs=["b"]), Step.call("b", lambda i: 1)],
+            "needs 'b', which is not an earlier step (it comes later)",
+        ),
         ([Step.call("a", lambda i: 1), Step.call("a", lambda i: 1)], "two steps are named 'a'"),
-        ([Step.call("a", lambda i: 1, needs=["nope"])], "needs 'nope', which is not an earlier step; known so far: input"),
+        (
+            [Step.call("a", lambda i: 1, needs=["nope"])],
+            "needs 'nope', which is not an earlier step; known so far: input",
+        ),
         ([Step.fan_out("f", [], limit=2)], "has no branches"),
         ([], "has no steps"),
     ],
@@ -75,7 +83,12 @@ async def test_chain_passes_only_declared_outputs_and_the_final_answer() -> None
         "chain",
         [
             Step.call("load", load, needs=["input"]),
-            Step.agent("draft", agent="writer", task="summarise {load[customer]} with {load[invoices]} invoices", needs=["load"]),
+            Step.agent(
+                "draft",
+                agent="writer",
+                task="summarise {load[customer]} with {load[invoices]} invoices",
+                needs=["load"],
+            ),
             Step.call("report", report, needs=["draft"]),
         ],
     )
@@ -120,10 +133,16 @@ async def test_gate_step_pauses_the_workflow_until_a_person_decides() -> None:
         [
             Step.call("total", lambda i: 1195.0, needs=["input"]),
             Step.gate("approve", prompt="Sign off the month-end total", needs=["total"]),
-            Step.call("publish", lambda i: published.append(i["approve"]["approved_by"]) or "published", needs=["approve"]),
+            Step.call(
+                "publish",
+                lambda i: published.append(i["approve"]["approved_by"]) or "published",
+                needs=["approve"],
+            ),
         ],
     )
-    async with Runtime(agents=[echo_agent()], workflows=[wf], poll_interval=None, clock=MockClock()) as rt:
+    async with Runtime(
+        agents=[echo_agent()], workflows=[wf], poll_interval=None, clock=MockClock()
+    ) as rt:
         paused = await rt.run_workflow(wf, "Acme")
         assert paused.status == "waiting"
         (gate,) = paused.gates
@@ -148,7 +167,9 @@ async def test_wait_step_takes_the_webhook_payload() -> None:
             Step.call("receipt", lambda i: f"receipt for {i['paid']['amount']}", needs=["paid"]),
         ],
     )
-    async with Runtime(agents=[echo_agent()], workflows=[wf], poll_interval=None, clock=MockClock()) as rt:
+    async with Runtime(
+        agents=[echo_agent()], workflows=[wf], poll_interval=None, clock=MockClock()
+    ) as rt:
         paused = await rt.run_workflow(wf, "INV-000102")
         assert paused.status == "waiting"
         assert await rt.deliver("payment:INV-000102", {"amount": 1235.0}) == paused.run_id
@@ -178,7 +199,9 @@ async def test_agent_step_waiting_at_its_own_gate_pauses_and_resumes_the_workflo
             Step.call("done", lambda i: f"done: {i['flag']}", needs=["flag"]),
         ],
     )
-    async with Runtime(agents=[flagger], workflows=[wf], poll_interval=None, clock=MockClock()) as rt:
+    async with Runtime(
+        agents=[flagger], workflows=[wf], poll_interval=None, clock=MockClock()
+    ) as rt:
         paused = await rt.run_workflow(wf, "INV-000102")
         assert paused.status == "waiting"
         (gate,) = await rt.pending_approvals()
@@ -218,10 +241,16 @@ async def test_a_crashed_workflow_resumes_at_its_first_unfinished_step() -> None
 
     wf = Workflow(
         "resume",
-        [Step.call("a", make("a")), Step.call("b", make("b"), needs=["a"]), Step.call("c", make("c"), needs=["b"])],
+        [
+            Step.call("a", make("a")),
+            Step.call("b", make("b"), needs=["a"]),
+            Step.call("c", make("c"), needs=["b"]),
+        ],
     )
     journal = CrashAtStep("b")
-    async with Runtime(agents=[echo_agent()], workflows=[wf], journal=journal, poll_interval=None) as rt:
+    async with Runtime(
+        agents=[echo_agent()], workflows=[wf], journal=journal, poll_interval=None
+    ) as rt:
         result = await rt.run_workflow(wf)
     assert result.outcome == "completed"
     assert calls == {"a": 1, "b": 2, "c": 1}  # b's result was lost in the crash: only b re-ran
@@ -241,11 +270,19 @@ async def test_workflow_in_progress_is_resumed_by_a_new_runtime() -> None:
 
     wf = Workflow(
         "two_phase",
-        [Step.call("before", before), Step.gate("ok", prompt="go on?", needs=["before"]), Step.call("after", after)],
+        [
+            Step.call("before", before),
+            Step.gate("ok", prompt="go on?", needs=["before"]),
+            Step.call("after", after),
+        ],
     )
-    async with Runtime(agents=[echo_agent()], workflows=[wf], journal=journal, poll_interval=None) as first:
+    async with Runtime(
+        agents=[echo_agent()], workflows=[wf], journal=journal, poll_interval=None
+    ) as first:
         paused = await first.run_workflow(wf)
-    async with Runtime(agents=[echo_agent()], workflows=[wf], journal=journal, poll_interval=None) as second:
+    async with Runtime(
+        agents=[echo_agent()], workflows=[wf], journal=journal, poll_interval=None
+    ) as second:
         await second.approve(paused.gates[0].opened.gate_id, by="ops")
         result = await second.wait(paused.run_id, timeout=5)
     assert result.outcome == "completed"
@@ -261,7 +298,9 @@ async def test_sub_agent_steps_share_the_workflow_budget() -> None:
             Step.agent("two", agent="writer", task="y" * 600, needs=[]),
         ],
     )
-    async with Runtime(agents=[echo_agent(limits=limits)], workflows=[wf], poll_interval=None) as rt:
+    async with Runtime(
+        agents=[echo_agent(limits=limits)], workflows=[wf], poll_interval=None
+    ) as rt:
         result = await rt.run_workflow(wf)
     assert result.outcome == "failed"
     assert "step 'two' failed" in result.reason and "stopped_budget" in result.reason
@@ -270,7 +309,10 @@ async def test_sub_agent_steps_share_the_workflow_budget() -> None:
 async def test_unregistered_workflows_and_unknown_agents_are_refused() -> None:
     wf = Workflow("w", [Step.call("a", lambda i: 1)])
     with pytest.raises(ConfigError, match="uses agent 'ghost'"):
-        Runtime(agents=[echo_agent()], workflows=[Workflow("g", [Step.agent("s", agent="ghost", task="t")])])
+        Runtime(
+            agents=[echo_agent()],
+            workflows=[Workflow("g", [Step.agent("s", agent="ghost", task="t")])],
+        )
     async with Runtime(agents=[echo_agent()], poll_interval=None) as rt:
         with pytest.raises(UsageError, match="is not registered"):
             await rt.run_workflow(wf)

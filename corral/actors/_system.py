@@ -331,7 +331,9 @@ class ActorRef:
             timer.cancel()
 
     def _timeout_error(self, message: Any, timeout: float) -> AskTimeoutError:
-        return AskTimeoutError(actor=self.name, message_type=type(message).__name__, timeout=timeout)
+        return AskTimeoutError(
+            actor=self.name, message_type=type(message).__name__, timeout=timeout
+        )
 
     async def stop(self) -> None:
         """Stop the actor (and its children) and wait until it has stopped.
@@ -450,9 +452,7 @@ class _Cell:
                         self.restart.backoff * 2 ** (len(self._restart_times) - 1),
                         self.restart.max_backoff,
                     )
-                    log.warning(
-                        "actor.restarting", actor=self.path, error=repr(exc), delay_s=delay
-                    )
+                    log.warning("actor.restarting", actor=self.path, error=repr(exc), delay_s=delay)
                     self.restarts += 1
                     await anyio.sleep(delay)
         await self._teardown(instance, failure)
@@ -503,7 +503,11 @@ class _Cell:
             dead = self._dead()
             pending = self.current
             self.current = None
-            if isinstance(pending, _Envelope) and pending.reply is not None and not pending.reply.done:
+            if (
+                isinstance(pending, _Envelope)
+                and pending.reply is not None
+                and not pending.reply.done
+            ):
                 pending.reply.fail(dead)
             self.send.close()
             while True:

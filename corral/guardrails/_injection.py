@@ -311,9 +311,7 @@ _CONFUSABLES: dict[str, str] = {
     "\u2028": "\n", "\u2029": "\n",
 }  # fmt: skip
 
-_CONFUSABLE_NON_LATIN = "".join(
-    sorted(c for c in _CONFUSABLES if "\u0370" <= c <= "\u058f")
-)
+_CONFUSABLE_NON_LATIN = "".join(sorted(c for c in _CONFUSABLES if "\u0370" <= c <= "\u058f"))
 
 _ZERO_WIDTH = (
     "\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180e\u200b\u200c\u200d"
@@ -324,7 +322,10 @@ _BIDI_EMBED = "\u202a\u202b\u2066\u2067\u2068"
 _BIDI_OTHER = "\u200e\u200f\u061c\u202c\u2069"
 
 _INVISIBLE_CHARS = frozenset(
-    _ZERO_WIDTH + _BIDI_OVERRIDE + _BIDI_EMBED + _BIDI_OTHER
+    _ZERO_WIDTH
+    + _BIDI_OVERRIDE
+    + _BIDI_EMBED
+    + _BIDI_OTHER
     + "".join(map(chr, range(0xFE00, 0xFE10)))
     + "".join(map(chr, range(0xE0100, 0xE01F0)))
 )
@@ -541,11 +542,11 @@ _UNICODE_RE = re.compile(
     "|(?P<t>[\U000e0000-\U000e007f]+)"
     "|(?P<v>[\ufe00-\ufe0f\U000e0100-\U000e01ef]{2,})"
 )
-_MIXED_RE = re.compile(
-    f"[A-Za-z][{_CONFUSABLE_NON_LATIN}]|[{_CONFUSABLE_NON_LATIN}][A-Za-z]"
-)
+_MIXED_RE = re.compile(f"[A-Za-z][{_CONFUSABLE_NON_LATIN}]|[{_CONFUSABLE_NON_LATIN}][A-Za-z]")
 _INVISIBLE_SET = frozenset(
-    _ZERO_WIDTH + _BIDI_OVERRIDE + _BIDI_EMBED
+    _ZERO_WIDTH
+    + _BIDI_OVERRIDE
+    + _BIDI_EMBED
     + "".join(chr(c) for c in range(0xE0000, 0xE0080))
     + "".join(chr(c) for c in range(0xFE00, 0xFE10))
     + "".join(chr(c) for c in range(0xE0100, 0xE01F0))
@@ -593,9 +594,16 @@ def _unicode_findings(text: str) -> list[InjectionFinding]:
     if any("\U0001d400" <= c <= "\U0001d7ff" for c in chars):
         for m in _STYLED_RE.finditer(text):
             out.append(
-                InjectionFinding("homoglyph", "homoglyph.styled_letters", 0.2, m.span(),
-                                 _excerpt(m.group()), "fold", "match",
-                                 f"reads as {normalize_text(m.group())!r}")
+                InjectionFinding(
+                    "homoglyph",
+                    "homoglyph.styled_letters",
+                    0.2,
+                    m.span(),
+                    _excerpt(m.group()),
+                    "fold",
+                    "match",
+                    f"reads as {normalize_text(m.group())!r}",
+                )
             )
     return out
 
@@ -611,27 +619,52 @@ def _invisible_findings(text: str) -> list[InjectionFinding]:
                 continue  # a byte-order mark
             if len(run) >= 4:
                 out.append(
-                    InjectionFinding("invisible", "invisible.run", 0.6, (start, end),
-                                     _excerpt(run), "delete", "match",
-                                     f"{len(run)} invisible characters in a row")
+                    InjectionFinding(
+                        "invisible",
+                        "invisible.run",
+                        0.6,
+                        (start, end),
+                        _excerpt(run),
+                        "delete",
+                        "match",
+                        f"{len(run)} invisible characters in a row",
+                    )
                 )
                 continue
             before = text[start - 1] if start else ""
             after = text[end] if end < len(text) else ""
             if _is_ascii_alnum(before) or _is_ascii_alnum(after):
                 out.append(
-                    InjectionFinding("invisible", "invisible.in_word", 0.25, (start, end),
-                                     _excerpt(text[max(0, start - 8): end + 8]), "delete")
+                    InjectionFinding(
+                        "invisible",
+                        "invisible.in_word",
+                        0.25,
+                        (start, end),
+                        _excerpt(text[max(0, start - 8) : end + 8]),
+                        "delete",
+                    )
                 )
         elif kind == "o":
             out.append(
-                InjectionFinding("bidi", "bidi.override", 0.5, (start, end),
-                                 _excerpt(text[max(0, start - 8): end + 16]), "delete")
+                InjectionFinding(
+                    "bidi",
+                    "bidi.override",
+                    0.5,
+                    (start, end),
+                    _excerpt(text[max(0, start - 8) : end + 16]),
+                    "delete",
+                )
             )
         elif kind == "e":
             out.append(
-                InjectionFinding("bidi", "bidi.embedding", 0.2, (start, end),
-                                 _excerpt(text[max(0, start - 8): end + 16]), "delete")
+                InjectionFinding(
+                    "bidi",
+                    "bidi.embedding",
+                    0.2,
+                    (start, end),
+                    _excerpt(text[max(0, start - 8) : end + 16]),
+                    "delete",
+                )
             )
         elif kind == "t":
             # An emoji flag such as England's is U+1F3F4, a few tags, and U+E007F.
@@ -640,14 +673,27 @@ def _invisible_findings(text: str) -> list[InjectionFinding]:
                 continue
             hidden = "".join(chr(ord(c) - 0xE0000) for c in run if 0xE0020 <= ord(c) <= 0xE007E)
             out.append(
-                InjectionFinding("invisible", "invisible.tag_characters", 0.8, (start, end),
-                                 _excerpt(hidden) or f"{len(run)} tag characters", "delete",
-                                 "match", f"hidden text: {_excerpt(hidden)!r}")
+                InjectionFinding(
+                    "invisible",
+                    "invisible.tag_characters",
+                    0.8,
+                    (start, end),
+                    _excerpt(hidden) or f"{len(run)} tag characters",
+                    "delete",
+                    "match",
+                    f"hidden text: {_excerpt(hidden)!r}",
+                )
             )
         elif len(run) >= 4 or any(ord(c) >= 0xE0100 for c in run):
             out.append(
-                InjectionFinding("invisible", "invisible.variation_selectors", 0.5, (start, end),
-                                 f"{len(run)} variation selectors", "delete")
+                InjectionFinding(
+                    "invisible",
+                    "invisible.variation_selectors",
+                    0.5,
+                    (start, end),
+                    f"{len(run)} variation selectors",
+                    "delete",
+                )
             )
     return out
 
@@ -661,9 +707,16 @@ def _mixed_script_findings(text: str) -> list[InjectionFinding]:
         m = _MIXED_RE.search(text, span[1])
         seen.add(span)
         out.append(
-            InjectionFinding("homoglyph", "homoglyph.mixed_script", 0.35, span,
-                             _excerpt(text[span[0]: span[1]]), "fold", "match",
-                             f"reads as {normalize_text(text[span[0]: span[1]])!r}")
+            InjectionFinding(
+                "homoglyph",
+                "homoglyph.mixed_script",
+                0.35,
+                span,
+                _excerpt(text[span[0] : span[1]]),
+                "fold",
+                "match",
+                f"reads as {normalize_text(text[span[0] : span[1]])!r}",
+            )
         )
         if len(seen) >= 50:
             break
@@ -725,9 +778,7 @@ def _decode_blob(blob: str) -> tuple[str, str] | None:
 
 # Bytes kept inside tokens: ASCII letters and digits, and every non-ASCII byte (so UTF-8
 # sequences stay whole); anything else separates tokens.
-_TOKEN_TABLE = bytes(
-    b if (48 <= b <= 57 or 97 <= b <= 122 or b >= 128) else 32 for b in range(256)
-)
+_TOKEN_TABLE = bytes(b if (48 <= b <= 57 or 97 <= b <= 122 or b >= 128) else 32 for b in range(256))
 _WORDLIKE_RE = re.compile(r"[a-z0-9 ']+")
 _WORD_RE = re.compile(r"[a-z0-9]+")
 
@@ -907,15 +958,18 @@ class InjectionDetector:
                 start, end = norm.to_original(m.start(), m.end())
                 out.append(
                     InjectionFinding(
-                        pattern.category, pattern.id, pattern.weight, (start, end),
-                        _excerpt(norm.original[start:end]), "remove", pattern.extent,
+                        pattern.category,
+                        pattern.id,
+                        pattern.weight,
+                        (start, end),
+                        _excerpt(norm.original[start:end]),
+                        "remove",
+                        pattern.extent,
                     )
                 )
         return out
 
-    def _encoded_findings(
-        self, text: str, depth: int, baseline: float
-    ) -> list[InjectionFinding]:
+    def _encoded_findings(self, text: str, depth: int, baseline: float) -> list[InjectionFinding]:
         out: list[InjectionFinding] = []
         tried = 0
         # Cheap gate (C speed): is there any run of 24+ base64 characters at all?
@@ -934,9 +988,7 @@ class InjectionDetector:
             out.extend(self._escaped_findings(text, depth, baseline))
         return out
 
-    def _escaped_findings(
-        self, text: str, depth: int, baseline: float
-    ) -> list[InjectionFinding]:
+    def _escaped_findings(self, text: str, depth: int, baseline: float) -> list[InjectionFinding]:
         r"""Scan the text with its %XX, \uXXXX, \xXX and &#NN; escapes decoded in place."""
         # One literal-led regex per escape kind: each scans at C speed, unlike one alternation.
         tokens: list[re.Match[str]] = []
@@ -960,9 +1012,14 @@ class InjectionDetector:
         rules = ", ".join(sorted({f.rule for f in inner}))
         return [
             InjectionFinding(
-                "encoded", "encoded.escapes", score,
-                (start, tokens[-1].end()), _excerpt(text[start: tokens[-1].end()]), "remove",
-                "sentence", f"decodes to text matching {rules}",
+                "encoded",
+                "encoded.escapes",
+                score,
+                (start, tokens[-1].end()),
+                _excerpt(text[start : tokens[-1].end()]),
+                "remove",
+                "sentence",
+                f"decodes to text matching {rules}",
             )
         ]
 
@@ -976,8 +1033,13 @@ class InjectionDetector:
         rules = ", ".join(sorted({f.rule for f in inner}))
         return [
             InjectionFinding(
-                "encoded", f"encoded.{encoding}", max(0.6, score), span,
-                _excerpt(f"{encoding}: {plain}"), "remove", "match",
+                "encoded",
+                f"encoded.{encoding}",
+                max(0.6, score),
+                span,
+                _excerpt(f"{encoding}: {plain}"),
+                "remove",
+                "match",
                 f"decodes to text matching {rules}",
             )
         ]
@@ -988,9 +1050,7 @@ class InjectionDetector:
 
 def _fold(text: str) -> str:
     """Fold look-alikes to ASCII for display, keeping characters that have no ASCII reading."""
-    return "".join(
-        ch if ch.isascii() or _NO_ASCII in (f := _FOLD[ord(ch)]) else f for ch in text
-    )
+    return "".join(ch if ch.isascii() or _NO_ASCII in (f := _FOLD[ord(ch)]) else f for ch in text)
 
 
 def strip_findings(

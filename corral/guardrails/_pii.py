@@ -260,8 +260,15 @@ def _cards(text: str, start: int, end: int) -> list[PIIFinding]:
                 number = value.replace(" ", "").replace("-", "")
                 brand = _card_brand(number) if _card_grouping_ok(value) else None
                 if brand and luhn_valid(number):
-                    found = (j, PIIFinding("card", (groups[i][0], groups[j][1]),
-                                           f"{brand} ****{number[-4:]}", brand))
+                    found = (
+                        j,
+                        PIIFinding(
+                            "card",
+                            (groups[i][0], groups[j][1]),
+                            f"{brand} ****{number[-4:]}",
+                            brand,
+                        ),
+                    )
         if found is not None:
             out.append(found[1])
             i = found[0] + 1
@@ -283,12 +290,11 @@ def _card_grouping_ok(number: str) -> bool:
 
 # --------------------------------------------------------------------- patterns
 
+
 def _mask_table(keep: str, *, non_ascii: bool = False) -> bytes:
     """A ``bytes.translate`` table: bytes in `keep` become ``a``, all others a space."""
     allowed = {ord(c) for c in keep}
-    return bytes(
-        97 if (b in allowed or (non_ascii and b >= 128)) else 32 for b in range(256)
-    )
+    return bytes(97 if (b in allowed or (non_ascii and b >= 128)) else 32 for b in range(256))
 
 
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -371,7 +377,15 @@ _SECRET_NAME_RE = re.compile(
 )
 _PASSWORD_NAME_RE = re.compile(r"(?:pass|pwd)")
 _NAME_STEMS = (
-    b"pass", b"pwd", b"secret", b"token", b"key", b"auth", b"credential", b"dsn", b"connection",
+    b"pass",
+    b"pwd",
+    b"secret",
+    b"token",
+    b"key",
+    b"auth",
+    b"credential",
+    b"dsn",
+    b"connection",
 )
 _ASSIGN_RE = re.compile(
     r"[\"']?[ \t]*[:=]{1,2}[ \t]*[\"']?(?:(?:bearer|basic|token|digest)[ \t]+)?"
@@ -587,9 +601,7 @@ class PIIDetector:
             if start < at and m is not None and m.group(1).lower() not in _NOT_TLDS:
                 local = text[start:at]
                 if not local.endswith(".") and not _url_userinfo(text, start):
-                    out.append(
-                        PIIFinding("email", (start, m.end()), f"{local[0]}***@{m.group()}")
-                    )
+                    out.append(PIIFinding("email", (start, m.end()), f"{local[0]}***@{m.group()}"))
             at = raw.find(b"@", at + 1)
         return out
 
@@ -720,8 +732,10 @@ class PIIDetector:
                         out.append(PIIFinding(kind, span, _secret_preview(value, shown), label))
                         taken_to = at + len(value)
                     at = token.find(prefix, at + 1)
-        if not out and "bearer_token" in wanted and _BEARER_BEFORE_RE.search(
-            text, max(0, start - 16), start
+        if (
+            not out
+            and "bearer_token" in wanted
+            and _BEARER_BEFORE_RE.search(text, max(0, start - 16), start)
         ):
             value = token.rstrip(".")
             out.append(
@@ -828,9 +842,7 @@ def _resolve(found: list[PIIFinding]) -> list[PIIFinding]:
     """Drop overlapping findings, keeping the longer one, then the more specific kind."""
     if len(found) <= 1:
         return found
-    ranked = sorted(
-        found, key=lambda f: (-(f.span[1] - f.span[0]), -_PRIORITY[f.kind], f.span[0])
-    )
+    ranked = sorted(found, key=lambda f: (-(f.span[1] - f.span[0]), -_PRIORITY[f.kind], f.span[0]))
     starts: list[int] = []
     kept: list[PIIFinding] = []
     for f in ranked:

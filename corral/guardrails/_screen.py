@@ -190,8 +190,7 @@ class InputScreen:
         self.pii: PIIMode = pii
         self.pii_detector = pii_detector or PIIDetector()
         self.policies: tuple[InputPolicy, ...] = tuple(
-            p if isinstance(p, InputPolicy) else input_policy_from_callable(p)
-            for p in policies
+            p if isinstance(p, InputPolicy) else input_policy_from_callable(p) for p in policies
         )
 
     def screen(self, text: str, *, source: Source = "task") -> ScreenResult:
@@ -252,8 +251,12 @@ class InputScreen:
             f"{label} is {chars:,} characters (~{estimate_tokens(text):,} tokens); "
             f"the limit is {' and '.join(limits)}"
         )
-        details = {"chars": chars, "tokens": estimate_tokens(text),
-                   "max_chars": self.max_chars, "max_tokens": self.max_tokens}
+        details = {
+            "chars": chars,
+            "tokens": estimate_tokens(text),
+            "max_chars": self.max_chars,
+            "max_tokens": self.max_tokens,
+        }
         if self.oversize == "block":
             message = (
                 f"The {label} is too large to process ({chars:,} characters). "

@@ -362,7 +362,9 @@ class AnthropicModel:
             getattr(b, "type", None) in _THINKING_TYPES for b in message.content
         ):
             raw = [block.to_dict() for block in message.content]
-            response = response.model_copy(update={"provider_data": {"anthropic": {"content": raw}}})
+            response = response.model_copy(
+                update={"provider_data": {"anthropic": {"content": raw}}}
+            )
         return response
 
     async def aclose(self) -> None:

@@ -69,9 +69,7 @@ def _to_response(step: Any, request: ModelRequest, model_name: str) -> ModelResp
                 text=response.text[: request.max_tokens * 4], stop_reason="max_tokens"
             )
             output_tokens = min(estimate_output_tokens(response.text), request.max_tokens)
-        usage = Usage(
-            input_tokens=estimate_request_tokens(request), output_tokens=output_tokens
-        )
+        usage = Usage(input_tokens=estimate_request_tokens(request), output_tokens=output_tokens)
         response = response.model_copy(update={"usage": usage})
     if response.tool_calls and response.stop_reason == "end_turn":
         response = response.model_copy(update={"stop_reason": "tool_use"})

@@ -50,7 +50,9 @@ def estimate_request_tokens(request: ModelRequest) -> int:
     for message in request.messages:
         total += estimate_message_tokens(message)
     for spec in request.tools:
-        total += (len(spec.name) + len(spec.description) + _json_len(dict(spec.input_schema)) + 3) // 4
+        total += (
+            len(spec.name) + len(spec.description) + _json_len(dict(spec.input_schema)) + 3
+        ) // 4
     return total
 
 

@@ -73,19 +73,40 @@ def trail_row(event: Event, trail: _RunTrail) -> TrailRow | None:
         detail = f"→ {calls}" if calls else f"final answer: {_short(event.response.text, 60)}"
         usage = event.response.usage
         return TrailRow(
-            event.step, t, "model", event.model, f"{detail} ({usage.input_tokens}+"
-            f"{usage.output_tokens} tok)", "ok", trail.tokens
+            event.step,
+            t,
+            "model",
+            event.model,
+            f"{detail} ({usage.input_tokens}+{usage.output_tokens} tok)",
+            "ok",
+            trail.tokens,
         )
     if isinstance(event, ModelFailed):
         verdict = f"retry in {event.delay_s:.2f} s" if event.will_retry else "failed"
-        return TrailRow(event.step, t, "model", event.model, f"{event.error_type}: {_short(event.error, 60)}", verdict)
+        return TrailRow(
+            event.step,
+            t,
+            "model",
+            event.model,
+            f"{event.error_type}: {_short(event.error, 60)}",
+            verdict,
+        )
     if isinstance(event, ToolCallProposed):
         return TrailRow(event.step, t, "call", event.tool, _short(event.arguments), "")
     if isinstance(event, ToolCallRejected):
-        return TrailRow(event.step, t, "rejected", event.tool, _short(event.reason, 80), f"blocked: {event.guardrail}")
+        return TrailRow(
+            event.step,
+            t,
+            "rejected",
+            event.tool,
+            _short(event.reason, 80),
+            f"blocked: {event.guardrail}",
+        )
     if isinstance(event, ToolCallStarted):
         if event.fallback_for:
-            return TrailRow(event.step, t, "fallback", event.tool, f"standing in for {event.fallback_for}", "")
+            return TrailRow(
+                event.step, t, "fallback", event.tool, f"standing in for {event.fallback_for}", ""
+            )
         if event.attempt > 1:
             return TrailRow(event.step, t, "retry", event.tool, f"attempt {event.attempt}", "")
         return None
@@ -96,23 +117,53 @@ def trail_row(event: Event, trail: _RunTrail) -> TrailRow | None:
             verdict = "failed"
         else:
             verdict = "fallback"
-        return TrailRow(event.step, t, "error", event.tool, f"{event.error_type}: {_short(event.error, 60)}", verdict)
+        return TrailRow(
+            event.step,
+            t,
+            "error",
+            event.tool,
+            f"{event.error_type}: {_short(event.error, 60)}",
+            verdict,
+        )
     if isinstance(event, ToolCallFinished):
         cut = " (truncated)" if event.truncated else ""
         return TrailRow(event.step, t, "result", event.tool, _short(event.content, 70) + cut, "ok")
     if isinstance(event, GateOpened):
-        return TrailRow(event.step, t, "gate", event.tool, f"{event.gate_id}: {_short(event.reason, 60)}", "needs approval")
+        return TrailRow(
+            event.step,
+            t,
+            "gate",
+            event.tool,
+            f"{event.gate_id}: {_short(event.reason, 60)}",
+            "needs approval",
+        )
     if isinstance(event, GateDecided):
         who = f" by {event.by}" if event.by else ""
         note = f": {event.note}" if event.note else ""
-        return TrailRow(trail.step, t, "decision", "", f"{event.gate_id} {event.decision}{who}{note}", event.decision)
+        return TrailRow(
+            trail.step,
+            t,
+            "decision",
+            "",
+            f"{event.gate_id} {event.decision}{who}{note}",
+            event.decision,
+        )
     if isinstance(event, WaitStarted):
-        return TrailRow(event.step, t, "wait", event.tool, f"waiting for event {event.key!r}", "paused")
+        return TrailRow(
+            event.step, t, "wait", event.tool, f"waiting for event {event.key!r}", "paused"
+        )
     if isinstance(event, WaitResolved):
         what = "timed out" if event.timed_out else f"arrived: {_short(event.payload, 50)}"
         return TrailRow(trail.step, t, "event", event.tool, f"{event.key!r} {what}", "resumed")
     if isinstance(event, GuardrailVerdict):
-        return TrailRow(event.step, t, "notice", "", _short(event.reason, 80), f"{event.guardrail}: {event.decision}")
+        return TrailRow(
+            event.step,
+            t,
+            "notice",
+            "",
+            _short(event.reason, 80),
+            f"{event.guardrail}: {event.decision}",
+        )
     return None
 
 

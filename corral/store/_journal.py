@@ -204,7 +204,14 @@ class MemoryJournal:
         info = self._info.get(event.run_id)
         if isinstance(event, RunStarted):
             self._info[event.run_id] = RunInfo(
-                event.run_id, event.agent, event.tenant, "running", None, event.ts, event.ts, event.task
+                event.run_id,
+                event.agent,
+                event.tenant,
+                "running",
+                None,
+                event.ts,
+                event.ts,
+                event.task,
             )
             return
         if info is None:
@@ -229,7 +236,14 @@ class MemoryJournal:
             status, outcome = "finished", event.outcome
             self._owners.pop(event.run_id, None)
         self._info[event.run_id] = RunInfo(
-            info.run_id, info.agent, info.tenant, status, outcome, info.created_at, event.ts, info.task
+            info.run_id,
+            info.agent,
+            info.tenant,
+            status,
+            outcome,
+            info.created_at,
+            event.ts,
+            info.task,
         )
 
     def _status_after_resolution(self, run_id: str) -> RunStatus:

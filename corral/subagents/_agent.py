@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 
 from ..actors import RestartPolicy
 from ..errors import ConfigError
+from ..guardrails import ScopePolicy
 from ..models import Model, ToolSpec
 from ..supervisor import Limits
-from ..guardrails import ScopePolicy
 from ..tools import SideEffect, Tool
 
 __all__ = ["DEFAULT_MAX_TOOLS", "SubAgent"]

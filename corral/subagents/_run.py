@@ -303,9 +303,7 @@ class RunActor(OneShotActor):
         step = state.model_calls + 1
         model = agent.model
         input_price, output_price = self._prices(model.name)
-        estimate = (
-            estimate_tokens(agent.instructions) + state.message_tokens + self._tool_tokens()
-        )
+        estimate = estimate_tokens(agent.instructions) + state.message_tokens + self._tool_tokens()
         permit = await self._ask_supervisor(
             ReserveModel(
                 self.run_id,
@@ -359,7 +357,8 @@ class RunActor(OneShotActor):
                             response = await model.request(request)
                     except TimeoutError as exc:
                         raise ModelTimeout(
-                            f"model {model.name!r} did not answer within {limits.model_timeout_s:g} s"
+                            f"model {model.name!r} did not answer within "
+                            f"{limits.model_timeout_s:g} s"
                         ) from exc
                 except Exception as exc:
                     # A provider error may be retried; anything else (a bug in an adapter,
@@ -511,18 +510,26 @@ class RunActor(OneShotActor):
                 if verdict.blocked and self.s.alert is not None:
                     self.s.alert(verdict, proposed)
         if verdict.blocked or tool is None or proposed is None:
-            await self._reject(state, call, step, verdict.guardrail, verdict.reason, verdict.message)
+            await self._reject(
+                state, call, step, verdict.guardrail, verdict.reason, verdict.message
+            )
             await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
             return
         arguments = call.arguments
         decision = state.decisions.get(call.id)
         started = state.in_flight.get(call.id)
-        if started is not None and started.side_effect != "read" and not tool.idempotent and (
-            decision is None or decision.seq < started.seq
+        if (
+            started is not None
+            and started.side_effect != "read"
+            and not tool.idempotent
+            and (decision is None or decision.seq < started.seq)
         ):
             # Durability rule 3: it may or may not have happened. Never guess; ask.
             await self._open_gate(
-                state, call, tool, step,
+                state,
+                call,
+                tool,
+                step,
                 f"the process stopped while {tool.name!r} (attempt {started.attempt}, key "
                 f"{started.idempotency_key}) was running, so it may or may not have taken "
                 "effect; approve to run it again with the same idempotency key, reject to "
@@ -542,10 +549,15 @@ class RunActor(OneShotActor):
                 return
         if decision is not None:
             if decision.decision != "approved":
-                why = decision.note or ("the gate expired" if decision.decision == "expired" else "")
+                why = decision.note or (
+                    "the gate expired" if decision.decision == "expired" else ""
+                )
                 who = f" by {decision.by}" if decision.by else ""
                 await self._reject(
-                    state, call, step, "approval",
+                    state,
+                    call,
+                    step,
+                    "approval",
                     f"{decision.decision}{who}: {why}".rstrip(": "),
                     f"A person did not approve calling {call.name!r} ({decision.decision}{who})"
                     + (f": {why}" if why else "")
@@ -801,7 +813,11 @@ class RunActor(OneShotActor):
             await self._record(
                 state,
                 WaitResolved(
-                    run_id=self.run_id, call_id=call.id, tool=tool.name, key=wait.key, payload=payload
+                    run_id=self.run_id,
+                    call_id=call.id,
+                    tool=tool.name,
+                    key=wait.key,
+                    payload=payload,
                 ),
             )
 

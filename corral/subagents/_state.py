@@ -60,7 +60,9 @@ def render_payload(value: Any) -> str:
 
 def call_key(tool: str, arguments: Mapping[str, Any]) -> str:
     """Identify a call by tool and canonical arguments: ``get_invoice({"invoice_id":"INV-1"})``."""
-    return f"{tool}({json.dumps(dict(arguments), sort_keys=True, separators=(',', ':'), default=str)})"
+    return (
+        f"{tool}({json.dumps(dict(arguments), sort_keys=True, separators=(',', ':'), default=str)})"
+    )
 
 
 @dataclass(slots=True)

@@ -448,7 +448,10 @@ class Supervisor(Actor):
         tl = tenant.limits
         if tl is not None and tl.daily_tokens is not None:
             room.append(
-                (tl.daily_tokens - tenant.tokens - tenant.reserved - input_tokens, "tenant daily token budget")
+                (
+                    tl.daily_tokens - tenant.tokens - tenant.reserved - input_tokens,
+                    "tenant daily token budget",
+                )
             )
         if tl is not None and tl.daily_cost_usd is not None and m.output_price > 0:
             left = tl.daily_cost_usd - tenant.cost - tenant.reserved_cost - input_cost

@@ -90,7 +90,6 @@ class RetryPolicy:
         return base
 
 
-
 @dataclass(frozen=True, slots=True)
 class ToolContext:
     """What a running tool may know about its call. Declare a parameter of this type to get it."""
@@ -140,7 +139,9 @@ def _strict(schema: Any) -> Any:
     """Return the schema with ``additionalProperties: false`` on every object that does not say."""
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items()}
-        if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
+        if (
+            out.get("type") == "object" or "properties" in out
+        ) and "additionalProperties" not in out:
             out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
@@ -219,9 +220,7 @@ class Tool:
         self.fn = fn
         self.name = name or fn.__name__
         if not self.name.replace("_", "").replace("-", "").isalnum() or len(self.name) > 64:
-            raise ConfigError(
-                f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'"
-            )
+            raise ConfigError(f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'")
         doc = inspect.getdoc(fn) or ""
         self.description = description if description is not None else doc.split("\n\n")[0]
         if not self.description:
@@ -255,7 +254,9 @@ class Tool:
         try:
             Draft202012Validator.check_schema(self.input_schema)
         except jsonschema.SchemaError as exc:
-            raise ConfigError(f"tool {self.name!r} has an invalid JSON Schema: {exc.message}") from exc
+            raise ConfigError(
+                f"tool {self.name!r} has an invalid JSON Schema: {exc.message}"
+            ) from exc
         self._validator = Draft202012Validator(
             self.input_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
         )
@@ -401,4 +402,3 @@ def tool(
         return Tool(f, **options)
 
     return decorate
-

@@ -159,19 +159,28 @@ class WorkflowActor(OneShotActor):
                     output: Any = await self._fan_out(step, state)
                 else:
                     output = await self._run_step(step, step.name, inputs, state)
-                await self._record(state, StepFinished(run_id=self.run_id, step=step.name, output=output))
+                await self._record(
+                    state, StepFinished(run_id=self.run_id, step=step.name, output=output)
+                )
         except _Pause:
             return
         except _Failed as failed:
-            await self._finish(state, "failed", None, f"step {failed.step!r} failed: {failed.error}")
+            await self._finish(
+                state, "failed", None, f"step {failed.step!r} failed: {failed.error}"
+            )
             return
         last = self.workflow.steps[-1].name
         final = state.outputs.get(last)
         await self._finish(
-            state, "completed", final if isinstance(final, str) else json.dumps(final, default=str), ""
+            state,
+            "completed",
+            final if isinstance(final, str) else json.dumps(final, default=str),
+            "",
         )
 
-    async def _finish(self, state: WorkflowState, outcome: Any, output: str | None, reason: str) -> None:
+    async def _finish(
+        self, state: WorkflowState, outcome: Any, output: str | None, reason: str
+    ) -> None:
         with anyio.move_on_after(_SHIELD_S, shield=True):
             await self._record(
                 state,
@@ -185,9 +194,7 @@ class WorkflowActor(OneShotActor):
             )
 
     def _inputs(self, step: Step, state: WorkflowState) -> Inputs:
-        return {
-            need: state.input if need == INPUT else state.outputs[need] for need in step.needs
-        }
+        return {need: state.input if need == INPUT else state.outputs[need] for need in step.needs}
 
     async def _fan_out(self, fan: FanOut, state: WorkflowState) -> dict[str, Any]:
         limiter = anyio.CapacityLimiter(fan.limit)
@@ -239,13 +246,17 @@ class WorkflowActor(OneShotActor):
             return await self._wait_step(step, name, inputs, state)
         raise AssertionError(f"unknown step {step!r}")  # pragma: no cover - checked at definition
 
-    async def _agent_step(self, step: AgentStep, name: str, inputs: Inputs, state: WorkflowState) -> Any:
+    async def _agent_step(
+        self, step: AgentStep, name: str, inputs: Inputs, state: WorkflowState
+    ) -> Any:
         if name in state.waiting:
             raise _Pause()  # the child run still waits for a person
         child = state.children.get(name)
         if child is None:
             child = new_id("run")
-            await self._record(state, StepStarted(run_id=self.run_id, step=name, child_run_id=child))
+            await self._record(
+                state, StepStarted(run_id=self.run_id, step=name, child_run_id=child)
+            )
             await self.host._submit_child(
                 run_id=child,
                 agent=step.agent_name,
@@ -284,7 +295,9 @@ class WorkflowActor(OneShotActor):
             raise _Failed(name, error)
         return output
 
-    async def _gate_step(self, step: GateStep, name: str, inputs: Inputs, state: WorkflowState) -> Any:
+    async def _gate_step(
+        self, step: GateStep, name: str, inputs: Inputs, state: WorkflowState
+    ) -> Any:
         decision = state.decisions.get(name)
         if decision is not None:
             if decision.decision == "approved":
@@ -313,7 +326,9 @@ class WorkflowActor(OneShotActor):
     def _gate_ttl(self) -> float:
         return float(getattr(self.host, "_gate_ttl_s", 48 * 3600.0))
 
-    async def _wait_step(self, step: WaitStep, name: str, inputs: Inputs, state: WorkflowState) -> Any:
+    async def _wait_step(
+        self, step: WaitStep, name: str, inputs: Inputs, state: WorkflowState
+    ) -> Any:
         resolved = state.resolved.get(name)
         if resolved is not None:
             if resolved.timed_out:
@@ -341,7 +356,11 @@ class WorkflowActor(OneShotActor):
         await self._record(
             state,
             WaitResolved(
-                run_id=self.run_id, call_id=name, tool=f"workflow:{self.workflow.name}", key=key, payload=payload
+                run_id=self.run_id,
+                call_id=name,
+                tool=f"workflow:{self.workflow.name}",
+                key=key,
+                payload=payload,
             ),
         )
         return payload

@@ -184,7 +184,9 @@ class Workflow:
         if not isinstance(step, CallStep | AgentStep | GateStep | WaitStep | FanOut):
             raise ConfigError(f"workflow {self.name!r}: {step!r} is not a step")
         if not step.name or "." in step.name:
-            raise ConfigError(f"workflow {self.name!r}: step name {step.name!r} is empty or has '.'")
+            raise ConfigError(
+                f"workflow {self.name!r}: step name {step.name!r} is empty or has '.'"
+            )
         all_names = {s.name for s in self.steps} | {
             f"{s.name}.{b.name}" for s in self.steps if isinstance(s, FanOut) for b in s.branches
         }
@@ -193,7 +195,8 @@ class Workflow:
         for need in step.needs:
             if need in siblings:
                 raise ConfigError(
-                    f"workflow {self.name!r}: branch {step.name!r} needs {need!r}, a sibling in the "
+                    f"workflow {self.name!r}: branch {step.name!r} needs {need!r}, a sibling "
+                    "in the "
                     "same fan-out: siblings run at the same time and cannot see each other's "
                     f"output (a hidden dependency). Move {need!r} before the fan-out, or merge "
                     "after it."
