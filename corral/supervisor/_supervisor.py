@@ -268,6 +268,8 @@ class _Tenant:
     name: str
     limits: TenantLimits | None
     day: str = ""
+    day_ends: float = float("-inf")
+    """When `day` ends, Unix seconds (checked on every reservation; cheaper than a date)."""
     tokens: int = 0
     reserved: int = 0
     cost: float = 0.0
@@ -301,6 +303,11 @@ class _Breaker:
 
 def _day(now: float) -> str:
     return dt.datetime.fromtimestamp(now, tz=dt.UTC).date().isoformat()
+
+
+def _day_end(now: float) -> float:
+    """The next UTC midnight after `now`."""
+    return (now // 86_400 + 1) * 86_400
 
 
 class Supervisor(Actor):
@@ -346,9 +353,12 @@ class Supervisor(Actor):
         if tenant is None:
             limits = self._tenant_limits.get(name, self._default_tenant_limits)
             tenant = self._tenants[name] = _Tenant(name, limits)
-        today = _day(self._clock.now())
-        if tenant.day != today:  # a new day: yesterday's usage no longer counts
-            tenant.day, tenant.tokens, tenant.cost = today, 0, 0.0
+        now = self._clock.now()
+        if now >= tenant.day_ends:  # a new day: yesterday's usage no longer counts
+            today = _day(now)
+            if tenant.day != today:
+                tenant.day, tenant.tokens, tenant.cost = today, 0, 0.0
+            tenant.day_ends = _day_end(now)
         return tenant
 
     def _open(self, m: OpenRun) -> None:
