@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ModelError, UsageError
 from ._errors import ensure_requests_allowed, map_model_errors
+from ._plain import plain_json as _plain
 from ._tokens import estimate_output_tokens, estimate_request_tokens
 from ._types import (
     AssistantMessage,
@@ -66,15 +67,6 @@ _STOP_REASONS: Mapping[str, StopReason] = {
     "refusal": "refusal",
 }
 _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
-
-
-def _plain(value: Any) -> Any:
-    """Deep-copy mappings and sequences into dicts and lists the SDK can serialise."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def tool_param(spec: ToolSpec) -> dict[str, Any]:

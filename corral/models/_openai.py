@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, ModelError
 from ._errors import ensure_requests_allowed, error_for_status, map_model_errors
+from ._plain import plain_json as _plain
 from ._tokens import estimate_output_tokens, estimate_request_tokens
 from ._types import (
     AssistantMessage,
@@ -117,14 +118,6 @@ class _Completion(_Lenient):
 
 
 # -- request ------------------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def tool_param(spec: ToolSpec) -> dict[str, Any]:
