@@ -265,10 +265,6 @@ class MemoryJournal:
         found = [i for i in self._info.values() if status is None or i.status == status]
         return sorted(found, key=lambda i: i.created_at, reverse=True)[:limit]
 
-    def run_ids(self) -> list[str]:
-        """Return every run id seen, oldest first."""
-        return list(self._events)
-
     async def gates(
         self, *, status: str | None = "open", run_id: str | None = None
     ) -> list[GateRecord]:
