@@ -157,6 +157,8 @@ class ToolCallProposed(_EventBase):
     call_id: str
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    parse_error: str | None = None
+    """Set when the provider sent arguments that are not a JSON object."""
     offered: list[str] = Field(default_factory=list)
     """The tools the model was offered at this step."""
 

@@ -438,3 +438,15 @@ async def test_provider_data_is_journaled_and_given_back_with_its_turn(tmp_path:
     assert seen == [thinking]
     called = [e for e in events if e.kind == "model_called"]
     assert called[0].response.provider_data == thinking  # survives the journal round trip
+
+
+async def test_two_undecodable_calls_are_not_taken_for_a_repeat_of_each_other() -> None:
+    calls: list[dict[str, Any]] = []
+    first = ToolCall(id="a", name="lookup", parse_error="Expecting value: line 1 column 1")
+    second = ToolCall(id="b", name="lookup", parse_error="Expecting value: line 1 column 1")
+    model = ScriptedModel([first, second, call("lookup", invoice_id="INV-1"), reply("ok")])
+    async with runtime(agent([make_lookup(calls)], model)) as rt:
+        result = await rt.run("x")
+    assert result.outcome == "completed"
+    assert calls == [{"invoice_id": "INV-1"}]
+    assert [e.parse_error is not None for e in of_kind(result.events, "tool_call_proposed")] == [True, True, False]

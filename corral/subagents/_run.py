@@ -454,7 +454,7 @@ class RunActor(OneShotActor):
         step = state.pending_step
         offered = self._offered
         tool = offered.get(call.name)
-        key = call_key(call.name, call.arguments)
+        key = call_key(call.name, call.arguments, parse_error=call.parse_error, call_id=call.id)
         use_fallback = False
         if call.id not in state.proposed:
             await self._record(
@@ -465,6 +465,7 @@ class RunActor(OneShotActor):
                     call_id=call.id,
                     tool=call.name,
                     arguments=dict(call.arguments),
+                    parse_error=call.parse_error,
                     offered=list(offered),
                 ),
                 wait=False,

@@ -58,11 +58,18 @@ def render_payload(value: Any) -> str:
         return repr(value)
 
 
-def call_key(tool: str, arguments: Mapping[str, Any]) -> str:
-    """Identify a call by tool and canonical arguments: ``get_invoice({"invoice_id":"INV-1"})``."""
-    return (
-        f"{tool}({json.dumps(dict(arguments), sort_keys=True, separators=(',', ':'), default=str)})"
-    )
+def call_key(
+    tool: str, arguments: Mapping[str, Any], *, parse_error: str | None = None, call_id: str = ""
+) -> str:
+    """Identify a call by tool and canonical arguments: ``get_invoice({"invoice_id":"INV-1"})``.
+
+    Arguments that could not be decoded cannot be compared, so such a call is keyed by its
+    id and never counts as a repeat of another.
+    """
+    if parse_error is not None:
+        return f"{tool}(<undecodable arguments, call {call_id}>)"
+    args = json.dumps(dict(arguments), sort_keys=True, separators=(",", ":"), default=str)
+    return f"{tool}({args})"
 
 
 @dataclass(slots=True)
@@ -175,7 +182,9 @@ class RunState:
             self.call_index = {c.id: i for i, c in enumerate(response.tool_calls)}
         elif isinstance(event, ToolCallProposed):
             self.tool_calls += 1
-            self.proposed[event.call_id] = call_key(event.tool, event.arguments)
+            self.proposed[event.call_id] = call_key(
+                event.tool, event.arguments, parse_error=event.parse_error, call_id=event.call_id
+            )
             if self.recent_tools and self.recent_tools[-1] == event.tool:
                 self.recent_tools.append(event.tool)
             else:
