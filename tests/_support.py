@@ -7,7 +7,7 @@ from typing import Any
 
 from corral import Limits, MockClock, Runtime, SubAgent
 from corral.events import Event
-from corral.models import Model
+from corral.models import Model, ModelRequest, ToolSpec, UserMessage
 from corral.tools import RetryPolicy, Tool
 
 TINY_RETRY = RetryPolicy(initial_delay=1.0, multiplier=4.0, max_retries=3, jitter=0.0)
@@ -42,3 +42,39 @@ def kinds(events: Sequence[Event]) -> list[str]:
 
 def of_kind(events: Sequence[Event], kind: str) -> list[Any]:
     return [e for e in events if e.kind == kind]
+
+
+# -- provider adapter tests: one request shape both adapters are driven with -----------
+
+SEARCH = ToolSpec(
+    name="search_invoices",
+    description="Search invoices by customer name and status.",
+    input_schema={
+        "type": "object",
+        "properties": {
+            "customer": {"type": "string"},
+            "status": {"enum": ["paid", "unpaid", "any"]},
+        },
+        "required": ["customer"],
+    },
+)
+GET = ToolSpec(
+    name="get_invoice",
+    description="Fetch one invoice with its line items.",
+    input_schema={
+        "type": "object",
+        "properties": {"invoice_id": {"type": "string", "pattern": "^INV-[0-9]{6}$"}},
+        "required": ["invoice_id"],
+    },
+)
+
+
+def ask(*messages: Any, tools: tuple[ToolSpec, ...] = (), max_tokens: int = 1024) -> ModelRequest:
+    return ModelRequest(
+        system="You are the billing reconciliation agent.",
+        messages=messages or (UserMessage(content="Reconcile Acme Corp's unpaid invoices."),),
+        tools=tools,
+        max_tokens=max_tokens,
+        run_id="run_1",
+        step=1,
+    )

@@ -449,4 +449,8 @@ async def test_two_undecodable_calls_are_not_taken_for_a_repeat_of_each_other() 
         result = await rt.run("x")
     assert result.outcome == "completed"
     assert calls == [{"invoice_id": "INV-1"}]
-    assert [e.parse_error is not None for e in of_kind(result.events, "tool_call_proposed")] == [True, True, False]
+    assert [e.parse_error is not None for e in of_kind(result.events, "tool_call_proposed")] == [
+        True,
+        True,
+        False,
+    ]

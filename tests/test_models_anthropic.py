@@ -22,13 +22,13 @@ from corral.models import (
     AnthropicModel,
     AssistantMessage,
     Model,
-    ModelRequest,
     ToolCall,
     ToolResultMessage,
-    ToolSpec,
     Usage,
     UserMessage,
 )
+
+from ._support import GET, SEARCH, ask
 
 FIXTURES = Path(__file__).parent / "fixtures" / "providers"
 KEY = "sk-ant-api03-test-0123456789abcdef"
@@ -82,40 +82,6 @@ async def model(api: FakeAnthropic) -> AsyncIterator[AnthropicModel]:
     async with sdk_httpx.AsyncClient(transport=sdk_httpx.MockTransport(api)) as http:
         client = anthropic.AsyncAnthropic(api_key=KEY, http_client=http, max_retries=0)
         yield AnthropicModel("claude-sonnet-5-5", client=client)
-
-
-SEARCH = ToolSpec(
-    name="search_invoices",
-    description="Search invoices by customer name and status.",
-    input_schema={
-        "type": "object",
-        "properties": {
-            "customer": {"type": "string"},
-            "status": {"enum": ["paid", "unpaid", "any"]},
-        },
-        "required": ["customer"],
-    },
-)
-GET = ToolSpec(
-    name="get_invoice",
-    description="Fetch one invoice with its line items.",
-    input_schema={
-        "type": "object",
-        "properties": {"invoice_id": {"type": "string", "pattern": "^INV-[0-9]{6}$"}},
-        "required": ["invoice_id"],
-    },
-)
-
-
-def ask(*messages: Any, tools: tuple[ToolSpec, ...] = (), max_tokens: int = 1024) -> ModelRequest:
-    return ModelRequest(
-        system="You are the billing reconciliation agent.",
-        messages=messages or (UserMessage(content="Reconcile Acme Corp's unpaid invoices."),),
-        tools=tools,
-        max_tokens=max_tokens,
-        run_id="run_1",
-        step=1,
-    )
 
 
 # -- responses --------------------------------------------------------------------------------

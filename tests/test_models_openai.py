@@ -19,14 +19,14 @@ from corral.errors import ConfigError, ModelError, ModelTimeout, RateLimited, Us
 from corral.models import (
     AssistantMessage,
     Model,
-    ModelRequest,
     OpenAICompatibleModel,
     ToolCall,
     ToolResultMessage,
-    ToolSpec,
     Usage,
     UserMessage,
 )
+
+from ._support import GET, ask
 
 FIXTURES = Path(__file__).parent / "fixtures" / "providers"
 KEY = "sk-test-SECRET-0123456789"
@@ -75,28 +75,6 @@ async def http(server: FakeServer) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def model(http: httpx.AsyncClient) -> OpenAICompatibleModel:
     return OpenAICompatibleModel("gpt-4o", base_url=LOCAL, api_key=KEY, http_client=http)
-
-
-GET = ToolSpec(
-    name="get_invoice",
-    description="Fetch one invoice with its line items.",
-    input_schema={
-        "type": "object",
-        "properties": {"invoice_id": {"type": "string", "pattern": "^INV-[0-9]{6}$"}},
-        "required": ["invoice_id"],
-    },
-)
-
-
-def ask(*messages: Any, tools: tuple[ToolSpec, ...] = (), max_tokens: int = 1024) -> ModelRequest:
-    return ModelRequest(
-        system="You are the billing reconciliation agent.",
-        messages=messages or (UserMessage(content="Reconcile Acme Corp's unpaid invoices."),),
-        tools=tools,
-        max_tokens=max_tokens,
-        run_id="run_1",
-        step=1,
-    )
 
 
 # -- responses --------------------------------------------------------------------------------
