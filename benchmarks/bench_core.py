@@ -2,7 +2,7 @@
 
 A step is one model call plus the tool call it proposes, through everything Corral does
 around them: supervisor reservation and settlement, loop and breaker checks, name and
-schema validation, timeout and retry wrappers, result rendering, and six journal events.
+schema validation, timeout and retry wrappers, result screening and rendering, and four journal events.
 
 Prints steps per second and microseconds per step (median of several repetitions) for
 one run and for 100 concurrent runs. Target: at most 100 us of orchestration per step at
@@ -15,49 +15,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corral import Limits, Runtime, SubAgent, tool  # noqa: E402
-from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall, Usage  # noqa: E402
+from _instant import LIMITS, InstantModel, lookup  # noqa: E402
+
+from corral import Runtime, SubAgent  # noqa: E402
 
 STEPS_PER_RUN = 50
 REPEATS = 5
-USAGE = Usage(input_tokens=10, output_tokens=5)
-
-
-@tool(timeout=5)
-async def lookup(invoice_id: str) -> dict[str, Any]:
-    """Instant lookup."""
-    return {"invoice_id": invoice_id, "total": 10}
-
-
-def instant_model() -> FunctionModel:
-    def respond(request: ModelRequest) -> ModelResponse:
-        step = request.step
-        if step > STEPS_PER_RUN:
-            return ModelResponse(text="done", usage=USAGE, model="instant")
-        return ModelResponse(
-            tool_calls=(
-                ToolCall(id=f"c{step}", name="lookup", arguments={"invoice_id": f"INV-{step}"}),
-            ),
-            usage=USAGE,
-            stop_reason="tool_use",
-            model="instant",
-        )
-
-    return FunctionModel(respond, name="instant")
-
-
-LIMITS = Limits(
-    max_tokens=10_000_000,
-    max_tool_calls=10_000,
-    max_consecutive_same_tool=None,
-    max_wall_clock_s=3600,
-)
 
 
 async def measure(concurrent: int) -> float:
@@ -65,7 +33,7 @@ async def measure(concurrent: int) -> float:
         "bench",
         instructions="Benchmark agent.",
         tools=[lookup],
-        model=instant_model(),
+        model=InstantModel(STEPS_PER_RUN),
         limits=LIMITS,
     )
     async with Runtime(agents=[agent]) as runtime:

@@ -19,21 +19,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corral import Limits, Runtime, SubAgent, tool  # noqa: E402
-from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall, Usage  # noqa: E402
-from corral.store import SqliteJournal  # noqa: E402
+from _instant import LIMITS, USAGE, InstantModel, lookup  # noqa: E402
 
-USAGE = Usage(input_tokens=10, output_tokens=5)
-LIMITS = Limits(
-    max_tokens=10**9, max_tool_calls=10**6, max_consecutive_same_tool=None, max_wall_clock_s=3600
-)
+from corral import Runtime, SubAgent, tool  # noqa: E402
+from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall  # noqa: E402
+from corral.store import SqliteJournal  # noqa: E402
 
 
 def rss_bytes() -> int:
@@ -44,30 +40,10 @@ def rss_bytes() -> int:
     return 0
 
 
-@tool(timeout=5)
-async def lookup(invoice_id: str) -> dict[str, Any]:
-    """Instant lookup."""
-    return {"invoice_id": invoice_id, "total": 10}
-
-
 @tool(timeout=5, side_effect="write")
 async def flag(invoice_id: str) -> str:
     """A write: waits at a gate."""
     return "flagged"
-
-
-def stepping_model(steps: int) -> FunctionModel:
-    def respond(request: ModelRequest) -> ModelResponse:
-        if request.step > steps:
-            return ModelResponse(text="done", usage=USAGE, model="instant")
-        call = ToolCall(
-            id=f"c{request.step}", name="lookup", arguments={"invoice_id": f"INV-{request.step}"}
-        )
-        return ModelResponse(
-            tool_calls=(call,), usage=USAGE, stop_reason="tool_use", model="instant"
-        )
-
-    return FunctionModel(respond, name="instant")
 
 
 async def bare_insert_loop(path: Path, rows: int = 60_000, batch: int = 1_000) -> float:
@@ -93,7 +69,7 @@ async def durable_steps(path: Path, concurrent: int, steps: int) -> tuple[float,
         "bench",
         instructions="Benchmark.",
         tools=[lookup],
-        model=stepping_model(steps),
+        model=InstantModel(steps),
         limits=LIMITS,
     )
     async with SqliteJournal(path) as journal:
@@ -113,7 +89,7 @@ async def bytes_per_step(path: Path, steps: int, runs: int = 20) -> float:
         "bench",
         instructions="Benchmark.",
         tools=[lookup],
-        model=stepping_model(steps),
+        model=InstantModel(steps),
         limits=LIMITS,
     )
     async with SqliteJournal(path) as journal:
@@ -184,7 +160,7 @@ async def resume_time(path: Path, runs: int = 1_000) -> float:
         assert len(await journal.unfinished_runs()) == runs
     async with SqliteJournal(path) as journal:
         healthy = SubAgent(
-            "worker", instructions="x", tools=[lookup], model=stepping_model(1), limits=LIMITS
+            "worker", instructions="x", tools=[lookup], model=InstantModel(1), limits=LIMITS
         )
         start = time.perf_counter()
         async with Runtime(agents=[healthy], journal=journal, poll_interval=None, owner="host"):

@@ -5,13 +5,13 @@ Prints:
      a minimal table, WAL, synchronous=NORMAL), in rows/s: the ceiling here;
   2. SqliteStore.append throughput with 1 appender and with 100 concurrent appenders
      (realistic events: a ToolCallFinished with 500 characters of content), every append
-     waiting, and in runtime-shaped steps (6 events, the 2 before/after the tool call
-     waiting, 4 queued), with the ratio to (1);
-  3. bytes per step (6 events) for runs of 10 and of 200 steps: must not grow with length;
+     waiting, and in runtime-shaped steps (4 events: the model call and the proposal
+     queued, the 2 around a side-effecting tool call waiting), with the ratio to (1);
+  3. bytes per step (4 events) for runs of 10 and of 200 steps: must not grow with length;
   4. time to list 1,000 unfinished runs and read all their events after reopening.
 
 Targets (issue 4, for the runtime on top): >= 5,000 durable steps/s at 100 concurrent runs
-(~30,000 events/s through the store) and >= 2,000 steps/s at one run (~12,000 events/s);
+(~20,000 events/s through the store) and >= 2,000 steps/s at one run (~8,000 events/s);
 resume of 1,000 runs in < 1 s. Run: ``python benchmarks/bench_store.py [--quick]``.
 """
 
@@ -30,8 +30,6 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corral.events import (  # noqa: E402
-    BudgetReserved,
-    BudgetSettled,
     Event,
     EventAdapter,
     ModelCalled,
@@ -73,7 +71,6 @@ def step_events(run_id: str, step: int) -> list[tuple[Event, bool]]:
     )
     ts = 1_764_000_000.0 + step
     return [
-        (BudgetReserved(run_id=run_id, step=step, tokens=5_000, max_tokens=1_024, ts=ts), False),
         (
             ModelCalled(
                 run_id=run_id,
@@ -82,13 +79,9 @@ def step_events(run_id: str, step: int) -> list[tuple[Event, bool]]:
                 response=response,
                 duration_s=0.8,
                 cost_usd=0.0031,
+                reserved_tokens=5_000,
+                max_tokens=1_024,
                 ts=ts,
-            ),
-            False,
-        ),
-        (
-            BudgetSettled(
-                run_id=run_id, step=step, reserved=5_000, used=853, cost_usd=0.0031, ts=ts
             ),
             False,
         ),
@@ -320,7 +313,7 @@ def main() -> None:
                 f">= {target:,} steps/s)"
             )
 
-        print("3. bytes per step (6 events), same total steps:")
+        print("3. bytes per step (4 events), same total steps:")
         for runs, per in ((100, 10), (5, 200)):
             used, on_disk = anyio.run(bytes_per_step, d / f"b{per}.db", runs, per)
             print(

@@ -18,8 +18,6 @@ from .models import ModelResponse
 __all__ = [
     "OUTCOMES",
     "TERMINAL_OUTCOMES",
-    "BudgetReserved",
-    "BudgetSettled",
     "Event",
     "EventAdapter",
     "GateDecided",
@@ -101,31 +99,12 @@ class RunStarted(_EventBase):
     """USD already spent under `budget_key` by finished runs when this one started."""
 
 
-class BudgetReserved(_EventBase):
-    """Tokens were set aside for a model call before it was made."""
-
-    kind: Literal["budget_reserved"] = "budget_reserved"
-    step: int
-    tokens: int
-    """Estimated input (with margin) plus the output cap."""
-    max_tokens: int
-    """Output cap granted for the call (may be lower than asked, to fit the budget)."""
-
-
-class BudgetSettled(_EventBase):
-    """A reservation was replaced by the real usage."""
-
-    kind: Literal["budget_settled"] = "budget_settled"
-    step: int
-    reserved: int
-    used: int
-    cost_usd: float = 0.0
-    tokens_total: int = 0
-    """Tokens used by the run after this call."""
-
-
 class ModelCalled(_EventBase):
-    """A model call completed; its full response is kept so a replay never repeats it."""
+    """A model call completed; its full response is kept so a replay never repeats it.
+
+    It also records the budget side of the call: the supervisor reserved
+    `reserved_tokens` before the call and replaced them with the real usage after it.
+    """
 
     kind: Literal["model_called"] = "model_called"
     step: int
@@ -134,6 +113,10 @@ class ModelCalled(_EventBase):
     duration_s: float
     attempt: int = 1
     cost_usd: float = 0.0
+    reserved_tokens: int = 0
+    """Tokens set aside before the call: estimated input (with margin) plus the output cap."""
+    max_tokens: int = 0
+    """Output cap granted for the call (may be lower than asked, to fit the budget)."""
 
 
 class ModelFailed(_EventBase):
@@ -331,8 +314,6 @@ class RunFinished(_EventBase):
 
 Event = Annotated[
     RunStarted
-    | BudgetReserved
-    | BudgetSettled
     | ModelCalled
     | ModelFailed
     | ToolCallProposed

@@ -16,8 +16,6 @@ import pytest
 from corral._clock import MockClock
 from corral.errors import ConfigError, CorralError, UsageError
 from corral.events import (
-    BudgetReserved,
-    BudgetSettled,
     Event,
     EventAdapter,
     GateDecided,
@@ -129,7 +127,6 @@ def every_kind(run_id: str) -> list[Event]:
     )
     return [
         started(run_id, tags=["urgent"], limits={"max_tokens": 1000}, budget_key="wf-1"),
-        BudgetReserved(run_id=run_id, step=1, tokens=500, max_tokens=200),
         ModelFailed(
             run_id=run_id,
             step=1,
@@ -140,8 +137,16 @@ def every_kind(run_id: str) -> list[Event]:
             will_retry=True,
             delay_s=1.0,
         ),
-        ModelCalled(run_id=run_id, step=1, model="fake-1", response=response, duration_s=0.2),
-        BudgetSettled(run_id=run_id, step=1, reserved=500, used=134, cost_usd=0.001),
+        ModelCalled(
+            run_id=run_id,
+            step=1,
+            model="fake-1",
+            response=response,
+            duration_s=0.2,
+            cost_usd=0.001,
+            reserved_tokens=500,
+            max_tokens=200,
+        ),
         proposed(run_id),
         ToolCallRejected(
             run_id=run_id,

@@ -95,8 +95,8 @@ async def test_token_budget_is_never_overshot_and_output_cap_shrinks_to_fit() ->
     granted = [r.max_tokens for r in model.requests]
     assert granted[0] == 1000
     assert granted[-1] < 1000  # the last call was given only what was left
-    settled = of_kind(result.events, "budget_settled")
-    assert all(s.used <= s.reserved for s in settled)
+    assert [c.max_tokens for c in called] == granted  # each call journals its grant
+    assert all(0 < c.response.usage.total_tokens <= c.reserved_tokens for c in called)
 
 
 async def test_shared_budget_across_runs_with_one_budget_key() -> None:
@@ -264,8 +264,6 @@ async def test_cancel_stops_a_run_mid_tool_call_and_leaves_a_consistent_journal(
         "tool_call_started",
         "run_finished",
     ]
-    budget = of_kind(result.events, "budget_reserved")
-    assert len(budget) == len(of_kind(result.events, "budget_settled"))
 
 
 def test_a_sixth_tool_is_refused_at_construction() -> None:
@@ -309,7 +307,7 @@ def plan(request: ModelRequest) -> Any:
     return [call("alpha"), call("beta"), "done"][done]
 
 
-@pytest.mark.parametrize("crash_at", range(2, 17))
+@pytest.mark.parametrize("crash_at", range(2, 12))  # every append of the run
 async def test_a_crashed_run_actor_resumes_from_its_journal_without_repeating_calls(
     crash_at: int,
 ) -> None:

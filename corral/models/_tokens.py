@@ -11,8 +11,9 @@ do with a real model.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import pydantic_core
 
 from ._types import AssistantMessage, Message, ModelRequest, ToolResultMessage, UserMessage
 
@@ -26,7 +27,8 @@ def estimate_tokens(text: str) -> int:
 
 
 def _json_len(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), default=str))
+    """Length of `value` as compact JSON (UTF-8 bytes: a slight overestimate for non-ASCII)."""
+    return len(pydantic_core.to_json(value, fallback=str))
 
 
 def estimate_message_tokens(message: Message) -> int:
@@ -35,7 +37,7 @@ def estimate_message_tokens(message: Message) -> int:
         chars = len(message.content)
     elif isinstance(message, AssistantMessage):
         chars = len(message.text) + sum(
-            len(c.name) + _json_len(dict(c.arguments)) for c in message.tool_calls
+            len(c.name) + _json_len(c.arguments) for c in message.tool_calls
         )
     elif isinstance(message, ToolResultMessage):
         chars = len(message.content)
@@ -50,13 +52,11 @@ def estimate_request_tokens(request: ModelRequest) -> int:
     for message in request.messages:
         total += estimate_message_tokens(message)
     for spec in request.tools:
-        total += (
-            len(spec.name) + len(spec.description) + _json_len(dict(spec.input_schema)) + 3
-        ) // 4
+        total += (len(spec.name) + len(spec.description) + _json_len(spec.input_schema) + 3) // 4
     return total
 
 
 def estimate_output_tokens(text: str, tool_calls: Any = ()) -> int:
     """Estimate the output tokens of a response's text and tool calls."""
-    chars = len(text) + sum(len(c.name) + _json_len(dict(c.arguments)) for c in tool_calls)
+    chars = len(text) + sum(len(c.name) + _json_len(c.arguments) for c in tool_calls)
     return (chars + 3) // 4

@@ -19,11 +19,10 @@ import anyio
 
 from .._clock import Clock
 from .._task import new_id
+from .._timeout import within
 from ..actors import ActorRef, OneShotActor
 from ..errors import CallError, MailboxFullError, ModelTimeout, ToolTimeout
 from ..events import (
-    BudgetReserved,
-    BudgetSettled,
     Event,
     GateOpened,
     GuardrailVerdict,
@@ -338,23 +337,12 @@ class RunActor(OneShotActor):
                 run_id=self.run_id,
                 step=step,
             )
-            await self._record(
-                state,
-                BudgetReserved(
-                    run_id=self.run_id,
-                    step=step,
-                    tokens=permit.reserved,
-                    max_tokens=permit.max_tokens,
-                ),
-                wait=False,
-            )
             while True:
                 attempt += 1
                 started = time.perf_counter()
                 try:
                     try:
-                        with anyio.fail_after(limits.model_timeout_s):
-                            response = await model.request(request)
+                        response = await within(model.request(request), limits.model_timeout_s)
                     except TimeoutError as exc:
                         raise ModelTimeout(
                             f"model {model.name!r} did not answer within "
@@ -403,22 +391,12 @@ class RunActor(OneShotActor):
                     duration_s=duration,
                     attempt=attempt,
                     cost_usd=cost,
+                    reserved_tokens=permit.reserved,
+                    max_tokens=permit.max_tokens,
                 ),
                 # Committed with the next batch, and at the latest before the next side
                 # effect, gate or end of run (whose own appends wait): a crash can only
                 # make the runtime ask the model again, never repeat a side effect.
-                wait=False,
-            )
-            await self._record(
-                state,
-                BudgetSettled(
-                    run_id=self.run_id,
-                    step=step,
-                    reserved=permit.reserved,
-                    used=used,
-                    cost_usd=cost,
-                    tokens_total=state.tokens,
-                ),
                 wait=False,
             )
         finally:
@@ -663,8 +641,7 @@ class RunActor(OneShotActor):
             error: Exception
             try:
                 try:
-                    with anyio.fail_after(tool.timeout):
-                        value = await tool.invoke(arguments, context)
+                    value = await within(tool.invoke(arguments, context), tool.timeout)
                 except TimeoutError as exc:
                     raise ToolTimeout(
                         f"tool {tool.name!r} did not finish within its {tool.timeout:g} s timeout"

@@ -1,0 +1,48 @@
+"""The instant model and tool the benchmarks share: they cost nothing, so what is measured
+is Corral's own work around them.
+
+`InstantModel` answers step N with one `lookup` call until its step count is reached, then
+with a final answer. Unlike `FunctionModel` it keeps no record of the requests it saw (a
+test fake holding every request of a 2,000-step run would dominate the figures).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral import Limits, tool
+from corral.models import ModelRequest, ModelResponse, ToolCall, Usage
+
+USAGE = Usage(input_tokens=10, output_tokens=5)
+LIMITS = Limits(
+    max_tokens=10**9, max_tool_calls=10**6, max_consecutive_same_tool=None, max_wall_clock_s=3600
+)
+"""Limits that never stop a benchmark run (the checks still run at every step)."""
+
+
+@tool(timeout=5)
+async def lookup(invoice_id: str) -> dict[str, Any]:
+    """Instant lookup."""
+    return {"invoice_id": invoice_id, "total": 10}
+
+
+class InstantModel:
+    """Answers at once: a `lookup` call per step for `steps` steps, then "done"."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    @property
+    def name(self) -> str:
+        """The model's name in events."""
+        return "instant"
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        """The answer to step `request.step`."""
+        step = request.step
+        if step > self.steps:
+            return ModelResponse(text="done", usage=USAGE, model="instant")
+        call = ToolCall(id=f"c{step}", name="lookup", arguments={"invoice_id": f"INV-{step}"})
+        return ModelResponse(
+            tool_calls=(call,), usage=USAGE, stop_reason="tool_use", model="instant"
+        )
