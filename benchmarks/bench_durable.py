@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _instant import LIMITS, USAGE, InstantModel, lookup  # noqa: E402
 
-from corral import Runtime, SubAgent, tool  # noqa: E402
+from corral import RunHandle, RunResult, Runtime, SubAgent, tool  # noqa: E402
 from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall  # noqa: E402
 from corral.store import SqliteJournal  # noqa: E402
 
@@ -64,6 +64,19 @@ async def bare_insert_loop(path: Path, rows: int = 60_000, batch: int = 1_000) -
         return rows / (time.perf_counter() - start)
 
 
+async def run_all(rt: Runtime, count: int) -> list[RunResult]:
+    """Submit `count` runs and wait for all at once, as a caller of concurrent runs does."""
+    results: dict[int, RunResult] = {}
+
+    async def wait(i: int, handle: RunHandle) -> None:
+        results[i] = await handle.result()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(count):
+            tg.start_soon(wait, i, await rt.submit(f"task {i}"))
+    return [results[i] for i in range(count)]
+
+
 async def durable_steps(path: Path, concurrent: int, steps: int) -> tuple[float, float]:
     agent = SubAgent(
         "bench",
@@ -75,8 +88,7 @@ async def durable_steps(path: Path, concurrent: int, steps: int) -> tuple[float,
     async with SqliteJournal(path) as journal:
         async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
             start = time.perf_counter()
-            handles = [await rt.submit(f"task {i}") for i in range(concurrent)]
-            results = [await h.result() for h in handles]
+            results = await run_all(rt, concurrent)
             elapsed = time.perf_counter() - start
         assert all(r.outcome == "completed" for r in results)
         events = sum(len(r.events) for r in results)

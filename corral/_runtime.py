@@ -95,17 +95,24 @@ class RunResult:
 @dataclass(frozen=True, slots=True)
 class _StartRun:
     run_id: str
+    events: Sequence[Event] | None = None
+    """The run's whole journal when the caller just wrote it (a new run): saves reading it."""
 
 
 class _Waiter:
     """Wakes whoever awaits a run when it finishes or pauses."""
 
-    __slots__ = ("event",)
+    __slots__ = ("event", "finished", "waiting")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
+        self.finished: RunState | None = None
+        """The state of the run, once it finished here (its result needs no journal read)."""
+        self.waiting = 0
 
-    def wake(self) -> None:
+    def wake(self, finished: RunState | None = None) -> None:
+        if finished is not None:
+            self.finished = finished
         self.event.set()
         self.event = anyio.Event()
 
@@ -146,7 +153,10 @@ class _Parent(Actor):
     """
 
     def __init__(
-        self, runtime: Runtime, child: Callable[[str], Actor], restart: RestartPolicy
+        self,
+        runtime: Runtime,
+        child: Callable[[str, Sequence[Event] | None], Actor],
+        restart: RestartPolicy,
     ) -> None:
         self._runtime = runtime
         self._child = child
@@ -156,8 +166,16 @@ class _Parent(Actor):
         if isinstance(message, _StartRun):
             if self.system.get(f"{self.ref.name}/{message.run_id}") is not None:
                 return None  # already being driven here
-            run_id = message.run_id
-            await self.spawn(lambda: self._child(run_id), name=run_id, restart=self._restart)
+            run_id, seed = message.run_id, message.events
+
+            def make() -> Actor:
+                # The first actor starts from the events given; a restarted one re-reads
+                # the journal, which has moved on since.
+                nonlocal seed
+                events, seed = seed, None
+                return self._child(run_id, events)
+
+            await self.spawn(make, name=run_id, restart=self._restart)
             return None
         return await super().receive(message)
 
@@ -402,12 +420,12 @@ class Runtime:
                     lambda: _Alerter(alert, webhook), name="alerter", mailbox_size=1024
                 )
             for name, agent in self.agents.items():
-                run_actor = partial(RunActor, agent, services=self._services)
+                run_actor = partial(_run_actor, agent, self._services)
                 self._agent_refs[name] = await system.spawn(
                     partial(_Parent, self, run_actor, agent.restart), name=f"agent:{name}"
                 )
             for workflow in self.workflows.values():
-                workflow_actor = partial(WorkflowActor, workflow, host=self)
+                workflow_actor = partial(_workflow_actor, workflow, self)
                 self._agent_refs[workflow.agent_name] = await system.spawn(
                     partial(_Parent, self, workflow_actor, RestartPolicy(backoff=0.1)),
                     name=workflow.agent_name,
@@ -511,8 +529,11 @@ class Runtime:
             )
             self._saved_breakers = states
 
-    async def _start(self, run_id: str, agent: str) -> bool:
-        """Drive a run here if this process can claim it."""
+    async def _start(self, run_id: str, agent: str, events: Sequence[Event] | None = None) -> bool:
+        """Drive a run here if this process can claim it.
+
+        `events`: the run's whole journal, when the caller has just written all of it.
+        """
         if run_id in self._active or agent not in self._agent_refs:
             if agent not in self._agent_refs:
                 log.warning(
@@ -524,7 +545,7 @@ class Runtime:
         ):
             return False
         self._active.add(run_id)
-        await self._agent_refs[agent].ask(_StartRun(run_id))
+        await self._agent_refs[agent].ask(_StartRun(run_id, events))
         return True
 
     async def tick(self) -> None:
@@ -625,8 +646,9 @@ class Runtime:
             agent = route.agent
         if agent not in self.agents:
             raise UsageError(f"no sub-agent named {agent!r}; known: {', '.join(self.agents)}")
-        run_id = run_id or new_id("run")
-        if await self.journal.read(run_id):
+        if run_id is None:
+            run_id = new_id("run")  # random: no need to ask the journal whether it is used
+        elif await self.journal.read(run_id):
             raise UsageError(f"run id {run_id!r} is already in use")
         await self._open_run(
             run_id,
@@ -655,8 +677,11 @@ class Runtime:
             limits=limits.model_dump(mode="json"),
             **started,
         )
-        await self.journal.append(first)
+        # Queued, not awaited: claiming the run below commits it with the claim, in one
+        # transaction (a blocked task's run_finished commits it instead).
+        await self.journal.append(first, wait=False)
         self._publish(first)
+        events: list[Event] = [first]
         for verdict in screened.actions if screened is not None else ():
             event = GuardrailVerdict(
                 run_id=run_id,
@@ -667,6 +692,7 @@ class Runtime:
             )
             await self.journal.append(event, wait=False)
             self._publish(event)
+            events.append(event)
         block = screened.block if screened is not None else None
         if block is not None:
             finished = RunFinished(
@@ -678,7 +704,8 @@ class Runtime:
             await self.journal.append(finished)
             self._publish(finished)
             return
-        await self._start(run_id, agent)
+        if not await self._start(run_id, agent, events):
+            await self.journal.flush()  # not driven here; the run must still be durable
 
     async def run(
         self,
@@ -709,16 +736,28 @@ class Runtime:
         with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
             while True:
                 waiter = self._waiters.setdefault(run_id, _Waiter())
-                woken = waiter.event  # taken before reading, so no wake-up is missed
-                events = await self.journal.read(run_id)
-                if not events:
-                    raise UsageError(f"no run {run_id!r} in the journal")
-                if run_id not in self._active:
-                    state = RunState.fold(run_id, events)
-                    if state.done or self._system is None or await self._settled(state):
-                        self._waiters.pop(run_id, None)  # a paused run costs no memory here
-                        return await self._result(run_id, events, state)
-                await woken.wait()
+                waiter.waiting += 1
+                try:
+                    woken = waiter.event  # taken before looking, so no wake-up is missed
+                    finished = waiter.finished
+                    if finished is not None:  # it finished here: its state has every event
+                        self._waiters.pop(run_id, None)
+                        return await self._result(run_id, finished.events, finished)
+                    if run_id not in self._active:  # an active run is not worth a read yet
+                        events = await self.journal.read(run_id)
+                        if not events:
+                            raise UsageError(f"no run {run_id!r} in the journal")
+                        state = RunState.fold(run_id, events)
+                        if state.done or self._system is None or await self._settled(state):
+                            self._waiters.pop(run_id, None)  # a paused run costs no memory
+                            return await self._result(run_id, events, state)
+                    await woken.wait()
+                except BaseException:
+                    if waiter.waiting == 1 and self._waiters.get(run_id) is waiter:
+                        del self._waiters[run_id]  # its last waiter gave up: forget it
+                    raise
+                finally:
+                    waiter.waiting -= 1
 
     async def _settled(self, state: RunState, depth: int = 0) -> bool:
         """True when a paused run can only move on with outside help (a person, an event).
@@ -821,7 +860,7 @@ class Runtime:
         )
         await self.journal.append(started)
         self._publish(started)
-        await self._start(run_id, registered.agent_name)
+        await self._start(run_id, registered.agent_name, [started])
         return RunHandle(self, run_id, registered.agent_name, None)
 
     async def run_workflow(
@@ -1055,15 +1094,15 @@ class Runtime:
         except CorralError as exc:  # full or stopped: never block or fail the run for it
             log.error("runtime.alert_dropped", error=repr(exc), tool=call.tool)
 
-    def _wake_waiter(self, run_id: str) -> None:
+    def _wake_waiter(self, run_id: str, finished: RunState | None = None) -> None:
         waiter = self._waiters.get(run_id)
         if waiter is not None:
-            waiter.wake()
+            waiter.wake(finished)
 
     async def _on_finished(self, state: RunState) -> None:
         # No release: recording the end of the run already cleared its lease.
         self._active.discard(state.run_id)
-        self._wake_waiter(state.run_id)
+        self._wake_waiter(state.run_id, state)
         if state.parent_run_id is not None:  # a workflow step: its workflow may be waiting
             await self.deliver(f"child:{state.run_id}")
 
@@ -1096,6 +1135,18 @@ class Runtime:
                 state.apply(finished)
                 self._publish(finished)
             await self._on_finished(state)
+
+
+def _run_actor(
+    agent: SubAgent, services: RunServices, run_id: str, events: Sequence[Event] | None
+) -> RunActor:
+    return RunActor(agent, run_id, services, events=events)
+
+
+def _workflow_actor(
+    workflow: Workflow, host: Runtime, run_id: str, events: Sequence[Event] | None
+) -> WorkflowActor:
+    return WorkflowActor(workflow, run_id, host, events=events)
 
 
 def _all_steps(workflow: Workflow) -> list[Step]:

@@ -4,12 +4,13 @@ Every model call and tool call runs under a timeout. Entering and leaving an any
 scope costs about 7 us (more with many timers pending), a large share of a step when the
 model is a cache, a local function or a fake and the tool answers from memory. `within`
 first runs the call up to its first suspension; only a call that does suspend is resumed
-under a cancel scope, with the deadline taken before the call started. Code that runs
+under a cancel scope, with the time it already took deducted from its allowance. Code that runs
 before the first suspension could not be interrupted by any timeout, so nothing is lost.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Generator
 from typing import Any, TypeVar, cast
 
@@ -26,13 +27,13 @@ async def within(call: Awaitable[_T], seconds: float) -> _T:
     Raises:
         TimeoutError: the call did not finish in time (it was cancelled).
     """
-    deadline = anyio.current_time() + seconds
+    started = time.perf_counter()
     steps = cast(Generator[Any, Any, _T], call.__await__())
     try:
         first = steps.send(None)
     except StopIteration as done:
         return cast(_T, done.value)
-    with anyio.fail_at(deadline):
+    with anyio.fail_after(max(seconds - (time.perf_counter() - started), 0.0)):
         return await _Resumed(steps, first)
 
 

@@ -186,3 +186,64 @@ def test_invalid_retry_policy_is_refused() -> None:
         RetryPolicy(max_retries=-1)
     with pytest.raises(ConfigError):
         RetryPolicy(jitter=1.5)
+
+
+# -- the compiled fast path agrees with the reference validator --------------------------------
+
+AGREEMENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^INV-[0-9]+$"},
+        "count": {"type": "integer", "minimum": 1, "maximum": 100},
+        "ratio": {"type": "number", "exclusiveMaximum": 1},
+        "email": {"type": "string", "format": "email"},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
+        "mode": {"enum": ["fast", "safe"]},
+        "nested": {
+            "type": "object",
+            "properties": {"flag": {"type": "boolean"}},
+            "required": ["flag"],
+        },
+    },
+    "required": ["id"],
+}
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"id": "INV-1"},
+        {"id": "INV-1", "count": 5, "ratio": 0.5, "tags": ["a"], "mode": "safe"},
+        {"id": "INV-1", "nested": {"flag": True}},
+        {"id": "INV-1", "email": "a@example.com"},
+        {"id": "INV-1", "count": 5.0},  # an integral float is an integer in 2020-12
+        {"id": "INV-x"},
+        {"id": "INV-1\n"},  # Python's $ would match before the newline; the schema's does not
+        {"id": 7},
+        {"count": 5},
+        {"id": "INV-1", "count": 0},
+        {"id": "INV-1", "count": True},  # a boolean is not an integer
+        {"id": "INV-1", "count": 2**80},  # beyond 64 bits
+        {"id": "INV-1", "ratio": 1},
+        {"id": "INV-1", "email": "not an address"},
+        {"id": "INV-1", "tags": ["a", "b", "c"]},
+        {"id": "INV-1", "mode": "reckless"},
+        {"id": "INV-1", "nested": {}},
+        {"id": "INV-1", "surprise": 1},  # strict: additionalProperties is false
+        {"id": None},
+    ],
+)
+def test_the_fast_path_never_accepts_what_the_reference_refuses(arguments: dict[str, Any]) -> None:
+    from jsonschema import Draft202012Validator
+
+    checked = Tool(lambda **_: None, name="t", description="d", schema=AGREEMENT_SCHEMA, timeout=1)
+    assert checked._fast_validator is not None  # the compiled path is the one under test
+    reference = Draft202012Validator(
+        checked.input_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    violations = checked.validate(arguments)
+    assert (violations == []) == reference.is_valid(arguments)
+    if violations:  # the errors are the reference's, with their paths
+        assert {v.message for v in violations} == {
+            e.message for e in reference.iter_errors(arguments)
+        }

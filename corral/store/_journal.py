@@ -88,6 +88,10 @@ class Journal(Protocol):
         """
         ...
 
+    async def flush(self) -> None:
+        """Return once every event appended so far is durable (``wait=False`` ones too)."""
+        ...
+
     async def read(self, run_id: str) -> list[Event]:
         """Return a run's events in order; empty for an unknown run."""
         ...
@@ -142,7 +146,9 @@ class Journal(Protocol):
     async def claim(self, run_id: str, owner: str, *, lease_s: float, now: float) -> bool:
         """Take the right to drive a run, unless another live owner holds it.
 
-        Appending the run's ``run_finished`` event releases the claim.
+        Appending the run's ``run_finished`` event releases the claim. Claiming a new run
+        whose first events were appended with ``wait=False`` makes them durable with the
+        claim (so starting a run costs one commit).
         """
         ...
 
@@ -196,6 +202,9 @@ class MemoryJournal:
     async def append(self, event: Event, *, wait: bool = True) -> None:
         """Append an event, assign its sequence number, and update the indexes."""
         self._append(event)
+
+    async def flush(self) -> None:
+        """Nothing to do: every append is complete when it returns."""
 
     def _append(self, event: Event) -> None:
         events = self._events[event.run_id]

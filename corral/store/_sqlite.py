@@ -85,6 +85,7 @@ _Op = tuple[str, tuple[Any, ...]]
 
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, kind, ts, payload) VALUES (?, ?, ?, ?, ?)"
 _TOUCH_RUN = "UPDATE runs SET last_seq = ?, updated_at = MAX(updated_at, ?) WHERE run_id = ?"
+_SET_OWNER = "UPDATE runs SET owner = ?, lease_until = ? WHERE run_id = ?"
 _MAX_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?"
 _STATUS = """
     UPDATE runs SET updated_at = MAX(updated_at, ?), status = CASE
@@ -723,6 +724,14 @@ class SqliteStore:
             False when another owner's lease is still live (``lease_until > now``) or the
             run is finished or unknown.
         """
+        pending = self._pending
+        if run_id in pending.started and run_id not in self._fences:
+            # A new run whose first events are still queued: no other process can see it,
+            # so the claim goes into the same transaction as its insert (one commit).
+            pending.ops.append((run_id, _SET_OWNER, (owner, now + lease_s, run_id)))
+            pending.wait(run_id)
+            await self._wait_for(pending, run_id)
+            return True
         if self._uncommitted(run_id):
             await self._flush()
         claimed, fresh = await self._write(_claim, run_id, owner, now + lease_s, now)
@@ -975,6 +984,7 @@ class _Batch:
         "ops",
         "releases",
         "rows",
+        "started",
         "touch",
         "waited",
         "waiters",
@@ -988,6 +998,8 @@ class _Batch:
         self.touch: dict[str, tuple[int, float]] = {}
         """Per run: its last seq and ts in this batch."""
         self.releases: list[tuple[str, int]] = []
+        self.started: set[str] = set()
+        """Runs whose ``run_started`` is in this batch: new runs, not yet visible to others."""
         self.waited: set[str] = set()
         """Runs with an appender waiting on this batch (they will be told of a failure)."""
         self.nbytes = 0
@@ -1006,9 +1018,15 @@ class _Batch:
             self.ops.extend((run_id, sql, args) for sql, args in _index_ops(event))
             if kind in _RELEASES:
                 self.releases.append((run_id, seq))
+            elif kind == "run_started":
+                self.started.add(run_id)
         if wait:
-            self.waiters += 1
-            self.waited.add(run_id)
+            self.wait(run_id)
+
+    def wait(self, run_id: str) -> None:
+        """Count one more appender of `run_id` waiting for this batch."""
+        self.waiters += 1
+        self.waited.add(run_id)
 
     def remove_run(self, run_id: str) -> tuple[list[int], bool]:
         """Drop a run's events; return their seqs and whether one had a waiter."""
@@ -1020,6 +1038,7 @@ class _Batch:
         self.releases = [r for r in self.releases if r[0] != run_id]
         self.nbytes = sum(len(row[4]) for row in self.rows)
         del self.touch[run_id]
+        self.started.discard(run_id)
         waited = run_id in self.waited
         self.waited.discard(run_id)
         return seqs, waited
@@ -1434,9 +1453,7 @@ def _claim(
         ).fetchone()
         if row is None:
             return False, False
-        conn.execute(
-            "UPDATE runs SET owner = ?, lease_until = ? WHERE run_id = ?", (owner, until, run_id)
-        )
+        conn.execute(_SET_OWNER, (owner, until, run_id))
         return True, row[0] != owner
 
 
@@ -1452,10 +1469,7 @@ def _claim_many(
                 (run_id, owner, now),
             ).fetchone()
             if row is not None:
-                conn.execute(
-                    "UPDATE runs SET owner = ?, lease_until = ? WHERE run_id = ?",
-                    (owner, until, run_id),
-                )
+                conn.execute(_SET_OWNER, (owner, until, run_id))
                 claimed.append((run_id, row[0] != owner))
     return claimed
 
@@ -1469,10 +1483,7 @@ def _claim_runs(
             "AND (wake_at IS NULL OR wake_at <= ?) ORDER BY created_at, rowid LIMIT ?",
             (owner, now, now, limit),
         ).fetchall()
-        conn.executemany(
-            "UPDATE runs SET owner = ?, lease_until = ? WHERE run_id = ?",
-            [(owner, until, run_id) for run_id, _ in rows],
-        )
+        conn.executemany(_SET_OWNER, [(owner, until, run_id) for run_id, _ in rows])
     return [(run_id, previous != owner) for run_id, previous in rows]
 
 

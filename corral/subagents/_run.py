@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,9 +125,18 @@ class RunActor(OneShotActor):
 
     mailbox_size = 8
 
-    def __init__(self, agent: SubAgent, run_id: str, services: RunServices) -> None:
+    def __init__(
+        self,
+        agent: SubAgent,
+        run_id: str,
+        services: RunServices,
+        *,
+        events: Sequence[Event] | None = None,
+    ) -> None:
+        """`events`: the run's whole journal so far, if the caller has it (else it is read)."""
         self.agent = agent
         self.run_id = run_id
+        self._events = events
         self.s = services
         self.limits = agent.limits or services.limits
         self._stop_requested: tuple[Outcome, str] | None = None
@@ -156,7 +165,9 @@ class RunActor(OneShotActor):
             self._scope.cancel()
 
     async def _drive(self) -> None:
-        events = await self.s.journal.read(self.run_id)
+        events, self._events = self._events, None
+        if events is None:
+            events = await self.s.journal.read(self.run_id)
         state = RunState.fold(self.run_id, events)
         if state.done:
             self.after_stop = lambda: self.s.on_finished(state)

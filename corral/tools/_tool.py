@@ -15,6 +15,7 @@ from typing import Any, Literal, get_type_hints, overload
 import anyio.to_thread
 import httpx
 import jsonschema
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -149,6 +150,20 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
+def _fast_validator(schema: dict[str, Any]) -> jsonschema_rs.Validator | None:
+    """A compiled validator (jsonschema-rs) for the valid case; None if the schema is beyond it.
+
+    It only ever says "valid" quickly: any other answer goes to the reference validator
+    (`jsonschema`), which writes the errors the model sees. It checks formats and uses
+    ECMA-262 patterns, at least as strict as the reference's Python ones, so a call it
+    accepts is one the reference accepts too.
+    """
+    try:
+        return jsonschema_rs.Draft202012Validator(schema, validate_formats=True, offline=True)
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError):
+        return None
+
+
 def _json_path(path: Iterable[Any]) -> str:
     out = "$"
     for part in path:
@@ -260,6 +275,7 @@ class Tool:
         self._validator = Draft202012Validator(
             self.input_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
         )
+        self._fast_validator = _fast_validator(self.input_schema)
         self._is_async = inspect.iscoroutinefunction(fn)
         self._spec = ToolSpec(
             name=self.name, description=self.description, input_schema=self.input_schema
@@ -315,7 +331,14 @@ class Tool:
             Every violation, sorted by path; empty when the arguments are valid.
         """
         arguments = dict(arguments)
-        if self._validator.is_valid(arguments):  # the common case, without building errors
+        fast = self._fast_validator
+        if fast is not None:
+            try:
+                if fast.is_valid(arguments):  # the common case: valid, in well under 1 us
+                    return []
+            except (ValueError, TypeError, OverflowError):
+                pass  # a value it cannot convert (a huge integer): the reference decides
+        if self._validator.is_valid(arguments):
             return []
         errors = [
             SchemaViolation(_json_path(err.absolute_path), err.message)

@@ -8,6 +8,7 @@ same gate and wait events an agent run uses: a paused workflow holds no task.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -128,10 +129,19 @@ class WorkflowActor(OneShotActor):
 
     mailbox_size = 8
 
-    def __init__(self, workflow: Workflow, run_id: str, host: WorkflowHost) -> None:
+    def __init__(
+        self,
+        workflow: Workflow,
+        run_id: str,
+        host: WorkflowHost,
+        *,
+        events: Sequence[Event] | None = None,
+    ) -> None:
+        """`events`: the run's whole journal so far, if the caller has it (else it is read)."""
         self.workflow = workflow
         self.run_id = run_id
         self.host = host
+        self._events = events
 
     async def run_once(self) -> None:
         """Drive the workflow from its journal to its end or a pause."""
@@ -145,7 +155,10 @@ class WorkflowActor(OneShotActor):
 
     async def _drive(self) -> None:
         state = WorkflowState(self.run_id)
-        for event in await self.host.journal.read(self.run_id):
+        events, self._events = self._events, None
+        if events is None:
+            events = await self.host.journal.read(self.run_id)
+        for event in events:
             state.apply(event)
         self.after_stop = lambda: self.host._on_workflow_done(self.run_id)
         if state.finished is not None:
