@@ -28,7 +28,7 @@ async def within(call: Awaitable[_T], seconds: float) -> _T:
         TimeoutError: the call did not finish in time (it was cancelled).
     """
     started = time.perf_counter()
-    steps = cast(Generator[Any, Any, _T], call.__await__())
+    steps = call.__await__()
     try:
         first = steps.send(None)
     except StopIteration as done:

@@ -5,7 +5,7 @@ from typing import Any
 import anyio
 import pytest
 
-from corral.actors import Actor, ActorRef, ActorSystem, RestartPolicy
+from corral.actors import NOT_INLINE, Actor, ActorRef, ActorSystem, RestartPolicy
 from corral.errors import ActorDeadError, AskTimeoutError, MailboxFullError, UsageError
 
 FAST = RestartPolicy(max_restarts=2, within=60, backoff=0.0)
@@ -225,3 +225,95 @@ async def test_an_error_in_the_body_comes_out_as_itself_not_a_group() -> None:
         async with ActorSystem() as system:
             await system.spawn(Counter, name="c")
             raise KeyError("plain")
+
+
+# -- inline dispatch: an idle actor takes a plain message in the sender's task ------------------
+
+
+class Ledger(Actor):
+    """Sync bookkeeping inline; `Slow` messages go through its own task."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.total = 0
+
+    def receive_inline(self, message: Any) -> Any:
+        if isinstance(message, int):
+            if message < 0:
+                raise ValueError(f"negative amount {message}")
+            self.total += message
+            self.log.append(f"add {message} in {anyio.get_current_task().name}")
+            return self.total
+        return NOT_INLINE
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, int):
+            return self.receive_inline(message)
+        if isinstance(message, Slow):
+            await message.release.wait()
+            self.log.append("slow done")
+            return "slow"
+        return await super().receive(message)
+
+
+class Slow:
+    def __init__(self) -> None:
+        self.release = anyio.Event()
+
+
+async def test_an_idle_actor_answers_a_plain_ask_in_the_senders_task() -> None:
+    log: list[str] = []
+    async with ActorSystem() as system:
+        ledger = await system.spawn(lambda: Ledger(log), name="ledger")
+        await anyio.sleep(0)  # let it reach its receive loop
+        assert await ledger.ask(5) == 5
+        await ledger.tell(2)
+        ledger.tell_nowait(3)
+        assert await ledger.ask(0) == 10
+        assert ledger.statistics().processed == 4
+    assert all("in " + anyio.get_current_task().name in line for line in log)
+
+
+async def test_a_busy_actor_keeps_the_order_messages_were_sent_in() -> None:
+    log: list[str] = []
+    async with ActorSystem() as system:
+        ledger = await system.spawn(lambda: Ledger(log), name="ledger")
+        await anyio.sleep(0)
+        slow = Slow()
+        await ledger.tell(slow)  # queued: the actor is busy until it is released
+        async with anyio.create_task_group() as tg:
+
+            async def add() -> None:
+                assert await ledger.ask(7) == 7
+
+            tg.start_soon(add)
+            await anyio.sleep(0.01)
+            assert log == []  # the ask waited behind the slow message, not overtook it
+            slow.release.set()
+        assert log[0] == "slow done"
+        assert log[1].startswith("add 7 in ")
+        assert "add" not in log[1].removeprefix("add 7 in ")  # handled by the actor's task
+
+
+async def test_an_inline_ask_that_raises_answers_with_the_error_and_the_actor_lives_on() -> None:
+    async with ActorSystem() as system:
+        ledger = await system.spawn(lambda: Ledger([]), name="ledger")
+        await anyio.sleep(0)
+        with pytest.raises(ValueError, match="negative amount -1"):
+            await ledger.ask(-1)
+        assert await ledger.ask(4) == 4
+        assert ledger.statistics().restarts == 0
+
+
+async def test_an_inline_tell_that_raises_crashes_the_actor_which_restarts_fresh() -> None:
+    async with ActorSystem() as system:
+        ledger = await system.spawn(
+            lambda: Ledger([]), name="ledger", restart=RestartPolicy(backoff=0)
+        )
+        await anyio.sleep(0)
+        assert await ledger.ask(4) == 4
+        await ledger.tell(-1)
+        with anyio.fail_after(5):
+            while ledger.statistics().restarts == 0:
+                await anyio.sleep(0.001)
+        assert await ledger.ask(1) == 1  # a fresh instance: the old total is gone

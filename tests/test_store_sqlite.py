@@ -683,6 +683,37 @@ async def test_appends_racing_a_decision_on_the_same_run_stay_gap_free(store: Sq
     assert await seqs(store, "r1") == list(range(1, 66))
 
 
+async def test_a_counter_read_while_a_decision_lands_is_read_again(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append that reads the run's last seq from the file while a conditional append
+    writes after it must not number from the stale value (a duplicate seq, a lost event)."""
+    import corral.store._sqlite as sqlite_module
+
+    await store.append(started("r1"))
+    await store.append(wait_started("r1", "k"))
+    await store.append(gate_opened("r1"))
+    assert await store.decide_gate(decision("r1"))  # the run's counter is now unknown: 4
+    read, release = anyio.Event(), anyio.Event()
+    real_call = sqlite_module._call
+
+    async def stalled_call(db: Any, fn: Any, *args: Any) -> Any:
+        result = await real_call(db, fn, *args)
+        if fn is sqlite_module._max_seq and not read.is_set():
+            read.set()  # the first counter read has its answer (4) ...
+            await release.wait()  # ... and is held until the delivery has landed
+        return result
+
+    monkeypatch.setattr(sqlite_module, "_call", stalled_call)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.append, proposed("r1", call_id="late"))
+        await read.wait()
+        assert await store.deliver("k", {"ok": True}, now=6.0) == "r1"  # writes seq 5
+        release.set()
+    assert await seqs(store, "r1") == [1, 2, 3, 4, 5, 6]
+    assert [e.kind for e in await store.read("r1")][-2:] == ["wait_resolved", "tool_call_proposed"]
+
+
 async def test_a_decision_must_name_the_gates_run(store: SqliteStore) -> None:
     await store.append(started("r1"))
     await store.append(started("r2"))

@@ -1,11 +1,12 @@
 """Actors: a small actor runtime on anyio.
 
 Public: `ActorSystem`, `Actor`, `OneShotActor`, `ActorRef`, `RestartPolicy`,
-`MailboxStatistics`.
+`MailboxStatistics`, and `NOT_INLINE` (see `Actor.receive_inline`).
 This subpackage imports nothing from Corral but `corral.errors`.
 """
 
 from ._oneshot import OneShotActor as OneShotActor
+from ._system import NOT_INLINE as NOT_INLINE
 from ._system import Actor as Actor
 from ._system import ActorRef as ActorRef
 from ._system import ActorSystem as ActorSystem
@@ -17,6 +18,7 @@ __all__ = [
     "ActorRef",
     "ActorSystem",
     "MailboxStatistics",
+    "NOT_INLINE",
     "OneShotActor",
     "RestartPolicy",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "Actor",
     "ActorRef",
     "ActorSystem",
+    "NOT_INLINE",
     "MailboxStatistics",
     "RestartPolicy",
 ]
@@ -145,6 +146,17 @@ class _ChildFailed:
     error: BaseException
 
 
+@dataclass(slots=True)
+class _Crash:
+    """A `tell` handled inline raised: the actor crashes with it in its own task."""
+
+    error: Exception
+
+
+NOT_INLINE: Any = object()
+"""Returned by `Actor.receive_inline` for a message it must receive in its own task."""
+
+
 class Actor:
     """Base class for actors. Override `receive`; optionally `started`, `stopped`, `child_failed`.
 
@@ -219,6 +231,18 @@ class Actor:
         """
         raise UsageError(f"actor {self._cell.name!r} does not handle {type(message).__name__}")
 
+    def receive_inline(self, message: Any) -> Any:
+        """Handle a message at once, in the sender's task, or return `NOT_INLINE`.
+
+        Override it for messages whose handling never waits (plain state updates, such as
+        the supervisor's budget bookkeeping). It is called only while the actor is idle
+        (its mailbox empty, no message in progress), so the actor still sees one message
+        at a time, in the order sent; what is saved is the hand-off to its task and back,
+        two scheduling rounds per `ask`. An exception answers the `ask` (as from
+        `receive`); from a `tell` it crashes the actor, as from `receive`.
+        """
+        return NOT_INLINE
+
     async def stopped(self) -> None:
         """Called once when the actor stops for good (not between restarts)."""
 
@@ -268,7 +292,8 @@ class ActorRef:
             ActorDeadError: the actor has stopped.
             MailboxFullError: `wait=False` and the mailbox is full.
         """
-        await self._cell.put(_Envelope(message, None), wait=wait)
+        if not self._cell.tell_inline(message):
+            await self._cell.put(_Envelope(message, None), wait=wait)
 
     def tell_nowait(self, message: Any) -> None:
         """Send a message without waiting; fail at once if the mailbox is full.
@@ -277,7 +302,8 @@ class ActorRef:
             ActorDeadError: the actor has stopped.
             MailboxFullError: the mailbox is full.
         """
-        self._cell.put_nowait(_Envelope(message, None))
+        if not self._cell.tell_inline(message):
+            self._cell.put_nowait(_Envelope(message, None))
 
     async def ask(self, message: Any, *, timeout: float = 10.0) -> Any:
         """Send a message and wait for the actor's answer.
@@ -296,6 +322,13 @@ class ActorRef:
             ActorDeadError: the actor stopped before answering.
             Exception: whatever the actor raised while handling this message.
         """
+        cell = self._cell
+        instance = cell.idle_instance()
+        if instance is not None:
+            answer = instance.receive_inline(message)  # an exception answers the ask
+            if answer is not NOT_INLINE:
+                cell.processed += 1
+                return answer
         if sniffio.current_async_library() == "asyncio":
             return await self._ask_asyncio(message, timeout)
         reply = _Reply()
@@ -370,11 +403,11 @@ class _Cell:
         self.path: str = f"{parent.path}/{name}" if parent is not None else name
         self.restart = restart
         self.capacity = mailbox_size
-        self.send: MemoryObjectSendStream[_Envelope | _ChildFailed]
-        self.receive: MemoryObjectReceiveStream[_Envelope | _ChildFailed]
-        self.send, self.receive = anyio.create_memory_object_stream[_Envelope | _ChildFailed](
-            mailbox_size
-        )
+        self.send: MemoryObjectSendStream[_Envelope | _ChildFailed | _Crash]
+        self.receive: MemoryObjectReceiveStream[_Envelope | _ChildFailed | _Crash]
+        self.send, self.receive = anyio.create_memory_object_stream[
+            _Envelope | _ChildFailed | _Crash
+        ](mailbox_size)
         self.ref = ActorRef(self)
         self.children: dict[str, _Cell] = {}
         self.dead = False
@@ -383,7 +416,30 @@ class _Cell:
         self.processed = 0
         self.restarts = 0
         self._restart_times: deque[float] = deque()
-        self.current: _Envelope | _ChildFailed | None = None
+        self.current: _Envelope | _ChildFailed | _Crash | None = None
+        self.queued = 0
+        """Messages put in the mailbox and not yet taken by the actor's task."""
+        self.instance: Actor | None = None
+        """The actor, while its task is in its receive loop."""
+
+    def idle_instance(self) -> Actor | None:
+        """The actor if it can take a message inline now: in its loop, nothing pending."""
+        if self.current is None and not self.queued and not self.dead:
+            return self.instance
+        return None
+
+    def tell_inline(self, message: Any) -> bool:
+        """Handle a `tell` in the sender's task if the actor is idle and allows it."""
+        instance = self.idle_instance()
+        if instance is None:
+            return False
+        try:
+            if instance.receive_inline(message) is NOT_INLINE:
+                return False
+        except Exception as exc:
+            self.put_nowait(_Crash(exc))  # as if raised by receive: the actor crashes
+        self.processed += 1
+        return True
 
     # -- sending --------------------------------------------------------------------------
 
@@ -396,18 +452,23 @@ class _Cell:
         try:
             # Room in the mailbox: enqueue without a scheduling round trip (hot path).
             self.send.send_nowait(envelope)
+            self.queued += 1
             return
         except anyio.WouldBlock:
             if not wait:
                 raise MailboxFullError(actor=self.path, capacity=self.capacity) from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise self._dead() from None
+        self.queued += 1  # counted while waiting for room: no inline overtaking meanwhile
         try:
             await self.send.send(envelope)  # full: wait for room (back-pressure)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise self._dead() from None
+        except BaseException as exc:
+            self.queued -= 1
+            if isinstance(exc, (anyio.BrokenResourceError, anyio.ClosedResourceError)):
+                raise self._dead() from None
+            raise
 
-    def put_nowait(self, envelope: _Envelope | _ChildFailed) -> None:
+    def put_nowait(self, envelope: _Envelope | _ChildFailed | _Crash) -> None:
         if self.dead:
             raise self._dead()
         try:
@@ -416,6 +477,7 @@ class _Cell:
             raise MailboxFullError(actor=self.path, capacity=self.capacity) from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise self._dead() from None
+        self.queued += 1
 
     def statistics(self) -> MailboxStatistics:
         stats = self.send.statistics()
@@ -469,6 +531,17 @@ class _Cell:
 
     async def _loop(self, instance: Actor) -> None:
         receive = self.receive
+        self.instance = instance
+        try:
+            await self._receive_loop(instance, receive)
+        finally:
+            self.instance = None
+
+    async def _receive_loop(
+        self,
+        instance: Actor,
+        receive: MemoryObjectReceiveStream[_Envelope | _ChildFailed | _Crash],
+    ) -> None:
         while True:
             try:
                 envelope = receive.receive_nowait()
@@ -479,7 +552,10 @@ class _Cell:
                     return
             except anyio.EndOfStream:
                 return
+            self.queued -= 1
             self.current = envelope
+            if isinstance(envelope, _Crash):
+                raise envelope.error
             if isinstance(envelope, _ChildFailed):
                 await instance.child_failed(envelope.child, envelope.error)
             elif envelope.reply is None:

@@ -181,6 +181,9 @@ class SqliteStore:
     def _reset(self) -> None:
         self._seq: dict[str, int] = {}
         self._fences: dict[str, anyio.Event] = {}
+        self._fenced = 0
+        """Conditional appends finished so far (a counter read before the file is stale if
+        this moved while reading it)."""
         self._poisoned: dict[str, _Failure] = {}
         self._pending = _Batch()
         self._inflight: _Batch | None = None
@@ -354,8 +357,11 @@ class SqliteStore:
         if isinstance(event, RunStarted):
             self._seq[run_id] = 0  # a new run; a reused id fails on the primary key
             return
+        fenced = self._fenced
         last = await _call(self._open_reader(), _max_seq, run_id)
-        if run_id not in self._fences and run_id not in self._seq:
+        # A conditional append that ran while we read may have written after `last`: then
+        # the count is stale, and the next pass reads again.
+        if fenced == self._fenced and run_id not in self._fences and run_id not in self._seq:
             self._seq[run_id] = last
 
     async def _wait_for(self, batch: _Batch, run_id: str) -> None:
@@ -483,6 +489,7 @@ class SqliteStore:
             self._conditional_count += 1
             return result
         finally:
+            self._fenced += 1
             for run_id in runs:
                 del self._fences[run_id]
                 if not self._uncommitted(run_id):

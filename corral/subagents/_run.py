@@ -67,7 +67,7 @@ from ..supervisor import (
 )
 from ..tools import Tool, ToolContext, WaitFor
 from ._agent import SubAgent
-from ._state import BUDGET_NOTICE, RunState, call_key, render_payload
+from ._state import BUDGET_NOTICE, RunState, render_payload
 
 __all__ = ["RunActor", "RunServices"]
 
@@ -394,7 +394,8 @@ class RunActor(OneShotActor):
             cost = float(self.s.cost(response.model or model.name, response.usage))
             await self._record(
                 state,
-                ModelCalled(
+                # The hot-path events are built from validated parts: not validated again.
+                ModelCalled.model_construct(
                     run_id=self.run_id,
                     step=step,
                     model=response.model or model.name,
@@ -443,12 +444,12 @@ class RunActor(OneShotActor):
         step = state.pending_step
         offered = self._offered
         tool = offered.get(call.name)
-        key = call_key(call.name, call.arguments, parse_error=call.parse_error, call_id=call.id)
         use_fallback = False
-        if call.id not in state.proposed:
+        key = state.proposed.get(call.id)
+        if key is None:
             await self._record(
                 state,
-                ToolCallProposed(
+                ToolCallProposed.model_construct(
                     run_id=self.run_id,
                     step=step,
                     call_id=call.id,
@@ -459,6 +460,7 @@ class RunActor(OneShotActor):
                 ),
                 wait=False,
             )
+            key = state.proposed[call.id]  # the call's identity, as the fold computed it
             permit = await self._ask_supervisor(
                 ReserveTool(
                     self.run_id,
@@ -636,7 +638,7 @@ class RunActor(OneShotActor):
             )
             await self._record(
                 state,
-                ToolCallStarted(
+                ToolCallStarted.model_construct(
                     run_id=self.run_id,
                     step=step,
                     call_id=call.id,
@@ -669,7 +671,7 @@ class RunActor(OneShotActor):
                 )
                 await self._record(
                     state,
-                    ToolCallFinished(
+                    ToolCallFinished.model_construct(
                         run_id=self.run_id,
                         step=step,
                         call_id=call.id,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._clock import Clock
-from ..actors import Actor
+from ..actors import NOT_INLINE, Actor
 from ..errors import UsageError
 from ..events import Outcome
 from ..models._tokens import MESSAGE_OVERHEAD, estimate_tokens
@@ -344,6 +344,13 @@ class Supervisor(Actor):
         handler = self._handlers.get(type(message))
         if handler is None:
             return await super().receive(message)
+        return handler(self, message)
+
+    def receive_inline(self, message: Any) -> Any:
+        """Every handler is plain bookkeeping that never waits: take it in the sender's task."""
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            return NOT_INLINE
         return handler(self, message)
 
     # -- runs ---------------------------------------------------------------------------
