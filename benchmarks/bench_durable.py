@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _instant import LIMITS, USAGE, InstantModel, lookup  # noqa: E402
 
-from corral import RunHandle, RunResult, Runtime, SubAgent, tool  # noqa: E402
+from corral import RunResult, Runtime, SubAgent, tool  # noqa: E402
 from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall  # noqa: E402
 from corral.store import SqliteJournal  # noqa: E402
 
@@ -65,15 +65,16 @@ async def bare_insert_loop(path: Path, rows: int = 60_000, batch: int = 1_000) -
 
 
 async def run_all(rt: Runtime, count: int) -> list[RunResult]:
-    """Submit `count` runs and wait for all at once, as a caller of concurrent runs does."""
+    """`count` callers at once, each submitting a run and waiting for its result."""
     results: dict[int, RunResult] = {}
 
-    async def wait(i: int, handle: RunHandle) -> None:
+    async def caller(i: int) -> None:
+        handle = await rt.submit(f"task {i}")
         results[i] = await handle.result()
 
     async with anyio.create_task_group() as tg:
         for i in range(count):
-            tg.start_soon(wait, i, await rt.submit(f"task {i}"))
+            tg.start_soon(caller, i)
     return [results[i] for i in range(count)]
 
 

@@ -81,8 +81,9 @@ class RunResult:
     tokens: int
     cost_usd: float
     duration_s: float
-    events: tuple[Event, ...]
-    """Every event of the run, in order."""
+    events: Sequence[Event]
+    """Every event of the run, in order (read from the journal, each decoded when first
+    looked at)."""
     gates: tuple[GateRecord, ...] = ()
     """The run's open gates, while it waits for a person."""
 
@@ -107,7 +108,7 @@ class _Waiter:
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.finished: RunState | None = None
-        """The state of the run, once it finished here (its result needs no journal read)."""
+        """The state of the run, once it finished here (its result needs no fold)."""
         self.waiting = 0
 
     def wake(self, finished: RunState | None = None) -> None:
@@ -740,9 +741,10 @@ class Runtime:
                 try:
                     woken = waiter.event  # taken before looking, so no wake-up is missed
                     finished = waiter.finished
-                    if finished is not None:  # it finished here: its state has every event
+                    if finished is not None:  # it finished here: no need to fold it again
                         self._waiters.pop(run_id, None)
-                        return await self._result(run_id, finished.events, finished)
+                        events = await self.journal.read_lazily(run_id)
+                        return await self._result(run_id, events, finished)
                     if run_id not in self._active:  # an active run is not worth a read yet
                         events = await self.journal.read(run_id)
                         if not events:
@@ -777,15 +779,14 @@ class Runtime:
                 return False
         return True
 
-    async def _result(self, run_id: str, events: list[Event], state: RunState) -> RunResult:
-        started = next(e for e in events if isinstance(e, RunStarted))
+    async def _result(self, run_id: str, events: Sequence[Event], state: RunState) -> RunResult:
         finished = state.finished
         gates: tuple[GateRecord, ...] = ()
         if finished is None:
             gates = tuple(await self.journal.gates(status="open", run_id=run_id))
         return RunResult(
             run_id=run_id,
-            agent=started.agent,
+            agent=state.agent,
             status="finished" if finished is not None else "waiting" if state.paused else "running",
             outcome=finished.outcome if finished else None,
             output=finished.output if finished else state.last_text or None,
@@ -795,7 +796,7 @@ class Runtime:
             tokens=state.tokens,
             cost_usd=state.cost_usd,
             duration_s=finished.duration_s if finished else 0.0,
-            events=tuple(events),
+            events=events,
             gates=gates,
         )
 

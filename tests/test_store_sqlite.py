@@ -504,6 +504,27 @@ async def test_an_invalid_stored_event_is_an_error_naming_run_and_seq(
         await store.read("r2")
     with pytest.raises(CorralError, match="stored as event 0 of run 'r9'"):
         await store.read("r3")
+    lazy = await store.read_lazily("r1")  # nothing decoded yet: no error until looked at
+    assert len(lazy) == 2 and lazy[0].kind == "run_started"
+    with pytest.raises(CorralError, match=r"event 2 of run 'r1' is not a valid event"):
+        lazy[1]
+
+
+async def test_a_lazy_read_decodes_each_event_once_and_reads_like_a_list(
+    store: SqliteStore,
+) -> None:
+    await store.append(started("r1"))
+    for i in range(4):
+        await store.append(proposed("r1", call_id=f"c{i}"))
+    lazy = await store.read_lazily("r1")
+    eager = await store.read("r1")
+    assert len(lazy) == 5
+    assert lazy == eager and list(lazy) == eager
+    assert lazy[-1].seq == 5 and lazy[1:3] == eager[1:3] and lazy[::2] == eager[::2]
+    assert lazy[2] is lazy[2]  # decoded once, then kept
+    with pytest.raises(IndexError):
+        lazy[5]
+    assert len(await store.read_lazily("unknown")) == 0
 
 
 async def test_a_cancelled_waiting_append_leaves_a_consistent_journal(store: SqliteStore) -> None:

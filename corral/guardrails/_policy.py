@@ -1034,6 +1034,8 @@ def check_permission(
         ``allow``, or ``block`` from ``permission`` naming the missing scopes or the
         forbidden side-effect level.
     """
+    if not tool_scopes and (allowed_side_effects is None or side_effect in allowed_side_effects):
+        return _PERMITTED  # nothing required, level allowed: the common case, at no cost
     held = tuple(agent_scopes)
     missing = sorted(s for s in set(tool_scopes) if not any(scope_covers(h, s) for h in held))
     who = f"agent {agent!r}" if agent else "the agent"
@@ -1062,7 +1064,10 @@ def check_permission(
             ),
             details={"side_effect": side_effect, "allowed": sorted(allowed_side_effects)},
         )
-    return Verdict("permission", "allow")
+    return _PERMITTED
+
+
+_PERMITTED = Verdict("permission", "allow")
 
 
 class PermissionPolicy:

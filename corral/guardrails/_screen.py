@@ -145,6 +145,9 @@ class _Default:
 _DEFAULT = _Default()
 
 
+_SIZE_OK = Verdict("size", "allow")
+
+
 class InputScreen:
     """Screen texts before they reach the model.
 
@@ -241,7 +244,7 @@ class InputScreen:
         tokens = estimate_tokens(text) if self.max_tokens is not None else 0
         over_tokens = self.max_tokens is not None and tokens > self.max_tokens
         if not (over_chars or over_tokens):
-            return Verdict("size", "allow"), text
+            return _SIZE_OK, text
         limits = []
         if self.max_chars is not None:
             limits.append(f"{self.max_chars:,} characters")

@@ -19,6 +19,12 @@ __all__ = ["check_arguments_parsed", "check_registered", "check_schema"]
 _MAX_VIOLATIONS = 10
 
 
+# Allow verdicts carry nothing call-specific: one of each, rather than one per call.
+_REGISTERED = Verdict("registered", "allow")
+_PARSED = Verdict("arguments", "allow")
+_VALID = Verdict("schema", "allow")
+
+
 def check_registered(
     call: ToolCall, tools: Mapping[str, Tool], *, unavailable: Collection[str] = ()
 ) -> Verdict:
@@ -30,7 +36,7 @@ def check_registered(
         unavailable: the agent's tools left out because their circuit breaker is open.
     """
     if call.name in tools:
-        return Verdict("registered", "allow")
+        return _REGISTERED
     if call.name in unavailable:
         offered = ", ".join(repr(name) for name in tools) or "(none)"
         return Verdict(
@@ -59,7 +65,7 @@ def check_registered(
 def check_arguments_parsed(call: ToolCall) -> Verdict:
     """Block a call whose arguments the provider could not decode as a JSON object."""
     if call.parse_error is None:
-        return Verdict("arguments", "allow")
+        return _PARSED
     return Verdict(
         "arguments",
         "block",
@@ -75,7 +81,7 @@ def check_schema(call: ToolCall, tool: Tool) -> Verdict:
     """Block arguments that break the tool's strict JSON Schema, naming each violation."""
     violations = tool.validate(call.arguments)
     if not violations:
-        return Verdict("schema", "allow")
+        return _VALID
     shown = violations[:_MAX_VIOLATIONS]
     lines = "\n".join(f"- {v}" for v in shown)
     more = len(violations) - len(shown)

@@ -42,8 +42,7 @@ class Usage(_Frozen):
         )
 
     def __add__(self, other: Usage) -> Usage:
-        # Sums of valid counts are valid: skip validation (this runs at every model call).
-        return Usage.model_construct(
+        return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -94,6 +94,13 @@ class Journal(Protocol):
 
     async def read(self, run_id: str) -> list[Event]:
         """Return a run's events in order; empty for an unknown run."""
+        ...
+
+    async def read_lazily(self, run_id: str) -> Sequence[Event]:
+        """A run's events as `read` returns them, each decoded when first looked at.
+
+        A result's trail then costs nothing until someone reads it.
+        """
         ...
 
     async def unfinished_runs(self) -> list[str]:
@@ -264,6 +271,10 @@ class MemoryJournal:
     async def read(self, run_id: str) -> list[Event]:
         """Return a copy of the run's events in order."""
         return list(self._events.get(run_id, ()))
+
+    async def read_lazily(self, run_id: str) -> Sequence[Event]:
+        """The run's events (kept as objects here: nothing to decode)."""
+        return tuple(self._events.get(run_id, ()))
 
     async def unfinished_runs(self) -> list[str]:
         """Return runs started and not finished, oldest first."""

@@ -48,7 +48,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, overload
 
 import aiosqlite
 import anyio
@@ -510,6 +510,15 @@ class SqliteStore:
         """
         rows = await self._read(_select_events, run_id, run=run_id)
         return [_decode(self.path, run_id, seq, payload) for seq, payload in rows]
+
+    async def read_lazily(self, run_id: str) -> Sequence[Event]:
+        """A run's events as `read` returns them, each decoded when first looked at.
+
+        Raises:
+            CorralError: on access, a stored event that does not validate.
+        """
+        rows = await self._read(_select_events, run_id, run=run_id)
+        return _LazyEvents(self.path, run_id, rows)
 
     async def unfinished_runs(self) -> list[str]:
         """Return the ids of runs started and not finished, oldest first."""
@@ -1574,6 +1583,53 @@ def _size_bytes(conn: sqlite3.Connection) -> int:
 
 
 # -- decoding ------------------------------------------------------------------------------------
+
+
+class _LazyEvents(Sequence[Event]):
+    """A run's stored events, decoded one by one on first access, then kept."""
+
+    __slots__ = ("_decoded", "_path", "_rows", "_run_id")
+
+    def __init__(self, path: str, run_id: str, rows: list[tuple[int, str]]) -> None:
+        self._path = path
+        self._run_id = run_id
+        self._rows = rows
+        self._decoded: list[Event | None] = [None] * len(rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if isinstance(index, slice):
+            return [self._at(i) for i in range(*index.indices(len(self._rows)))]
+        if index < 0:
+            index += len(self._rows)
+        if not 0 <= index < len(self._rows):
+            raise IndexError("event index out of range")
+        return self._at(index)
+
+    def _at(self, i: int) -> Event:
+        event = self._decoded[i]
+        if event is None:
+            seq, payload = self._rows[i]
+            event = self._decoded[i] = _decode(self._path, self._run_id, seq, payload)
+        return event
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} events of run {self._run_id!r}>"
 
 
 def _decode(path: str, run_id: str, seq: int, payload: str) -> Event:

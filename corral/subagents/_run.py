@@ -394,8 +394,7 @@ class RunActor(OneShotActor):
             cost = float(self.s.cost(response.model or model.name, response.usage))
             await self._record(
                 state,
-                # The hot-path events are built from validated parts: not validated again.
-                ModelCalled.model_construct(
+                ModelCalled(
                     run_id=self.run_id,
                     step=step,
                     model=response.model or model.name,
@@ -449,7 +448,7 @@ class RunActor(OneShotActor):
         if key is None:
             await self._record(
                 state,
-                ToolCallProposed.model_construct(
+                ToolCallProposed(
                     run_id=self.run_id,
                     step=step,
                     call_id=call.id,
@@ -638,7 +637,7 @@ class RunActor(OneShotActor):
             )
             await self._record(
                 state,
-                ToolCallStarted.model_construct(
+                ToolCallStarted(
                     run_id=self.run_id,
                     step=step,
                     call_id=call.id,
@@ -671,7 +670,7 @@ class RunActor(OneShotActor):
                 )
                 await self._record(
                     state,
-                    ToolCallFinished.model_construct(
+                    ToolCallFinished(
                         run_id=self.run_id,
                         step=step,
                         call_id=call.id,

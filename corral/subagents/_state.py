@@ -132,9 +132,6 @@ class RunState:
     paused_since: float | None = None
     finished: RunFinished | None = None
     last_seq: int = 0
-    events: list[Event] = field(default_factory=list)
-    """Every event applied, oldest first: the run's journal as this process saw it (what
-    a finished run's result returns without reading the journal back)."""
 
     @classmethod
     def fold(cls, run_id: str, events: Iterable[Event]) -> RunState:
@@ -163,7 +160,6 @@ class RunState:
     def apply(self, event: Event) -> None:
         """Apply one event to the state."""
         self.last_seq = event.seq or self.last_seq + 1
-        self.events.append(event)
         if isinstance(event, ModelCalled):
             response = event.response
             self.model_calls = max(self.model_calls, event.step)
