@@ -1,7 +1,7 @@
 """The instant model and tool the benchmarks share: they cost nothing, so what is measured
 is Corral's own work around them.
 
-`InstantModel` answers step N with one `lookup` call until its step count is reached, then
+`InstantModel` answers step N with one tool call (`lookup` by default) until its step count is reached, then
 with a final answer. Unlike `FunctionModel` it keeps no record of the requests it saw (a
 test fake holding every request of a 2,000-step run would dominate the figures).
 """
@@ -27,10 +27,11 @@ async def lookup(invoice_id: str) -> dict[str, Any]:
 
 
 class InstantModel:
-    """Answers at once: a `lookup` call per step for `steps` steps, then "done"."""
+    """Answers at once: a call to `tool` per step for `steps` steps, then "done"."""
 
-    def __init__(self, steps: int) -> None:
+    def __init__(self, steps: int, *, tool: str = "lookup") -> None:
         self.steps = steps
+        self.tool = tool
 
     @property
     def name(self) -> str:
@@ -42,7 +43,7 @@ class InstantModel:
         step = request.step
         if step > self.steps:
             return ModelResponse(text="done", usage=USAGE, model="instant")
-        call = ToolCall(id=f"c{step}", name="lookup", arguments={"invoice_id": f"INV-{step}"})
+        call = ToolCall(id=f"c{step}", name=self.tool, arguments={"invoice_id": f"INV-{step}"})
         return ModelResponse(
             tool_calls=(call,), usage=USAGE, stop_reason="tool_use", model="instant"
         )

@@ -113,6 +113,9 @@ def step_events(run_id: str, step: int) -> list[tuple[Event, bool]]:
     ]
 
 
+EVENTS_PER_STEP = len(step_events("run", 1))
+
+
 def start(run_id: str) -> RunStarted:
     return RunStarted(
         run_id=run_id, agent="billing", task="Check invoice INV-000102", ts=1_764_000_000.0
@@ -308,8 +311,8 @@ def main() -> None:
             batch = statistics.median(f[1] for f in figures)
             print(
                 f"   {runs:>3} run(s), runtime-shaped steps: {rate:>10,.0f} steps/s = "
-                f"{rate * 6:>8,.0f} events/s ({batch:,.0f} events/transaction; "
-                f"{rate * 6 / bare[ref]:.0%} of the bare loop at {ref}; runtime target "
+                f"{rate * EVENTS_PER_STEP:>8,.0f} events/s ({batch:,.0f} events/transaction; "
+                f"{rate * EVENTS_PER_STEP / bare[ref]:.0%} of the bare loop at {ref}; runtime target "
                 f">= {target:,} steps/s)"
             )
 

@@ -830,13 +830,17 @@ class SqliteStore:
         """Give up `owner`'s lease on a run (nothing happens if it holds none).
 
         A ``run_finished`` event already clears the lease in its own transaction; there is
-        no need to release a finished run.
+        no need to release a finished run. The run's counter is forgotten too (another
+        process may append next; the next append here reads it from the file), so a run
+        waiting at a gate holds no memory in this process.
         """
         await self._write(
             _execute_count,
             "UPDATE runs SET owner = NULL, lease_until = NULL WHERE run_id = ? AND owner = ?",
             (run_id, owner),
         )
+        if not self._uncommitted(run_id) and run_id not in self._fences:
+            self._seq.pop(run_id, None)
 
     async def set_wake(self, run_id: str, wake_at: float | None) -> bool:
         """Set (or clear, with None) a run's durable timer, read back by `due_runs`.
