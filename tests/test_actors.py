@@ -238,6 +238,10 @@ class Ledger(Actor):
         self.total = 0
 
     def receive_inline(self, message: Any) -> Any:
+        if message == "add one to myself":
+            self.ref.tell_nowait(1)  # while handling inline: queued, never handled re-entrantly
+            self.log.append("told myself")
+            return "told"
         if isinstance(message, int):
             if message < 0:
                 raise ValueError(f"negative amount {message}")
@@ -272,6 +276,20 @@ async def test_an_idle_actor_answers_a_plain_ask_in_the_senders_task() -> None:
         assert await ledger.ask(0) == 10
         assert ledger.statistics().processed == 4
     assert all("in " + anyio.get_current_task().name in line for line in log)
+
+
+async def test_a_message_an_actor_sends_itself_while_inline_waits_its_turn() -> None:
+    log: list[str] = []
+    async with ActorSystem() as system:
+        ledger = await system.spawn(lambda: Ledger(log), name="ledger")
+        await anyio.sleep(0)
+        assert await ledger.ask("add one to myself") == "told"
+        assert log == ["told myself"]  # the tell to itself did not run inside the ask
+        with anyio.fail_after(5):
+            while len(log) < 2:
+                await anyio.sleep(0.001)
+        assert log[1].startswith("add 1 in ")
+        assert anyio.get_current_task().name not in log[1]  # its own task took it
 
 
 async def test_a_busy_actor_keeps_the_order_messages_were_sent_in() -> None:

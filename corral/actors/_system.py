@@ -156,6 +156,9 @@ class _Crash:
 NOT_INLINE: Any = object()
 """Returned by `Actor.receive_inline` for a message it must receive in its own task."""
 
+_INLINE = _Crash(RuntimeError("handling a message inline"))
+"""Stands in `_Cell.current` while a message is handled inline."""
+
 
 class Actor:
     """Base class for actors. Override `receive`; optionally `started`, `stopped`, `child_failed`.
@@ -323,11 +326,9 @@ class ActorRef:
             Exception: whatever the actor raised while handling this message.
         """
         cell = self._cell
-        instance = cell.idle_instance()
-        if instance is not None:
-            answer = instance.receive_inline(message)  # an exception answers the ask
+        if cell.idle_instance() is not None:
+            answer = cell.receive_inline(message)  # an exception answers the ask
             if answer is not NOT_INLINE:
-                cell.processed += 1
                 return answer
         if sniffio.current_async_library() == "asyncio":
             return await self._ask_asyncio(message, timeout)
@@ -428,18 +429,31 @@ class _Cell:
             return self.instance
         return None
 
+    def receive_inline(self, message: Any) -> Any:
+        """Hand `message` to the idle actor's `receive_inline`, marked busy meanwhile.
+
+        A message it sends itself meanwhile then queues, as it would from `receive`.
+        """
+        instance = self.instance
+        assert instance is not None
+        self.current = _INLINE
+        try:
+            answer = instance.receive_inline(message)
+        finally:
+            self.current = None
+        if answer is not NOT_INLINE:
+            self.processed += 1
+        return answer
+
     def tell_inline(self, message: Any) -> bool:
         """Handle a `tell` in the sender's task if the actor is idle and allows it."""
-        instance = self.idle_instance()
-        if instance is None:
+        if self.idle_instance() is None:
             return False
         try:
-            if instance.receive_inline(message) is NOT_INLINE:
-                return False
+            return self.receive_inline(message) is not NOT_INLINE
         except Exception as exc:
             self.put_nowait(_Crash(exc))  # as if raised by receive: the actor crashes
-        self.processed += 1
-        return True
+            return True
 
     # -- sending --------------------------------------------------------------------------
 
