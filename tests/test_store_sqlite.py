@@ -1282,3 +1282,35 @@ async def test_a_relative_url_is_relative_to_the_working_directory(
     assert (tmp_path / "sub" / "rel.db").exists()
     async with open_store(f"sqlite:///{tmp_path / 'sub' / 'rel.db'}", env={}) as store:
         assert await seqs(store, "r1") == [1]
+
+
+@pytest.mark.parametrize("update_from", [True, False])
+async def test_a_batch_keeps_every_runs_index_row_in_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, update_from: bool
+) -> None:
+    """Many runs in one batch: each run's row gets its own last seq and time (with one
+    ``UPDATE ... FROM``, or row by row on SQLite older than 3.33)."""
+    import corral.store._sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "_UPDATE_FROM", update_from)
+    async with SqliteStore(tmp_path / "j.db") as store:
+        for r in range(300):  # more than one multi-row statement's worth
+            await store.append(started(f"r{r}"), wait=False)
+            for i in range(r % 3):
+                await store.append(proposed(f"r{r}", call_id=f"c{i}", ts=10.0 + i), wait=False)
+        await store.flush()
+    conn = raw(tmp_path / "j.db")
+    try:
+        rows = dict(
+            (run_id, (last, updated))
+            for run_id, last, updated in conn.execute(
+                "SELECT run_id, last_seq, updated_at FROM runs"
+            )
+        )
+        count = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+    assert count == sum(1 + r % 3 for r in range(300))
+    for r in range(300):
+        extra = r % 3
+        assert rows[f"r{r}"] == (1 + extra, 10.0 + extra - 1 if extra else 1.0)

@@ -1242,6 +1242,10 @@ def _insert_events_sql(n: int) -> str:
     )
 
 
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+"""``UPDATE ... FROM`` (one statement for every run a batch touches) needs SQLite 3.33."""
+
+
 @functools.cache
 def _touch_runs_sql(n: int) -> str:
     return (
@@ -1256,9 +1260,9 @@ def _write_many(
     """Write `rows` with multi-row statements.
 
     ``executemany`` steps once per row, and every step releases and retakes the GIL; while
-    the event loop is busy, each retake waits for the loop's next system call, so a batch
-    of 1,000 rows took 10x longer than the same rows written here, a few statements each
-    stepping once.
+    the event loop is busy each retake waits for it, so a commit's wall time grows with
+    its rows. A few statements stepping once each cut it by about a third (100 concurrent
+    runs, `benchmarks/bench_durable.py`).
     """
     for chunk in _chunks(rows):
         conn.execute(sql(len(chunk)), [value for row in chunk for value in row])
@@ -1274,7 +1278,10 @@ def _write_events(
         _write_many(conn, _insert_events_sql, rows)
         for _, sql, args in ops:
             conn.execute(sql, args)
-        _write_many(conn, _touch_runs_sql, touches)
+        if _UPDATE_FROM:
+            _write_many(conn, _touch_runs_sql, touches)
+        else:
+            conn.executemany(_TOUCH_RUN, touches)
 
 
 def _commit_batch(
