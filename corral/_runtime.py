@@ -176,7 +176,8 @@ class _Parent(Actor):
                 events, seed = seed, None
                 return self._child(run_id, events)
 
-            await self.spawn(make, name=run_id, restart=self._restart)
+            # A run's actor lives for one run: no need to wait for its task to start.
+            await self.spawn(make, name=run_id, restart=self._restart, wait_started=False)
             return None
         return await super().receive(message)
 

@@ -335,3 +335,52 @@ async def test_an_inline_tell_that_raises_crashes_the_actor_which_restarts_fresh
             while ledger.statistics().restarts == 0:
                 await anyio.sleep(0.001)
         assert await ledger.ask(1) == 1  # a fresh instance: the old total is gone
+
+
+# -- spawning without waiting for the child's task -----------------------------------------------
+
+
+class Spawner(Actor):
+    """Spawns `Ledger` children without waiting for their tasks to start."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def receive(self, message: Any) -> Any:
+        log = self.log
+        return await self.spawn(lambda: Ledger(log), name=message, wait_started=False)
+
+
+class Starter(Actor):
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def started(self) -> None:
+        self.log.append("started")
+
+
+async def test_a_child_spawned_without_waiting_takes_messages_sent_before_it_runs() -> None:
+    log: list[str] = []
+    async with ActorSystem() as system:
+        parent = await system.spawn(lambda: Spawner(log), name="parent")
+        child = await parent.ask("child")
+        await child.tell(2)  # queued before the child's task ran
+        assert await child.ask(3) == 5
+        assert log[0].startswith("add 2 in ")
+
+
+async def test_a_child_stopped_before_its_task_ran_never_starts() -> None:
+    log: list[str] = []
+    async with ActorSystem() as system:
+        child = await system._spawn(
+            lambda: Starter(log),
+            name="late",
+            parent=None,
+            restart=None,
+            mailbox_size=None,
+            wait_started=False,
+        )
+        with anyio.fail_after(5):
+            await child.stop()
+        assert not child.alive
+        assert log == []  # stopped before it ran: its `started` never did

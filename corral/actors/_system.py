@@ -201,6 +201,7 @@ class Actor:
         name: str,
         restart: RestartPolicy | None = None,
         mailbox_size: int | None = None,
+        wait_started: bool = True,
     ) -> ActorRef:
         """Start a child actor supervised by this one.
 
@@ -209,12 +210,20 @@ class Actor:
             name: unique name among this actor's children.
             restart: restart policy. Default `RestartPolicy()`.
             mailbox_size: overrides the class's `mailbox_size`.
+            wait_started: return once the child's task runs (True, the default), or at
+                once (False: a scheduling round trip saved for short-lived children;
+                messages sent meanwhile wait in its mailbox).
 
         Returns:
             The child's reference, once its mailbox is open.
         """
         return await self._cell.system._spawn(
-            factory, name=name, parent=self._cell, restart=restart, mailbox_size=mailbox_size
+            factory,
+            name=name,
+            parent=self._cell,
+            restart=restart,
+            mailbox_size=mailbox_size,
+            wait_started=wait_started,
         )
 
     def stop_self(self) -> None:
@@ -412,6 +421,7 @@ class _Cell:
         self.ref = ActorRef(self)
         self.children: dict[str, _Cell] = {}
         self.dead = False
+        self.stopping = False
         self.scope: anyio.CancelScope | None = None
         self.finished = anyio.Event()
         self.processed = 0
@@ -512,8 +522,10 @@ class _Cell:
         instance: Actor | None = None
         with anyio.CancelScope() as scope:
             self.scope = scope
+            if self.stopping:  # stopped before its task ran (spawned without waiting)
+                scope.cancel()
             task_status.started()
-            while True:
+            while not scope.cancel_called:
                 instance = self.factory()
                 instance._cell = self
                 try:
@@ -624,6 +636,7 @@ class _Cell:
                 self.system._escalate(self, failure)
 
     async def stop(self) -> None:
+        self.stopping = True
         if self.scope is not None and not self.finished.is_set():
             self.scope.cancel()
         await self.finished.wait()
@@ -706,6 +719,7 @@ class ActorSystem:
         parent: _Cell | None,
         restart: RestartPolicy | None,
         mailbox_size: int | None,
+        wait_started: bool = True,
     ) -> ActorRef:
         if self._tg is None:
             raise UsageError("the ActorSystem is not running; use `async with ActorSystem()`")
@@ -732,7 +746,10 @@ class ActorSystem:
         self._cells[path] = cell
         if parent is not None:
             parent.children[name] = cell
-        await self._tg.start(cell.run)
+        if wait_started:
+            await self._tg.start(cell.run)
+        else:
+            self._tg.start_soon(cell.run, name=path)
         return cell.ref
 
     def get(self, path: str) -> ActorRef | None:
