@@ -18,6 +18,8 @@ from .models import ModelResponse
 __all__ = [
     "OUTCOMES",
     "TERMINAL_OUTCOMES",
+    "BudgetReserved",
+    "BudgetSettled",
     "Event",
     "EventAdapter",
     "GateDecided",
@@ -312,8 +314,33 @@ class RunFinished(_EventBase):
     duration_s: float = 0.0
 
 
+class BudgetReserved(_EventBase):
+    """Legacy: a model call's reservation, an event of its own in older journals.
+
+    Still read, never written: `ModelCalled.reserved_tokens` carries it now.
+    """
+
+    kind: Literal["budget_reserved"] = "budget_reserved"
+    step: int
+    tokens: int
+    max_tokens: int
+
+
+class BudgetSettled(_EventBase):
+    """Legacy: the settlement that followed `BudgetReserved`. Still read, never written."""
+
+    kind: Literal["budget_settled"] = "budget_settled"
+    step: int
+    reserved: int
+    used: int
+    cost_usd: float = 0.0
+    tokens_total: int = 0
+
+
 Event = Annotated[
     RunStarted
+    | BudgetReserved
+    | BudgetSettled
     | ModelCalled
     | ModelFailed
     | ToolCallProposed

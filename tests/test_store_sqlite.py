@@ -1314,3 +1314,34 @@ async def test_a_batch_keeps_every_runs_index_row_in_step(
     for r in range(300):
         extra = r % 3
         assert rows[f"r{r}"] == (1 + extra, 10.0 + extra - 1 if extra else 1.0)
+
+
+async def test_a_journal_from_before_the_budget_events_were_folded_still_reads(
+    store: SqliteStore,
+) -> None:
+    """Older journals have budget_reserved / budget_settled events around each model call:
+    they still decode, and the fold ignores them."""
+    from corral.events import BudgetReserved, BudgetSettled
+    from corral.subagents import RunState
+
+    await store.append(started("r1"))
+    await store.append(BudgetReserved(run_id="r1", step=1, tokens=500, max_tokens=200))
+    await store.append(
+        ModelCalled(
+            run_id="r1",
+            step=1,
+            model="m",
+            response=ModelResponse(text="done", usage=Usage(input_tokens=3, output_tokens=2)),
+            duration_s=0.1,
+        )
+    )
+    await store.append(BudgetSettled(run_id="r1", step=1, reserved=500, used=5))
+    events = await store.read("r1")
+    assert [e.kind for e in events] == [
+        "run_started",
+        "budget_reserved",
+        "model_called",
+        "budget_settled",
+    ]
+    state = RunState.fold("r1", events)
+    assert state.answer == "done" and state.tokens == 5 and state.model_calls == 1
