@@ -16,6 +16,8 @@ import pytest
 from corral._clock import MockClock
 from corral.errors import ConfigError, CorralError, UsageError
 from corral.events import (
+    BudgetReserved,
+    BudgetSettled,
     Event,
     EventAdapter,
     GateDecided,
@@ -127,6 +129,8 @@ def every_kind(run_id: str) -> list[Event]:
     )
     return [
         started(run_id, tags=["urgent"], limits={"max_tokens": 1000}, budget_key="wf-1"),
+        BudgetReserved(run_id=run_id, step=1, tokens=500, max_tokens=200),  # legacy kinds
+        BudgetSettled(run_id=run_id, step=1, reserved=500, used=134, cost_usd=0.001),
         ModelFailed(
             run_id=run_id,
             step=1,
@@ -1321,7 +1325,6 @@ async def test_a_journal_from_before_the_budget_events_were_folded_still_reads(
 ) -> None:
     """Older journals have budget_reserved / budget_settled events around each model call:
     they still decode, and the fold ignores them."""
-    from corral.events import BudgetReserved, BudgetSettled
     from corral.subagents import RunState
 
     await store.append(started("r1"))
