@@ -156,8 +156,12 @@ class _Crash:
 NOT_INLINE: Any = object()
 """Returned by `Actor.receive_inline` for a message it must receive in its own task."""
 
-_INLINE = _Crash(RuntimeError("handling a message inline"))
-"""Stands in `_Cell.current` while a message is handled inline."""
+
+class _Inline:
+    """Stands in `_Cell.current` while a message is handled inline (the actor is busy)."""
+
+
+_INLINE = _Inline()
 
 
 class Actor:
@@ -427,7 +431,7 @@ class _Cell:
         self.processed = 0
         self.restarts = 0
         self._restart_times: deque[float] = deque()
-        self.current: _Envelope | _ChildFailed | _Crash | None = None
+        self.current: _Envelope | _ChildFailed | _Crash | _Inline | None = None
         self.queued = 0
         """Messages put in the mailbox and not yet taken by the actor's task."""
         self.instance: Actor | None = None

@@ -492,9 +492,16 @@ class SqliteStore:
             self._fenced += 1
             for run_id in runs:
                 del self._fences[run_id]
-                if not self._uncommitted(run_id):
-                    self._seq.pop(run_id, None)  # the transaction numbered from the file
+                self._forget_counter(run_id)  # the transaction numbered from the file
             fence.set()
+
+    def _forget_counter(self, run_id: str) -> None:
+        """Drop a run's cached seq counter, unless events of it are still queued here.
+
+        The next append reads it from the file (a fenced append waits, then reads it).
+        """
+        if not self._uncommitted(run_id):
+            self._seq.pop(run_id, None)
 
     def _uncommitted(self, run_id: str) -> bool:
         inflight = self._inflight
@@ -751,8 +758,8 @@ class SqliteStore:
         if self._uncommitted(run_id):
             await self._flush()
         claimed, fresh = await self._write(_claim, run_id, owner, now + lease_s, now)
-        if fresh and not self._uncommitted(run_id):
-            self._seq.pop(run_id, None)  # another process may have appended meanwhile
+        if fresh:
+            self._forget_counter(run_id)  # another process may have appended meanwhile
         return claimed
 
     async def claim_runs(
@@ -780,8 +787,8 @@ class SqliteStore:
             _claim_runs, owner, now + lease_s, now, limit
         )
         for run_id, fresh in claimed:
-            if fresh and not self._uncommitted(run_id):
-                self._seq.pop(run_id, None)
+            if fresh:
+                self._forget_counter(run_id)
         return [run_id for run_id, _ in claimed]
 
     async def claim_many(
@@ -806,8 +813,8 @@ class SqliteStore:
             _claim_many, list(run_ids), owner, now + lease_s, now
         )
         for run_id, fresh in claimed:
-            if fresh and not self._uncommitted(run_id):
-                self._seq.pop(run_id, None)
+            if fresh:
+                self._forget_counter(run_id)
         return [run_id for run_id, _ in claimed]
 
     async def renew_leases(self, owner: str, *, lease_s: float, now: float) -> int:
@@ -839,8 +846,7 @@ class SqliteStore:
             "UPDATE runs SET owner = NULL, lease_until = NULL WHERE run_id = ? AND owner = ?",
             (run_id, owner),
         )
-        if not self._uncommitted(run_id) and run_id not in self._fences:
-            self._seq.pop(run_id, None)
+        self._forget_counter(run_id)
 
     async def set_wake(self, run_id: str, wake_at: float | None) -> bool:
         """Set (or clear, with None) a run's durable timer, read back by `due_runs`.
