@@ -6,6 +6,8 @@ Prints the median cost of:
 * `filter_result` on a 2 KB JSON result, given as an object and as a JSON string;
 * the argument rules, permission check, scope policies and approval decision for a
   typical tool call;
+* the whole `CheckChain` the agent loop runs before a call (registered name, arguments,
+  schema, permission, policies, approval), context included;
 * the chain per tool call: checks before the call, then filter and screen the result.
 
 The issue's target for the whole chain is a median under 200 µs for a typical call with
@@ -24,6 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from corral import tool  # noqa: E402
+from corral.guardrails._chain import CallContext, CheckChain  # noqa: E402
 from corral.guardrails._injection import InjectionDetector  # noqa: E402
 from corral.guardrails._pii import PIIDetector  # noqa: E402
 from corral.guardrails._policy import (  # noqa: E402
@@ -41,6 +45,7 @@ from corral.guardrails._policy import (  # noqa: E402
 )
 from corral.guardrails._results import filter_result  # noqa: E402
 from corral.guardrails._screen import InputScreen  # noqa: E402
+from corral.models import ToolCall  # noqa: E402
 
 RUNS = 3_000
 
@@ -121,6 +126,40 @@ CALL = ProposedCall(
 )
 
 
+@tool(timeout=5, side_effect="write", scopes={"refunds:write"})
+async def refund(account_id: str, invoice_id: str, amount: float, reason: str) -> str:
+    """Refund an invoice."""
+    return "refunded"
+
+
+TOOL_CALL = ToolCall(id="call-1", name="refund", arguments=dict(CALL.arguments))
+OFFERED = {"refund": refund}
+CHAIN = CheckChain.default(policies=[RULES, *POLICIES], approval=APPROVAL)
+
+
+def chain_run() -> None:
+    """What `_handle_call` does per call: describe it, then run the chain."""
+    proposed = ProposedCall.of(
+        refund,
+        TOOL_CALL.arguments,
+        run_id=CALL.run_id,
+        agent=CALL.agent,
+        agent_scopes=CALL.agent_scopes,
+        tenant=CALL.tenant,
+        call_id=TOOL_CALL.id,
+    )
+    CHAIN.run(
+        CallContext(
+            call=TOOL_CALL,
+            tool=refund,
+            proposed=proposed,
+            offered=OFFERED,
+            unavailable=frozenset(),
+            approval_settled=False,
+        )
+    )
+
+
 def call_checks() -> None:
     check_permission(
         CALL.agent_scopes,
@@ -164,6 +203,7 @@ def main() -> None:
         ("scope policies (1 callable)", lambda: check_policies(POLICIES, CALL)),
         ("approval decision", lambda: APPROVAL.decide(CALL)),
         ("all call checks", call_checks),
+        ("check chain per call (CheckChain.run, 7 checks)", chain_run),
         ("chain: call checks + filter_result + screen (2 KB)", chain),
     ]
     width = max(len(name) for name, _ in figures)

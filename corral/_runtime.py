@@ -7,19 +7,29 @@ import dataclasses
 import datetime as dt
 import json
 import random
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
 import anyio
 import httpx
-import structlog
 
 from ._clock import Clock, SystemClock
+from ._log import get_logger
+from ._loop import require_asyncio
+from ._settings import Settings, load_settings
 from ._task import Task, new_id
+from ._timeout import abandoned_calls
 from .actors import Actor, ActorRef, ActorSystem, RestartPolicy
-from .errors import ConfigError, CorralError, RoutingError, UsageError
+from .errors import (
+    ConfigError,
+    CorralError,
+    GateExpired,
+    JournalError,
+    RoutingError,
+    UsageError,
+)
 from .events import (
     Event,
     GateDecided,
@@ -31,10 +41,20 @@ from .events import (
     StepStarted,
     WaitResolved,
 )
-from .guardrails import ApprovalPolicy, InputScreen, ProposedCall, ScopePolicy, Verdict
+from .guardrails import (
+    ApprovalPolicy,
+    CallCheck,
+    CheckChain,
+    InputScreen,
+    ProposedCall,
+    ScopePolicy,
+    Verdict,
+)
 from .models import Usage
+from .models._pricing import require_price
 from .router import Route, Router
 from .store import GateRecord, Journal, MemoryJournal, RunStatus
+from .store._journal import gate_expired
 from .subagents import RunActor, RunServices, RunState, SubAgent
 from .supervisor import (
     BreakerPolicy,
@@ -56,7 +76,10 @@ from .workflows import AgentStep, FanOut, Step, Workflow, WorkflowActor
 
 __all__ = ["RunHandle", "RunResult", "Runtime"]
 
-log = structlog.get_logger("corral.runtime")
+log = get_logger("corral.runtime")
+
+_ALERT_DRAIN_S = 10.0
+"""How long stopping the runtime waits for queued alerts (webhook POSTs) to be sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +208,10 @@ class _Parent(Actor):
         await self._runtime._fail_crashed(child.name.rsplit("/", 1)[-1], error)
 
 
+class _Flush:
+    """Answered by the alerter once every alert queued before it is sent."""
+
+
 class _Alerter(Actor):
     """Sends refused-call alerts to the alert callable and webhook, off the run's path."""
 
@@ -195,6 +222,8 @@ class _Alerter(Actor):
         self._webhook = webhook
 
     async def receive(self, message: Any) -> Any:
+        if isinstance(message, _Flush):
+            return None  # every alert queued before it has been sent
         verdict, call = message
         if self._alert is not None:
             try:
@@ -238,10 +267,12 @@ class _Poller(Actor):
     async def receive(self, message: Any) -> Any:
         if isinstance(message, _Tick):
             await anyio.sleep(self._interval)
+            if self._runtime._system is None:
+                return None  # the runtime is stopping: no more ticks
             try:
-                await self._runtime.tick()
+                await self._runtime._tick()  # each failing part is logged there
             except Exception as exc:  # a bad tick must not stop the polling
-                log.error("runtime.tick_failed", error=repr(exc))
+                log.error("runtime.tick_failed", part="tick", error=repr(exc))
             await self.ref.tell(_Tick())
             return None
         return await super().receive(message)
@@ -263,6 +294,8 @@ class Runtime:
         journal: where events go. Default: in memory (use the SQLite store for durability).
         clock: time source. Default: the system clock.
         cost: cost in USD of a model call's usage, by model name. Default: no cost.
+            Every model under a USD budget (``max_cost_usd``, a tenant's
+            ``daily_cost_usd``) must have a known price, or the runtime refuses to start.
         seed: seed for retry jitter, for repeatable runs.
         resume: on start, continue every unfinished run found in the journal. Default True.
         tenants: daily budgets by tenant, shared by all of a tenant's runs.
@@ -273,6 +306,9 @@ class Runtime:
             argument rules) to run it, gate it or block it; replaces `gated`.
         policies: scope and argument policies every call must pass (each agent may add
             its own).
+        checks: your own `corral.guardrails.CallCheck`s before every call, after each
+            agent's own checks and before the approval policy; each may block the call,
+            send it to a person (``approve``) or ``flag`` it (journaled, the call runs).
         screen: screens each task before its first step (size, injection, PII and
             secrets). Default `InputScreen()`; None turns it off.
         result_screen: screens each tool result before the model sees it (injection
@@ -294,7 +330,8 @@ class Runtime:
 
     Raises:
         UsageError: duplicate agent names or no agent.
-        ConfigError: routes to agents that do not exist.
+        ConfigError: routes to agents that do not exist, or a USD budget over a model
+            whose price is unknown.
     """
 
     def __init__(
@@ -314,6 +351,7 @@ class Runtime:
         gated: Collection[SideEffect] = ("write", "external", "destructive"),
         approval: ApprovalPolicy | None = None,
         policies: Sequence[ScopePolicy] = (),
+        checks: Sequence[CallCheck] = (),
         screen: InputScreen | None | Literal["default"] = "default",
         result_screen: InputScreen | None | Literal["default"] = "default",
         alert: Callable[[Verdict, ProposedCall], None] | None = None,
@@ -352,6 +390,18 @@ class Runtime:
         self.clock: Clock = clock or SystemClock()
         self.owner = owner or new_id("owner")
         self._cost = cost or (lambda model, usage: 0.0)
+        usd_tenants = [
+            f"tenant {name!r} daily_cost_usd=${t.daily_cost_usd:g}"
+            for name, t in sorted((tenants or {}).items())
+            if t.daily_cost_usd is not None
+        ]
+        if default_tenant_limits is not None and default_tenant_limits.daily_cost_usd is not None:
+            usd_tenants.append(f"default daily_cost_usd=${default_tenant_limits.daily_cost_usd:g}")
+        for agent in agents:  # a USD budget over an unpriced model would count $0: refuse it
+            run_usd = (agent.limits or self.limits).max_cost_usd
+            usd = [f"max_cost_usd=${run_usd:g}"] if run_usd is not None else []
+            if usd or usd_tenants:
+                require_price(cost, agent.model.name, agent=agent.name, budgets=usd + usd_tenants)
         self._rng = random.Random(seed)
         self._resume = resume
         self._tenants = dict(tenants or {})
@@ -360,6 +410,7 @@ class Runtime:
             defaults={level: "gate" if level in gated else "auto" for level in SIDE_EFFECTS}
         )
         self._policies = tuple(policies)
+        self._checks = CheckChain(checks).checks  # refuses an object without check()
         self._screen = InputScreen() if screen == "default" else screen
         self._result_screen = (
             InputScreen(pii="off") if result_screen == "default" else result_screen
@@ -380,12 +431,62 @@ class Runtime:
         self._agent_refs: dict[str, ActorRef] = {}
         self._supervisor: ActorRef | None = None
         self._services: RunServices
+        self._fatal: BaseException | None = None
+        self._owns_journal = False
+        """True when `from_settings` built the journal: the runtime opens and closes it."""
+        self._stalled: dict[str, JournalError] = {}
+        """Runs stopped here because their events could not be journaled (see `wait`)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, /, **options: Any) -> Runtime:
+        """Build a runtime from `Settings`, read by the same loader as the ``corral`` command.
+
+        The settings give the runtime's default `limits`, its `breakers` and its journal
+        (``db``); every other option, and any of those three given explicitly, comes from
+        `options`, which win::
+
+            async with Runtime.from_settings(agents=[billing]) as runtime:
+                ...
+
+        A journal built from ``db`` belongs to the runtime: it is opened on entry and
+        closed on exit. One passed as ``journal=`` is yours to open and close.
+
+        Args:
+            settings: the settings. Default: `load_settings()` (``CORRAL_CONFIG`` or
+                ``./corral.toml``, under ``CORRAL_*`` environment variables).
+            **options: any `Runtime` argument (``agents=`` at least).
+
+        Returns:
+            The runtime, not yet started: enter it with ``async with``.
+
+        Raises:
+            ConfigError: an invalid settings file or value, or an invalid ``db`` URL (and
+                whatever `Runtime` refuses).
+        """
+        from .store import journal_from_url
+
+        if settings is None:
+            settings = load_settings()
+        options.setdefault("limits", settings.limits)
+        options.setdefault("breakers", settings.breakers)
+        if "journal" in options:
+            return cls(**options)
+        runtime = cls(**options, journal=journal_from_url(settings.db))
+        runtime._owns_journal = hasattr(runtime.journal, "__aenter__")  # memory://: nothing
+        return runtime
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Runtime:
+        require_asyncio("Runtime")
+        if self._owns_journal:
+            await self._journal_context().__aenter__()
         system = ActorSystem(name="corral")
-        await system.__aenter__()
+        try:
+            await system.__aenter__()
+        except BaseException:
+            await self._close_owned_journal()
+            raise
         try:
             self._system = system
             clock, breakers = self.clock, self.breakers
@@ -412,9 +513,12 @@ class Runtime:
                 rng=self._rng,
                 approval=self._approval,
                 policies=self._policies,
+                checks=self._checks,
                 result_screen=self._result_screen,
                 alert=self._send_alert if (self._alert or self._alert_webhook) else None,
                 gate_ttl_s=self._gate_ttl_s,
+                on_fatal=self._on_fatal,
+                on_journal_failed=self._on_journal_failed,
             )
             if self._alert or self._alert_webhook:
                 alert, webhook = self._alert, self._alert_webhook
@@ -439,15 +543,35 @@ class Runtime:
                 interval = self._poll_interval
                 await system.spawn(lambda: _Poller(self, interval), name="poller")
         except BaseException:
-            await system.__aexit__(None, None, None)
-            self._system = None
+            try:
+                await system.__aexit__(None, None, None)
+            finally:
+                self._system = None
+                await self._close_owned_journal()
             raise
         return self
+
+    def _journal_context(self) -> Any:
+        return self.journal  # a journal `from_settings` opened: an async context manager
+
+    async def _close_owned_journal(self) -> None:
+        if self._owns_journal:
+            with anyio.CancelScope(shield=True):
+                await self._journal_context().__aexit__(None, None, None)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         if self._system is not None:
             with anyio.move_on_after(5, shield=True):
-                await self._save_breakers()
+                try:
+                    await self._save_breakers()
+                except JournalError as exc:  # stopping anyway: say so, and stop
+                    log.error("runtime.save_breakers_failed", error=str(exc))
+            if self._alerter is not None:  # alerts already raised are sent, not dropped
+                with anyio.move_on_after(_ALERT_DRAIN_S, shield=True):
+                    try:
+                        await self._alerter.ask(_Flush(), timeout=_ALERT_DRAIN_S)
+                    except CorralError as exc:
+                        log.error("runtime.alerts_not_drained", error=repr(exc))
         system, self._system = self._system, None
         try:
             if system is not None:
@@ -455,10 +579,35 @@ class Runtime:
         finally:
             with anyio.CancelScope(shield=True):
                 for run_id in list(self._active):
-                    await self.journal.release(run_id, self.owner)
+                    try:
+                        await self.journal.release(run_id, self.owner)
+                    except JournalError as exc:  # the leases run out by themselves
+                        log.error("runtime.release_failed", run_id=run_id, error=str(exc))
+                        break  # the journal cannot be written: do not wait on it per run
             self._active.clear()
             for waiter in self._waiters.values():
                 waiter.wake()
+            await self._close_owned_journal()
+            stuck = abandoned_calls()
+            if stuck:
+                log.warning(
+                    "runtime.abandoned_calls_still_running",
+                    calls=sorted(set(stuck)),
+                    hint="they timed out and ignored cancellation; nothing waits for them",
+                )
+
+    def _on_fatal(self, error: BaseException) -> None:
+        """A tool or model raised `KeyboardInterrupt`, `SystemExit` or another `BaseException`.
+
+        Its run is already journaled as failed. The runtime stops (every other run stays
+        resumable) and raises `error` from ``async with`` and from any `wait`.
+        """
+        if self._fatal is None:
+            self._fatal = error
+        if self._system is not None:
+            self._system.abort(error)
+        for waiter in self._waiters.values():
+            waiter.wake()
 
     def _require_running(self) -> ActorSystem:
         if self._system is None:
@@ -475,7 +624,9 @@ class Runtime:
         candidates = [
             info
             for info in await self.journal.runs(status="running", limit=1_000_000)
-            if info.run_id not in self._active and info.agent in self._agent_refs
+            if info.run_id not in self._active
+            and info.agent in self._agent_refs
+            and info.run_id not in self._stalled  # a journal failure stopped it here
         ]
         claimed = set(
             await self.journal.claim_many(
@@ -542,6 +693,8 @@ class Runtime:
                     "runtime.cannot_resume", run_id=run_id, reason=f"unknown agent {agent!r}"
                 )
             return False
+        if run_id in self._stalled:  # a journal failure stopped it here: see `wait`
+            return False
         if not await self.journal.claim(
             run_id, self.owner, lease_s=self._lease_s, now=self.clock.now()
         ):
@@ -551,24 +704,71 @@ class Runtime:
         return True
 
     async def tick(self) -> None:
-        """Expire overdue gates and waits, and drive runs that are ready but idle here.
+        """Expire overdue gates and waits, renew leases, and drive runs ready but idle here.
 
         Called every `poll_interval` seconds; tests call it after moving a `MockClock`.
+        Every part runs even when an earlier one fails (each failure is logged as
+        ``runtime.tick_failed``).
+
+        Raises:
+            Exception: the first part's failure, once every part has run.
         """
+        failures = await self._tick()
+        if failures:
+            raise failures[0]
+
+    async def _tick(self) -> list[Exception]:
+        """One tick; returns the failures (logged), so the poller never stops on one."""
         self._require_running()
         now = self.clock.now()
+        failures: list[Exception] = []
+        parts: list[tuple[str, Callable[[float], Awaitable[list[Exception]]]]] = [
+            ("expire_gates", self._expire_gates),
+            ("expire_waits", self._expire_waits),
+            ("renew_leases", self._renew_leases),
+            ("save_breakers", self._tick_save_breakers),
+            ("prune", self._prune),
+            ("resume", self._tick_resume),
+        ]
+        for name, part in parts:
+            try:
+                failed = await part(now)
+            except Exception as exc:
+                failed = [exc]
+            for error in failed:
+                log.error("runtime.tick_failed", part=name, error=repr(error))
+            failures.extend(failed)
+        for waiter in list(self._waiters.values()):
+            waiter.wake()  # runs driven elsewhere may have moved on: waiters look again
+        return failures
+
+    async def _expire_gates(self, now: float) -> list[Exception]:
+        failures: list[Exception] = []
         for gate in await self.journal.gates(status="open"):
             if gate.opened.expires_at <= now:
-                expired = GateDecided(
-                    run_id=gate.run_id,
-                    ts=now,
-                    gate_id=gate.opened.gate_id,
-                    call_id=gate.opened.call_id,
-                    decision="expired",
-                    note=f"no decision within {self._gate_ttl_s / 3600:g} h",
-                )
-                if await self.journal.decide_gate(expired):
-                    self._publish(expired)
+                try:
+                    await self._expire_gate(gate, now)
+                except Exception as exc:  # one bad gate must not keep the others open
+                    failures.append(exc)
+        return failures
+
+    async def _expire_gate(self, gate: GateRecord, now: float) -> bool:
+        """Record an overdue gate's expiry (a rejection); False if it was decided already."""
+        expired = GateDecided(
+            run_id=gate.run_id,
+            ts=now,
+            gate_id=gate.opened.gate_id,
+            call_id=gate.opened.call_id,
+            decision="expired",
+            note=f"no decision within {self._gate_ttl_s / 3600:g} h",
+        )
+        if not await self.journal.decide_gate(expired):
+            return False
+        self._publish(expired)
+        return True
+
+    async def _expire_waits(self, now: float) -> list[Exception]:
+        failures: list[Exception] = []
         for wait in await self.journal.waits():
             if wait.started.expires_at <= now:
                 timed_out = WaitResolved(
@@ -579,20 +779,53 @@ class Runtime:
                     key=wait.started.key,
                     timed_out=True,
                 )
-                if await self.journal.resolve_wait(timed_out):
-                    self._publish(timed_out)
-        for run_id in self._active:
-            await self.journal.claim(run_id, self.owner, lease_s=self._lease_s, now=now)
+                try:
+                    if await self.journal.resolve_wait(timed_out):
+                        self._publish(timed_out)
+                except Exception as exc:
+                    failures.append(exc)
+        return failures
+
+    async def _renew_leases(self, now: float) -> list[Exception]:
+        """Extend the leases of the runs driven here, and only while this process holds them.
+
+        A snapshot: runs start and pause while this awaits. A run that paused meanwhile
+        left `_active` before releasing its lease, and the renewal only extends a lease
+        still held, so a paused run is never claimed again here (after a crash, another
+        process would otherwise wait for that lease to run out).
+        """
+        active = list(self._active)
+        if not active:
+            return []
+        renew = getattr(self.journal, "renew_leases", None)
+        if renew is not None:
+            await renew(self.owner, lease_s=self._lease_s, now=now, run_ids=active)
+            return []
+        failures: list[Exception] = []
+        for run_id in active:  # a journal without conditional renewal: claim what is left
+            if run_id in self._active:
+                try:
+                    await self.journal.claim(run_id, self.owner, lease_s=self._lease_s, now=now)
+                except Exception as exc:
+                    failures.append(exc)
+        return failures
+
+    async def _tick_save_breakers(self, now: float) -> list[Exception]:
         await self._save_breakers()
+        return []
+
+    async def _prune(self, now: float) -> list[Exception]:
         prune = getattr(self.journal, "prune", None)
         if self._retention_s is not None and prune is not None and now - self._pruned_at >= 3600:
             self._pruned_at = now
             pruned = await prune(older_than_s=self._retention_s, now=now)
             if pruned:
                 log.info("runtime.pruned", runs=pruned)
+        return []
+
+    async def _tick_resume(self, now: float) -> list[Exception]:
         await self.resume()
-        for waiter in self._waiters.values():
-            waiter.wake()  # runs driven elsewhere may have moved on: waiters look again
+        return []
 
     # -- submitting -----------------------------------------------------------------------------
 
@@ -734,9 +967,14 @@ class Runtime:
         Raises:
             UsageError: no such run.
             TimeoutError: it neither finished nor paused within `timeout`.
+            JournalError: the run stopped here because its events could not be journaled
+                (a full disk, an I/O error, the write lock held too long); it stays
+                unfinished in the journal, and a Runtime started on it later resumes it.
         """
         with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
             while True:
+                if self._fatal is not None:
+                    raise self._fatal
                 waiter = self._waiters.setdefault(run_id, _Waiter())
                 waiter.waiting += 1
                 try:
@@ -746,6 +984,9 @@ class Runtime:
                         self._waiters.pop(run_id, None)
                         events = await self.journal.read_lazily(run_id)
                         return await self._result(run_id, events, finished)
+                    stalled = self._stalled.get(run_id)
+                    if stalled is not None and run_id not in self._active:
+                        raise _stopped_unjournaled(run_id, stalled)
                     if run_id not in self._active:  # an active run is not worth a read yet
                         events = await self.journal.read(run_id)
                         if not events:
@@ -912,8 +1153,13 @@ class Runtime:
     # -- people and webhooks -------------------------------------------------------------------
 
     async def pending_approvals(self) -> list[GateRecord]:
-        """Return every open gate, oldest first."""
-        return await self.journal.gates(status="open")
+        """Return every open gate that can still be decided, oldest first.
+
+        A gate past its deadline is left out even before the poller records its expiry:
+        deciding it would be refused (`GateExpired`).
+        """
+        now = self.clock.now()
+        return [g for g in await self.journal.gates(status="open") if g.opened.expires_at > now]
 
     async def approve(
         self,
@@ -935,6 +1181,8 @@ class Runtime:
             The decided gate.
 
         Raises:
+            GateExpired: the gate's deadline has passed (whether or not anyone recorded
+                the expiry yet; this call records it). An expired gate is a rejection.
             UsageError: unknown gate, already decided, no approver named, or edited
                 arguments that break the tool's schema (each violation listed).
         """
@@ -944,6 +1192,7 @@ class Runtime:
         """Reject a gate; the model is told, with the reason, and can adapt or give up.
 
         Raises:
+            GateExpired: the gate's deadline has passed (this call records the expiry).
             UsageError: unknown gate, already decided, or no approver or reason given.
         """
         if not reason.strip():
@@ -965,9 +1214,9 @@ class Runtime:
         if record is None:
             raise UsageError(f"no gate {gate_id!r}")
         if record.decided is not None:
-            d = record.decided
-            who = f" by {d.by}" if d.by else ""
-            raise UsageError(f"gate {gate_id} was already {d.decision}{who}")
+            raise _already_decided(record)
+        if record.opened.expires_at <= self.clock.now():
+            raise await self._refuse_expired(record)
         if args is not None:
             agent_name = await self._agent_of(record.run_id)
             tool = self._tool_for(agent_name, record.opened.tool)
@@ -987,17 +1236,25 @@ class Runtime:
             note=note,
             arguments=dict(args) if args is not None else None,
         )
-        if not await self.journal.decide_gate(event):
+        try:
+            decided = await self.journal.decide_gate(event)  # checks the deadline atomically
+        except GateExpired:
+            raise await self._refuse_expired(record) from None
+        if not decided:
             current = await self.journal.gate(gate_id)
-            winner = current.decided if current else None
-            raise UsageError(
-                f"gate {gate_id} was already {winner.decision if winner else 'decided'}"
-                + (f" by {winner.by}" if winner and winner.by else "")
-            )
+            raise _already_decided(current) if current else UsageError(f"no gate {gate_id!r}")
         self._publish(event)
         if self._system is not None:
             await self._wake(record.run_id)
         return GateRecord(record.run_id, record.opened, event)
+
+    async def _refuse_expired(self, record: GateRecord) -> GateExpired:
+        """A decision came too late: record the expiry (if nobody has), and say so."""
+        try:
+            await self._expire_gate(record, max(self.clock.now(), record.opened.expires_at))
+        except Exception as exc:  # the refusal stands; the poller expires it next time
+            log.error("runtime.expire_failed", gate_id=record.opened.gate_id, error=repr(exc))
+        return gate_expired(record.opened.gate_id, record.run_id, record.opened.expires_at)
 
     async def deliver(self, key: str, payload: Any = None) -> str | None:
         """Deliver an external event (a webhook) to the run waiting on `key`.
@@ -1034,10 +1291,18 @@ class Runtime:
         return tool
 
     async def _wake(self, run_id: str) -> None:
-        """A gate was decided or an event delivered: drive the run if it is ready."""
+        """A gate was decided or an event delivered: drive the run if it is ready.
+
+        A run whose agent this runtime does not have is left to a process that has it
+        (its poller, or its `resume`, finds the run ready).
+        """
         state = RunState.fold(run_id, await self.journal.read(run_id))
-        if not state.done and not state.paused:
-            await self._start(run_id, state.agent)
+        if state.done or state.paused:
+            return
+        if state.agent not in self._agent_refs:
+            log.info("runtime.left_to_others", run_id=run_id, agent=state.agent)
+            return
+        await self._start(run_id, state.agent)
 
     # -- observing -----------------------------------------------------------------------------
 
@@ -1116,27 +1381,78 @@ class Runtime:
         # Decided or delivered while we were pausing: pick it straight back up.
         await self._wake(state.run_id)
 
+    async def _on_journal_failed(self, run_id: str, error: JournalError) -> None:
+        """A run's events could not be journaled: stop driving it here, tell its waiters.
+
+        The run stays unfinished in the journal (even its end could not be written). This
+        runtime does not drive it again: each attempt would ask the model again while the
+        disk stays full. A Runtime started on the journal later resumes it.
+        """
+        self._active.discard(run_id)
+        self._stalled[run_id] = error
+        log.error("runtime.journal_failed", run_id=run_id, error=str(error))
+        self._wake_waiter(run_id)
+        if error.sqlite_error.startswith("SQLITE_BUSY"):
+            return  # releasing would wait for the lock again: the lease runs out instead
+        with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
+            await self.journal.release(run_id, self.owner)  # let another process take it
+
     async def _fail_crashed(self, run_id: str, error: BaseException) -> None:
         """End a run whose actor crashed more often than its restart policy allows."""
         with anyio.CancelScope(shield=True):
-            state = RunState.fold(run_id, await self.journal.read(run_id))
-            if not state.done:
-                finished = RunFinished(
+            try:
+                state = RunState.fold(run_id, await self.journal.read(run_id))
+                if not state.done:
+                    finished = RunFinished(
+                        run_id=run_id,
+                        ts=self.clock.now(),
+                        outcome="failed",
+                        output=state.last_text or None,
+                        reason=f"the run crashed repeatedly and was given up: {error!r}",
+                        steps=state.tool_calls,
+                        model_calls=state.model_calls,
+                        tokens=state.tokens,
+                        cost_usd=state.cost_usd,
+                        duration_s=max(self.clock.now() - state.active_since, 0.0),
+                    )
+                    await self.journal.append(finished)
+                    state.apply(finished)
+                    self._publish(finished)
+            except JournalError as failed:
+                told = JournalError(
+                    f"{failed}; it was recording that the run crashed repeatedly: {error!r}",
+                    path=failed.path,
+                    sqlite_error=failed.sqlite_error,
                     run_id=run_id,
-                    ts=self.clock.now(),
-                    outcome="failed",
-                    output=state.last_text or None,
-                    reason=f"the run crashed repeatedly and was given up: {error!r}",
-                    steps=state.tool_calls,
-                    model_calls=state.model_calls,
-                    tokens=state.tokens,
-                    cost_usd=state.cost_usd,
-                    duration_s=max(self.clock.now() - state.active_since, 0.0),
                 )
-                await self.journal.append(finished)
-                state.apply(finished)
-                self._publish(finished)
+                told.__cause__ = failed
+                await self._on_journal_failed(run_id, told)
+                return
             await self._on_finished(state)
+
+
+def _stopped_unjournaled(run_id: str, error: JournalError) -> JournalError:
+    """The error `wait` raises for a run stopped by a journal failure (a fresh one each time)."""
+    stopped = JournalError(
+        f"run {run_id!r} stopped: its events could not be journaled ({error}). It stays "
+        "unfinished in the journal; a Runtime started on the journal once it can be "
+        "written again resumes it",
+        path=error.path,
+        sqlite_error=error.sqlite_error,
+        run_id=run_id,
+    )
+    stopped.__cause__ = error
+    return stopped
+
+
+def _already_decided(record: GateRecord) -> UsageError:
+    decided = record.decided
+    if decided is None:
+        return UsageError(f"gate {record.opened.gate_id} was already decided")
+    if decided.decision == "expired":
+        return gate_expired(record.opened.gate_id, record.run_id, record.opened.expires_at)
+    who = f" by {decided.by}" if decided.by else ""
+    return UsageError(f"gate {record.opened.gate_id} was already {decided.decision}{who}")
 
 
 def _run_actor(

@@ -1,11 +1,24 @@
 """The ``corral`` command line: the demo, one-off runs, and the journal's runs and gates.
 
-Every command that touches the journal takes ``--db URL`` (default ``CORRAL_DB``, else
-``sqlite:///corral.db``). Commands that drive runs load the application (its agents and
-routing rules) from ``--app module:function`` (default ``corral.demo:app``).
+Settings are read once, by `corral.load_settings` (the loader `Runtime.from_settings`
+uses too): the TOML file named by ``CORRAL_CONFIG`` (else ``./corral.toml`` if present)
+under ``CORRAL_*`` variables. A broken file or value is refused before anything runs:
+``corral: ConfigError: corral.toml: limits.max_tokens: Input should be greater than 0``,
+exit code 2. Corral's own logs go to stderr from ``CORRAL_LOG_LEVEL`` up (default
+``warning``); stdout carries only results.
 
-Exit codes: 0 success (a run completed, or waits at a gate); 1 a run ended with another
-outcome; 2 a usage or configuration error.
+Every command that touches the journal takes ``--db URL`` (default: the settings' ``db``,
+that is ``CORRAL_DB``, else ``db`` in the settings file, else ``sqlite:///corral.db``).
+Commands that drive runs load the application (its agents and routing rules) from
+``--app module:function`` (default ``corral.demo:app``).
+
+``corral approve`` and ``corral reject`` record the decision, then follow the run only if
+this process can drive it (its agent is in ``--app`` and no other process holds it), for
+``--wait`` seconds at most; otherwise they say which process will continue it, and exit.
+
+Exit codes: 0 success (a run completed, or waits at a gate, or was left to another
+process); 1 a run ended with another outcome (or was still running after ``--wait``); 2 a
+usage or configuration error.
 """
 
 from __future__ import annotations
@@ -14,24 +27,36 @@ import argparse
 import contextlib
 import importlib
 import json
+import logging
+import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from . import __version__
+from ._log import ROOT_LOGGER, get_logger
 from ._runtime import RunResult, Runtime
+from ._settings import Settings, config_path, load_settings
 from ._task import Task
 from .errors import ConfigError, CorralError, UsageError
 from .events import EventAdapter
 from .store import GateRecord, Journal, journal_from_url
+from .subagents import RunState
 
 __all__ = ["main"]
 
+log = get_logger("corral.cli")
+
 DEFAULT_APP = "corral.demo:app"
+FOLLOW_S = 300.0
+"""How long `corral approve` / `reject` follow a run they continue, by default (seconds)."""
+FOLLOW_HELP = (
+    f"seconds to follow the run here when this process continues it (default {FOLLOW_S:g}); "
+    "a run whose agent --app does not load is left to a process that does, at once"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--db", help="journal URL (default: $CORRAL_DB or sqlite:///corral.db)")
+        p.add_argument(
+            "--db", help="journal URL (default: the settings' db: $CORRAL_DB, corral.toml...)"
+        )
         return p
 
     def with_app(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -86,11 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("--as", dest="by", required=True, help="who approves (recorded)")
     approve.add_argument("--note", default="", help="why, for the audit trail")
     approve.add_argument("--args", help="edited arguments, as a JSON object")
+    approve.add_argument("--wait", type=float, default=FOLLOW_S, help=FOLLOW_HELP)
 
     reject = with_app(with_db(sub.add_parser("reject", help="reject a gate; the model is told")))
     reject.add_argument("gate_id")
     reject.add_argument("--as", dest="by", required=True, help="who rejects (recorded)")
     reject.add_argument("--reason", required=True, help="why (the model is told)")
+    reject.add_argument("--wait", type=float, default=FOLLOW_S, help=FOLLOW_HELP)
 
     deliver = with_app(with_db(sub.add_parser("deliver", help="deliver an external event")))
     deliver.add_argument("key", help="the correlation key a run waits on")
@@ -109,16 +138,39 @@ def _parser() -> argparse.ArgumentParser:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _configure_logging() -> None:
-    """Corral's own logs go to stderr, warnings and up, so stdout stays for results."""
-    import logging
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to the current `sys.stderr` (tests and daemons replace it)."""
 
-    structlog.configure(
-        # Looked up at each use, not bound once: stderr may be replaced (tests, daemons).
-        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        cache_logger_on_first_use=False,
-    )
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _configure_logging(level: str) -> Callable[[], None]:
+    """Send Corral's logs (the ``corral`` logger) to stderr from `level` up.
+
+    Only the ``corral`` logger is touched, never structlog's global configuration or the
+    root logger, and stdout stays for results. Returns a function that undoes it (`main`
+    calls it on the way out, so calling `main` in-process leaves logging as it was).
+    """
+    logger = logging.getLogger(ROOT_LOGGER)
+    previous = logger.level
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    return restore
+
+
+def _db_url(args: argparse.Namespace) -> str | None:
+    """The journal URL: ``--db``, else the settings' ``db``."""
+    settings: Settings | None = getattr(args, "settings", None)
+    return getattr(args, "db", None) or (settings.db if settings is not None else None)
 
 
 def _load_app(spec: str, **kwargs: Any) -> Any:
@@ -149,8 +201,10 @@ async def _runtime(
 ) -> AsyncIterator[Runtime]:
     cost = app_kwargs.pop("_cost", None)
     application = _load_app(getattr(args, "app", DEFAULT_APP), **app_kwargs)
-    async with _journal(args.db) as journal:
-        async with Runtime(
+    async with _journal(_db_url(args)) as journal:
+        settings: Settings | None = getattr(args, "settings", None)
+        async with Runtime.from_settings(
+            settings if settings is not None else load_settings(),
             agents=application.agents,
             router=application.router,
             workflows=application.workflows,
@@ -204,21 +258,33 @@ def _gate_payload(gate: GateRecord) -> dict[str, Any]:
     }
 
 
-def _print_waiting(result: RunResult) -> None:
+def _same_journal_and_app(args: argparse.Namespace) -> str:
+    """The ``--db`` and ``--app`` this command was given, for a command to run next."""
+    options: list[str] = []
+    if getattr(args, "db", None):
+        options += ["--db", args.db]
+    app = getattr(args, "app", DEFAULT_APP)
+    if app != DEFAULT_APP:
+        options += ["--app", app]
+    return "".join(f" {shlex.quote(option)}" for option in options)
+
+
+def _print_waiting(result: RunResult, args: argparse.Namespace) -> None:
     print(
         "\nThe run is waiting for a person before it changes anything "
         f"({len(result.gates)} gate(s)):"
     )
     for gate in result.gates:
-        args = json.dumps(gate.opened.arguments)
-        print(f"  {gate.opened.gate_id}  {gate.opened.tool}  {args}")
+        arguments = json.dumps(gate.opened.arguments)
+        print(f"  {gate.opened.gate_id}  {gate.opened.tool}  {arguments}")
     first = result.gates[0].opened.gate_id if result.gates else "GATE_ID"
+    same = _same_journal_and_app(args)  # so the commands work as printed
     print("Approve to let the run finish:")
-    print(f"  corral approve {first} --as you@example.com")
+    print(f"  corral approve {first} --as you@example.com{same}")
     if len(result.gates) > 1:
-        print("  corral approve --all --as you@example.com")
+        print(f"  corral approve --all --as you@example.com{same}")
     print("Or reject, and the model is told why:")
-    print(f'  corral reject {first} --as you@example.com --reason "not this month"')
+    print(f'  corral reject {first} --as you@example.com --reason "not this month"{same}')
 
 
 def _exit_code(result: RunResult) -> int:
@@ -248,7 +314,7 @@ async def _cmd_run(args: argparse.Namespace, task: Task, *, model: Any = None) -
     if args.json:
         print(json.dumps(_result_payload(result), indent=2))
     elif result.status == "waiting":
-        _print_waiting(result)
+        _print_waiting(result, args)
     return _exit_code(result)
 
 
@@ -279,7 +345,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _cmd_runs(args: argparse.Namespace) -> int:
-    async with _journal(args.db) as journal:
+    async with _journal(_db_url(args)) as journal:
         if args.runs_command == "list":
             infos = await journal.runs(status=args.status, limit=args.limit)
             if args.json:
@@ -324,7 +390,7 @@ def _info(info: Any) -> dict[str, Any]:
 
 
 async def _cmd_approvals(args: argparse.Namespace) -> int:
-    async with _journal(args.db) as journal:
+    async with _journal(_db_url(args)) as journal:
         gates = await journal.gates(status="open")
     if args.json:
         print(json.dumps([_gate_payload(g) for g in gates], indent=2))
@@ -343,6 +409,14 @@ async def _cmd_approvals(args: argparse.Namespace) -> int:
 async def _decide_and_follow(
     args: argparse.Namespace, decide: Callable[[Runtime, str], Any], gate_ids: Sequence[str] | None
 ) -> int:
+    """Record the decisions, then follow each run only while this process drives it.
+
+    A run whose agent this application does not load (or that another process drives)
+    is left to that process: the command says which, and exits. Following is bounded by
+    ``--wait``.
+    """
+    if not args.wait > 0:
+        raise UsageError(f"--wait must be seconds > 0, got {args.wait:g}")
     async with _runtime(args) as runtime:
         ids = (
             list(gate_ids)
@@ -361,13 +435,84 @@ async def _decide_and_follow(
                 run_ids.append(record.run_id)
         for gate_id in ids:
             await decide(runtime, gate_id)
-        code = 0
-        for run_id in run_ids:
-            result = await runtime.wait(run_id)
-            if result.status == "waiting":
-                _print_waiting(result)
-            code = max(code, _exit_code(result))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_keep_leases, runtime)  # no poller here: renew what it drives
+            code = await _follow(args, runtime, run_ids)
+            tg.cancel_scope.cancel()
         return code
+
+
+async def _keep_leases(runtime: Runtime) -> None:
+    """Renew the leases of the runs this process drives, as the poller would."""
+    while True:
+        await anyio.sleep(runtime._lease_s / 3)
+        for failure in await runtime._renew_leases(runtime.clock.now()):
+            print(f"corral: could not renew a run's lease: {failure}", file=sys.stderr)
+
+
+async def _follow(args: argparse.Namespace, runtime: Runtime, run_ids: Sequence[str]) -> int:
+    """Wait, ``--wait`` s at most, for the decided runs driven here; report the others."""
+    followed: list[str] = []
+    for run_id in run_ids:
+        if run_id not in runtime._active:  # not driven here: finished, paused, or elsewhere
+            state = RunState.fold(run_id, await runtime.events(run_id))
+            if not (state.done or state.paused):
+                await _print_handed_over(args, runtime, run_id, state.agent)
+                continue
+        followed.append(run_id)
+    results: dict[str, RunResult] = {}
+
+    async def collect(run_id: str) -> None:
+        results[run_id] = await runtime.wait(run_id)
+
+    with anyio.move_on_after(args.wait):
+        async with anyio.create_task_group() as tg:
+            for run_id in followed:
+                tg.start_soon(collect, run_id)
+    code = 0
+    for run_id in followed:
+        result = results.get(run_id)
+        if result is None:
+            print(
+                f"corral: run {run_id} did not finish or pause within --wait {args.wait:g} s; "
+                "it stays unfinished in the journal, and `corral resume"
+                f"{_same_journal_and_app(args)}` continues it",
+                file=sys.stderr,
+            )
+            code = 1
+            continue
+        if result.status == "waiting":
+            _print_waiting(result, args)
+        code = max(code, _exit_code(result))
+    return code
+
+
+async def _print_handed_over(
+    args: argparse.Namespace, runtime: Runtime, run_id: str, agent: str
+) -> None:
+    """Say that a decided run is left to another process, and to which one."""
+    holder: str | None = None
+    get_run = getattr(runtime.journal, "get_run", None)
+    if get_run is not None:
+        row = await get_run(run_id)
+        now = runtime.clock.now()
+        if row is not None and row.owner and (row.lease_until or 0.0) > now:
+            holder = row.owner
+    if agent in runtime._agent_refs:
+        why = f"Run {run_id} is driven by another process"
+    else:
+        app = getattr(args, "app", DEFAULT_APP)
+        why = f"This process does not load agent {agent!r} (--app {app}), so run {run_id} is left"
+    if holder is not None:
+        who = f"process {holder!r}, which holds the run's lease, continues it"
+    else:
+        db = f" --db {shlex.quote(args.db)}" if getattr(args, "db", None) else ""
+        who = (
+            f"the next process that loads agent {agent!r} continues it: a Runtime with that "
+            f"agent polling this journal, or `corral resume{db} --app MODULE:FUNCTION` with "
+            "an application that has it"
+        )
+    print(f"The decision is recorded. {why}; {who}.")
 
 
 async def _cmd_deliver(args: argparse.Namespace) -> int:
@@ -404,7 +549,7 @@ async def _cmd_resume(args: argparse.Namespace) -> int:
 async def _cmd_store(args: argparse.Namespace) -> int:
     import time
 
-    async with _journal(args.db) as journal:
+    async with _journal(_db_url(args)) as journal:
         prune = getattr(journal, "prune", None)
         if prune is None:
             raise UsageError("this journal keeps nothing to vacuum")
@@ -417,12 +562,25 @@ async def _cmd_store(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
-    _configure_logging()
     try:
+        args.settings = load_settings()
+    except ConfigError as exc:  # refused before anything runs, with the loader's message
+        print(f"corral: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    restore = _configure_logging(args.settings.log_level)
+    try:
+        path = config_path()
+        log.info(
+            "cli.settings",
+            config_file=str(path) if path is not None else None,
+            log_level=args.settings.log_level,
+        )
         return anyio.run(_dispatch, args)
     except CorralError as exc:
         print(f"corral: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        restore()
 
 
 async def _dispatch(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ The tree::
     CorralError                       root: `except CorralError` catches everything of ours
     ├── ConfigError                   the developer: invalid settings, limits, TOML, rules
     ├── UsageError                    the developer: an API used the wrong way
-    │   └── RoutingError              no rule routes this task (carries the explanation)
+    │   ├── RoutingError              no rule routes this task (carries the explanation)
+    │   └── GateExpired               a gate decided after its deadline (carries gate and time)
     ├── ActorError                    the actor runtime
     │   ├── ActorDeadError            the actor has stopped; the message was not handled
     │   ├── AskTimeoutError           `ask` got no reply before its timeout
@@ -17,6 +18,7 @@ The tree::
     │   ├── ModelError                a model provider failed (status_code when HTTP)
     │   │   └── ModelTimeout          the model call exceeded its timeout
     │   └── RateLimited               429 / 529 / overloaded: retry after `retry_after` seconds
+    ├── JournalError                  the journal could not be written: disk full, I/O error, lock
     └── RunError                      a run stopped by policy (carries run_id and outcome)
         ├── BudgetExceeded            token, cost or wall-clock budget reached
         ├── StepLimitExceeded         tool-call cap reached
@@ -43,8 +45,11 @@ __all__ = [
     "CircuitOpen",
     "ConfigError",
     "CorralError",
+    "GateExpired",
+    "JournalError",
     "LoopDetected",
     "MailboxFullError",
+    "ModelContractError",
     "ModelError",
     "ModelTimeout",
     "RateLimited",
@@ -84,6 +89,24 @@ class RoutingError(UsageError):
     def __init__(self, message: str, *, explanation: Any = None) -> None:
         super().__init__(message)
         self.explanation = explanation
+
+
+class GateExpired(UsageError):
+    """A gate was approved, rejected or edited after its deadline: the decision is refused.
+
+    An expired gate counts as a rejection (the model is told no one decided in time).
+
+    Attributes:
+        gate_id: the gate.
+        run_id: its run.
+        expires_at: when it expired, Unix seconds.
+    """
+
+    def __init__(self, message: str, *, gate_id: str, run_id: str, expires_at: float) -> None:
+        super().__init__(message)
+        self.gate_id = gate_id
+        self.run_id = run_id
+        self.expires_at = expires_at
 
 
 class ActorError(CorralError):
@@ -174,6 +197,16 @@ class ModelTimeout(ModelError):
     """A model call exceeded its timeout."""
 
 
+class ModelContractError(ModelError):
+    """A model adapter broke the model protocol (for example, returned no `ModelResponse`).
+
+    Not retryable: asking the same adapter again would break it the same way.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 class RateLimited(CallError):
     """The other side asked us to slow down (HTTP 429, or 529 overloaded).
 
@@ -190,6 +223,30 @@ class RateLimited(CallError):
     ) -> None:
         super().__init__(message, retryable=True, retry_after=retry_after)
         self.status_code = status_code
+
+
+class JournalError(CorralError):
+    """The journal could not be written: a full disk, an I/O error, a lock held too long.
+
+    The lock is SQLite's write lock, held by another connection or process for longer than
+    the store's busy timeout. Nothing the message names was written; what was committed
+    before is intact. A run whose events were lost stays unfinished in the journal and can
+    be resumed once the journal can be written again.
+
+    Attributes:
+        path: the database (a file name, or ``:memory:``).
+        sqlite_error: SQLite's name for the error (``SQLITE_FULL``, ``SQLITE_BUSY``,
+            ``SQLITE_IOERR_WRITE``...); empty when SQLite did not report one.
+        run_id: the run whose events were lost, when the error concerns one run.
+    """
+
+    def __init__(
+        self, message: str, *, path: str = "", sqlite_error: str = "", run_id: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.sqlite_error = sqlite_error
+        self.run_id = run_id
 
 
 class RunError(CorralError):

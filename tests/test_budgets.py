@@ -53,11 +53,11 @@ async def test_cost_budget_is_reserved_before_the_call_and_never_overshot() -> N
     limits = Limits(
         max_cost_usd=0.02,
         output_tokens=1000,
-        min_output_tokens=50,
+        min_output_tokens=200,  # more than an answer needs: a smaller grant is refused
         max_tool_calls=100,
         max_consecutive_same_tool=None,
     )
-    async with runtime(agent([ping, pong], busy_model("x" * 2000), limits=limits), cost=cost) as rt:
+    async with runtime(agent([ping, pong], busy_model("x" * 400), limits=limits), cost=cost) as rt:
         result = await rt.run("spend money")
     assert result.outcome == "stopped_budget"
     assert result.reason.startswith("cost budget reached")

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from corral.errors import ConfigError
 from corral.models import DEFAULT_PRICES, PRICES_AS_OF, Price, PriceTable, Usage
@@ -89,10 +89,14 @@ def test_long_prompt_band_applies_to_the_whole_call(table: PriceTable) -> None:
         Price(input=1, output=1, long_prompt_threshold=10)
 
 
-def test_unknown_models_cost_nothing_but_are_flagged_and_logged_once(table: PriceTable) -> None:
-    with capture_logs() as logs:
+def test_unknown_models_cost_nothing_but_are_flagged_and_logged_once(
+    table: PriceTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="corral"):
         assert table.cost("llama3.1:8b", Usage(input_tokens=5000, output_tokens=500)) == 0.0
         assert table.cost("llama3.1:8b", Usage(input_tokens=5000)) == 0.0
+    # Corral logs through stdlib logging; each record carries its structured fields.
+    logs = [{**r.corral, "log_level": r.levelname.lower()} for r in caplog.records]
     assert table.unknown_models == {"llama3.1:8b"}
     warnings = [e for e in logs if e["event"] == "models.price_unknown"]
     assert [(w["model"], w["log_level"]) for w in warnings] == [("llama3.1:8b", "warning")]

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,27 +9,6 @@ from corral import Limits, load_settings
 from corral.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_readme_opens_with_the_two_commands() -> None:
-    lines = (ROOT / "README.md").read_text().splitlines()
-    block = lines[lines.index("```") + 1 : lines.index("```") + 3]
-    assert block[0].startswith("make demo") and block[1].startswith("make test")
-
-
-def test_readme_embedding_example_runs_as_written() -> None:
-    text = (ROOT / "README.md").read_text()
-    example = re.search(r"## Embedding Corral\n\n```python\n(.*?)```", text, re.S)
-    assert example is not None
-    proc = subprocess.run(
-        [sys.executable, "-c", example.group(1)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("completed It totals 1250.")
 
 
 def test_settings_precedence_arguments_over_env_over_toml(tmp_path: Path) -> None:

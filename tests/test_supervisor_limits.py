@@ -73,7 +73,7 @@ async def test_same_tool_more_than_three_times_in_a_row_is_a_loop() -> None:
 
 async def test_token_budget_is_never_overshot_and_output_cap_shrinks_to_fit() -> None:
     ran: list[str] = []
-    big = "word " * 300  # about 375 output tokens per answer
+    big = "word " * 60  # about 75 output tokens per answer; its input bound is 300
 
     def chatty(request: ModelRequest) -> Any:
         n = len(request.messages)
@@ -103,7 +103,13 @@ async def test_shared_budget_across_runs_with_one_budget_key() -> None:
     clock = MockClock()
     async with ActorSystem() as system:
         sup = await system.spawn(lambda: Supervisor(clock=clock), name="supervisor")
-        limits = Limits(max_tokens=1000, output_tokens=300, min_output_tokens=100, warn_at=1.0)
+        limits = Limits(
+            max_tokens=1000,
+            output_tokens=300,
+            min_output_tokens=100,
+            warn_at=1.0,
+            estimate_margin=1.25,
+        )
         await sup.ask(OpenRun("r1", limits, clock.now(), budget_key="wf"))
         await sup.ask(OpenRun("r2", limits, clock.now(), budget_key="wf"))
         p1 = await sup.ask(ReserveModel("r1", estimated_input=200, max_tokens=300))

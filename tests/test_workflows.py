@@ -290,7 +290,8 @@ async def test_workflow_in_progress_is_resumed_by_a_new_runtime() -> None:
 
 
 async def test_sub_agent_steps_share_the_workflow_budget() -> None:
-    limits = Limits(max_tokens=400, output_tokens=100, min_output_tokens=20)
+    # One step's reservation (the UTF-8 bound of its 600-character task) fits, not two.
+    limits = Limits(max_tokens=800, output_tokens=100, min_output_tokens=20)
     wf = Workflow(
         "budget",
         [

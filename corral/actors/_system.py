@@ -16,10 +16,10 @@ from typing import Any, ClassVar, TypeVar
 
 import anyio
 import sniffio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._log import get_logger
 from ..errors import ActorDeadError, AskTimeoutError, ConfigError, MailboxFullError, UsageError
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "RestartPolicy",
 ]
 
-log = structlog.get_logger("corral.actors")
+log = get_logger("corral.actors")
 
 A = TypeVar("A", bound="Actor")
 
@@ -524,30 +524,41 @@ class _Cell:
         """Run the actor until it stops, restarting it after crashes as the policy allows."""
         failure: BaseException | None = None
         instance: Actor | None = None
-        with anyio.CancelScope() as scope:
-            self.scope = scope
-            if self.stopping:  # stopped before its task ran (spawned without waiting)
-                scope.cancel()
-            task_status.started()
-            while not scope.cancel_called:
-                instance = self.factory()
-                instance._cell = self
-                try:
-                    await instance.started()
-                    await self._loop(instance)
-                    break  # mailbox closed: a clean stop
-                except Exception as exc:
-                    if not self._may_restart():
-                        failure = exc
+        try:
+            with anyio.CancelScope() as scope:
+                self.scope = scope
+                if self.stopping:  # stopped before its task ran (spawned without waiting)
+                    scope.cancel()
+                task_status.started()
+                while not scope.cancel_called:
+                    instance = self.factory()
+                    instance._cell = self
+                    try:
+                        await instance.started()
+                        await self._loop(instance)
+                        break  # mailbox closed: a clean stop
+                    except Exception as exc:
+                        if not self._may_restart():
+                            failure = exc
+                            break
+                        delay = min(
+                            self.restart.backoff * 2 ** (len(self._restart_times) - 1),
+                            self.restart.max_backoff,
+                        )
+                        log.warning(
+                            "actor.restarting", actor=self.path, error=repr(exc), delay_s=delay
+                        )
+                        self.restarts += 1
+                        await anyio.sleep(delay)
+                    except BaseException as exc:
+                        if isinstance(exc, anyio.get_cancelled_exc_class()):
+                            raise
+                        # KeyboardInterrupt, SystemExit and their kind are not crashes to
+                        # restart from: the whole system stops and raises it, unwrapped.
+                        self.system.abort(exc)
                         break
-                    delay = min(
-                        self.restart.backoff * 2 ** (len(self._restart_times) - 1),
-                        self.restart.max_backoff,
-                    )
-                    log.warning("actor.restarting", actor=self.path, error=repr(exc), delay_s=delay)
-                    self.restarts += 1
-                    await anyio.sleep(delay)
-        await self._teardown(instance, failure)
+        finally:  # also when cancelled from outside (the system aborting)
+            await self._teardown(instance, failure)
 
     def _may_restart(self) -> bool:
         now = time.monotonic()
@@ -674,17 +685,22 @@ class ActorSystem:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
-        # An ordinary error from the body is re-raised as itself, not wrapped in an
-        # ExceptionGroup: every actor is stopped first, so no task can add to it.
-        # Cancellation is passed on, so the task group can absorb its own.
-        passthrough = exc_info if not isinstance(exc_info[1], Exception) else (None, None, None)
+        # An error from the body (`KeyboardInterrupt` and `SystemExit` included) is
+        # re-raised as itself, not wrapped in an exception group: every actor is stopped
+        # first, so no task can add to it. Cancellation is passed on, so the task group
+        # can absorb its own.
+        cancelled = isinstance(exc_info[1], anyio.get_cancelled_exc_class())
+        passthrough = exc_info if cancelled else (None, None, None)
         try:
-            await self.shutdown()
+            with anyio.CancelScope(shield=True):  # stop every actor even when cancelled
+                await self.shutdown()
         finally:
             tg, self._tg = self._tg, None
             assert tg is not None
             result = await tg.__aexit__(*passthrough)
         if self._escalated is not None:
+            if cancelled:  # the body was only cancelled by the abort: not worth showing
+                raise self._escalated from None
             raise self._escalated
         return result
 
@@ -783,7 +799,12 @@ class ActorSystem:
         log.error("actor.gave_up", actor=path, error=repr(error))
         if self._on_escalation is not None:
             self._on_escalation(path, error)
-        elif self._escalated is None:
+        else:
+            self.abort(error)
+
+    def abort(self, error: BaseException) -> None:
+        """Stop every actor and raise `error` out of ``async with`` (the first one wins)."""
+        if self._escalated is None:
             self._escalated = error
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()

@@ -1,15 +1,29 @@
 """Guardrails: pure, fast checks with structured verdicts, enforced by the runtime.
 
-* Tool calls: registered name, decodable arguments, strict schema (`_toolcall`); scopes and
+* Tool calls: one ordered `CheckChain` of `CallCheck`s before every call (`_chain`):
+  registered name, decodable arguments, strict schema (`_toolcall`); scopes and
   side-effect levels (`check_permission`), argument rules and user scope policies
-  (`ArgumentPolicy`, `ScopePolicy`), and the `ApprovalPolicy` that opens human gates.
+  (`ArgumentPolicy`, `ScopePolicy`), your own checks, and the `ApprovalPolicy` that opens
+  human gates.
 * Input: `InputScreen` screens a task before its first step and every tool result before it
   reaches the model (size, prompt injection, PII and secrets, user `InputPolicy`s).
 * Results: `filter_result` cuts tool results to a token cap, JSON-aware, and redacts secrets.
+* Errors: `redact_secrets` cuts credentials out of any text (tool exceptions, provider
+  error bodies) with the same rules, before it reaches the journal, the model or a log.
 
 Every check returns a `Verdict`; the runtime journals each one that is not a plain allow.
 """
 
+from ._chain import ApprovalCheck as ApprovalCheck
+from ._chain import ArgumentsParsedCheck as ArgumentsParsedCheck
+from ._chain import CallCheck as CallCheck
+from ._chain import CallContext as CallContext
+from ._chain import ChainVerdict as ChainVerdict
+from ._chain import CheckChain as CheckChain
+from ._chain import PermissionCheck as PermissionCheck
+from ._chain import PolicyCheck as PolicyCheck
+from ._chain import RegisteredCheck as RegisteredCheck
+from ._chain import SchemaCheck as SchemaCheck
 from ._injection import STRIP_MARKER as STRIP_MARKER
 from ._injection import InjectionAction as InjectionAction
 from ._injection import InjectionCategory as InjectionCategory
@@ -29,6 +43,7 @@ from ._pii import PIIFinding as PIIFinding
 from ._pii import PIIKind as PIIKind
 from ._pii import iban_valid as iban_valid
 from ._pii import luhn_valid as luhn_valid
+from ._pii import redact_secrets as redact_secrets
 from ._pii import ssn_valid as ssn_valid
 from ._policy import DEFAULT_APPROVAL as DEFAULT_APPROVAL
 from ._policy import AllowedValues as AllowedValues
@@ -71,11 +86,17 @@ __all__ = [
     "STRIP_MARKER",
     "AllowedValues",
     "Allowlist",
+    "ApprovalCheck",
     "ApprovalDecision",
     "ApprovalPolicy",
     "ApprovalRule",
     "ArgumentPolicy",
     "ArgumentRule",
+    "ArgumentsParsedCheck",
+    "CallCheck",
+    "CallContext",
+    "ChainVerdict",
+    "CheckChain",
     "Decision",
     "FilteredResult",
     "InjectionAction",
@@ -93,9 +114,13 @@ __all__ = [
     "PIIFinding",
     "PIIKind",
     "Pattern",
+    "PermissionCheck",
     "PermissionPolicy",
+    "PolicyCheck",
     "ProposedCall",
     "Range",
+    "RegisteredCheck",
+    "SchemaCheck",
     "ScopePolicy",
     "ScreenResult",
     "Verdict",
@@ -112,6 +137,7 @@ __all__ = [
     "luhn_valid",
     "normalize_text",
     "policy_from_callable",
+    "redact_secrets",
     "scope_covers",
     "ssn_valid",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "iban_valid",
     "is_secret_name",
     "luhn_valid",
+    "redact_secrets",
     "redaction_marker",
     "ssn_valid",
 ]
@@ -862,3 +863,41 @@ def _counts(findings: Iterable[PIIFinding]) -> dict[str, int]:
     for f in findings:
         counts[f.kind] = counts.get(f.kind, 0) + 1
     return counts
+
+
+# ------------------------------------------------------------------ secrets in errors
+
+_SECRETS = PIIDetector(SECRET_KINDS, name="secrets")
+_TOKEN_RUN = b"a" * 16
+
+
+def redact_secrets(text: str) -> str:
+    """Replace every credential in a text with its marker, such as ``[REDACTED:API_KEY]``.
+
+    The same detector rules the result filter applies to tool results, restricted to
+    `SECRET_KINDS` (API keys, JWTs, bearer tokens, PEM private keys, ``password=...``
+    values and URL passwords): for error messages, exception text and provider bodies
+    before they reach the journal, the model, the CLI or a log. Personal data is left as
+    it is (an error naming a missing customer's address stays useful).
+
+    Fast path: a text with nothing a secret needs (a run of 16 token characters, a
+    ``-----BEGIN`` line, a ``://`` or a secret-like name before ``:`` or ``=``) is
+    returned as it is after a few C-speed scans, about a microsecond for a short message.
+
+    Args:
+        text: the text.
+
+    Returns:
+        The text with each secret replaced; the same object when there was none.
+    """
+    if not text:
+        return text
+    raw = text.encode("ascii", "replace")  # one byte per character, as `PIIDetector.find`
+    if (
+        _TOKEN_RUN not in raw.translate(_TOKEN_MASK)
+        and b"://" not in raw
+        and b"-----BEGIN" not in raw
+        and not ((b"=" in raw or b":" in raw) and any(stem in raw.lower() for stem in _NAME_STEMS))
+    ):
+        return text
+    return _SECRETS.redact(text)[0]

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from ..errors import ConfigError
 from ..tools import SIDE_EFFECTS, SideEffect, Tool
+from ._pii import redact_secrets
 from ._verdict import Verdict
 
 __all__ = [
@@ -100,8 +101,10 @@ class ProposedCall:
     """The model's id for the call."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "agent_scopes", frozenset(self.agent_scopes))
-        object.__setattr__(self, "tool_scopes", frozenset(self.tool_scopes))
+        if type(self.agent_scopes) is not frozenset:
+            object.__setattr__(self, "agent_scopes", frozenset(self.agent_scopes))
+        if type(self.tool_scopes) is not frozenset:
+            object.__setattr__(self, "tool_scopes", frozenset(self.tool_scopes))
         if not isinstance(self.arguments, MappingProxyType):
             object.__setattr__(self, "arguments", MappingProxyType(dict(self.arguments)))
 
@@ -858,6 +861,9 @@ class ScopePolicy(Protocol):
     * It must be pure and fast: no I/O, no awaiting, no state that changes between
       calls (microseconds, as it runs before every tool call).
     * An exception fails closed: `check_policies` turns it into a ``block``.
+    * In the runtime each policy is one link of the `CheckChain` before every call: a
+      ``block`` rejects the call, ``approve`` opens a gate (the ``reason`` is shown to the
+      person), ``flag`` is journaled and the call runs.
     * Give it a ``name`` attribute for journals and metrics (optional).
 
     A worked example, a financial agent that may touch only its own accounts::
@@ -952,6 +958,20 @@ def policy_from_callable(
 _SEVERITY = {"block": 3, "approve": 2, "flag": 1}
 
 
+def policy_failed(name: str, call: ProposedCall, exc: Exception) -> Verdict:
+    """The ``block`` of a policy that raised (fail closed), secrets cut from the error."""
+    return Verdict(
+        name,
+        "block",
+        reason=redact_secrets(f"policy {name!r} failed: {type(exc).__name__}: {exc}"),
+        message=(
+            f"The call to {call.tool!r} could not be checked and was not run. "
+            "Do not retry it; tell the user it needs attention."
+        ),
+        details={"error": type(exc).__name__},
+    )
+
+
 def check_policies(policies: Iterable[ScopePolicy], call: ProposedCall) -> Verdict:
     """Run scope policies on a call; the most severe verdict wins.
 
@@ -971,16 +991,7 @@ def check_policies(policies: Iterable[ScopePolicy], call: ProposedCall) -> Verdi
         try:
             verdict = policy.check(call)
         except Exception as exc:  # a broken policy must not let the call through
-            verdict = Verdict(
-                str(name),
-                "block",
-                reason=f"policy {name!r} failed: {type(exc).__name__}: {exc}",
-                message=(
-                    f"The call to {call.tool!r} could not be checked and was not run. "
-                    "Do not retry it; tell the user it needs attention."
-                ),
-                details={"error": type(exc).__name__},
-            )
+            verdict = policy_failed(str(name), call, exc)
         severity = _SEVERITY.get(verdict.decision, 0)
         if severity and (worst is None or severity > _SEVERITY[worst.decision]):
             worst = verdict
@@ -1110,6 +1121,9 @@ DEFAULT_APPROVAL: Mapping[SideEffect, ApprovalDecision] = MappingProxyType(
     {"read": "auto", "write": "gate", "external": "gate", "destructive": "gate"}
 )
 """Without a matching rule: reads run, everything else waits for a person."""
+
+_MAX_DECIDED = 4096
+"""Approval verdicts an `ApprovalPolicy` keeps for reuse (rule x decision x tool x level)."""
 
 Condition = ArgumentRule | Callable[[Mapping[str, Any]], bool]
 """An argument condition: a rule (strict `ArgumentRule.matches`) or a predicate."""
@@ -1250,6 +1264,8 @@ class ApprovalPolicy:
             merged[level] = decision
         self.defaults: Mapping[SideEffect, ApprovalDecision] = MappingProxyType(merged)
         self.name = name
+        self._decided: dict[tuple[int, str, str, str], Verdict] = {}
+        self._decided_for: tuple[ApprovalRule, ...] = self.rules
 
     def decide(self, call: ProposedCall) -> Verdict:
         """The decision for one call.
@@ -1260,13 +1276,32 @@ class ApprovalPolicy:
         Returns:
             ``allow`` (auto), ``approve`` (gate) or ``block``; ``details`` holds the
             decision, the rule that made it (or ``default``) and the side-effect level.
+            The verdict depends only on the rule, the decision, the tool and its level,
+            so it is built once for each and shared: treat it as read-only.
         """
+        matched: ApprovalRule | None = None
+        matched_index = -1
         for index, rule in enumerate(self.rules):
-            matched, _ = rule.test(call)
-            if matched:
-                return self._verdict(call, rule.decision, rule.label(), index, rule.reason)
-        decision = self.defaults[call.side_effect]
-        return self._verdict(call, decision, f"default for {call.side_effect} tools", None, "")
+            if rule.test(call)[0]:
+                matched, matched_index = rule, index
+                break
+        decision = matched.decision if matched is not None else self.defaults[call.side_effect]
+        if self._decided_for is not self.rules:  # the rules were replaced: start over
+            self._decided, self._decided_for = {}, self.rules
+        key = (matched_index, decision, call.tool, call.side_effect)
+        verdict = self._decided.get(key)
+        if verdict is None:
+            if matched is not None:
+                verdict = self._verdict(
+                    call, decision, matched.label(), matched_index, matched.reason
+                )
+            else:
+                verdict = self._verdict(
+                    call, decision, f"default for {call.side_effect} tools", None, ""
+                )
+            if len(self._decided) < _MAX_DECIDED:
+                self._decided[key] = verdict
+        return verdict
 
     def explain(self, call: ProposedCall) -> ApprovalExplanation:
         """Every rule tried for a call and why it did or did not match, then the outcome."""

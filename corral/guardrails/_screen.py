@@ -22,7 +22,7 @@ from typing import Literal, Protocol, runtime_checkable
 from ..errors import ConfigError
 from ..models._tokens import estimate_tokens
 from ._injection import InjectionGuard
-from ._pii import PIIDetector
+from ._pii import PIIDetector, redact_secrets
 from ._verdict import Verdict
 
 __all__ = [
@@ -229,7 +229,7 @@ class InputScreen:
                 verdict = Verdict(
                     str(name),
                     "block",
-                    reason=f"policy {name!r} failed: {type(exc).__name__}: {exc}",
+                    reason=redact_secrets(f"policy {name!r} failed: {type(exc).__name__}: {exc}"),
                     details={"error": type(exc).__name__},
                 )
             verdicts.append(verdict)

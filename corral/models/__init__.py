@@ -1,7 +1,9 @@
 """Models: the one-method protocol, provider adapters, prices, and the fakes.
 
 Public: `Model`, the request/response types, `ScriptedModel`, `FunctionModel`,
-`ChaosModel` and the `call` / `reply` helpers for scripts, and token estimates.
+`ChaosModel` and the `call` / `reply` helpers for scripts, token estimates, and the token
+bounds budgets are reserved with (`token_bound`, `request_token_bound`; an adapter that
+knows its tokenizer may offer ``count_tokens(request) -> int`` instead).
 
 Real providers: `AnthropicModel` (the ``anthropic`` SDK), `OpenAICompatibleModel` (any
 ``/v1/chat/completions`` server over httpx), `model_from_string` to pick one from a string
@@ -27,6 +29,8 @@ from ._select import has_credentials as has_credentials
 from ._select import model_from_string as model_from_string
 from ._tokens import estimate_request_tokens as estimate_request_tokens
 from ._tokens import estimate_tokens as estimate_tokens
+from ._tokens import request_token_bound as request_token_bound
+from ._tokens import token_bound as token_bound
 from ._types import AssistantMessage as AssistantMessage
 from ._types import Message as Message
 from ._types import Model as Model
@@ -74,4 +78,6 @@ __all__ = [
     "has_credentials",
     "model_from_string",
     "reply",
+    "request_token_bound",
+    "token_bound",
 ]

@@ -28,11 +28,11 @@ sent back, so it survives a process restart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ModelError, UsageError
-from ._errors import ensure_requests_allowed, map_model_errors
+from ._errors import ensure_requests_allowed, map_model_errors, redact
 from ._plain import plain_json as _plain
 from ._tokens import estimate_output_tokens, estimate_request_tokens
 from ._types import (
@@ -177,25 +177,37 @@ def request_params(
     return params
 
 
-def parse_message(message: AnthropicMessage, *, model: str, request: ModelRequest) -> ModelResponse:
+def parse_message(
+    message: AnthropicMessage,
+    *,
+    model: str,
+    request: ModelRequest,
+    secrets: Iterable[str | None] = (),
+) -> ModelResponse:
     """Convert an Anthropic ``Message`` to a Corral response.
 
     Args:
         message: the SDK's parsed response.
         model: the model asked for, used when the response names none.
         request: the request, to estimate usage should the response carry none.
+        secrets: values to mask in the error message (it may quote the body).
 
     Returns:
         The response: joined text, tool calls, usage, stop reason and model.
 
     Raises:
-        ModelError: the response has no content list (not a Messages API response).
+        ModelError: the response has no content list (not a Messages API response, such
+            as the text or HTML page a proxy answers with, which the SDK returns as a str).
     """
-    content: object = message.content
+    content: object = getattr(message, "content", None)
     if not isinstance(content, list):
+        if hasattr(message, "content"):
+            what = "no content blocks"
+        else:  # the SDK hands back a body that is not JSON as it came
+            snippet = redact(" ".join(str(message).split())[:120], secrets)
+            what = f"not a message but {type(message).__name__} {snippet!r}"
         raise ModelError(
-            f"anthropic {model!r}: the API returned a response Corral cannot read "
-            "(no content blocks)",
+            f"anthropic {model!r}: the API returned a response Corral cannot read ({what})",
             retryable=True,
         )
     texts: list[str] = []
@@ -349,7 +361,9 @@ class AnthropicModel:
         params = request_params(request, model=self._model)
         with map_model_errors(provider="anthropic", model=self._model, secrets=(self._api_key,)):
             message = await self._client.messages.create(**params, timeout=self._timeout)
-            response = parse_message(message, model=self._model, request=request)
+            response = parse_message(
+                message, model=self._model, request=request, secrets=(self._api_key,)
+            )
         if response.tool_calls and any(
             getattr(b, "type", None) in _THINKING_TYPES for b in message.content
         ):

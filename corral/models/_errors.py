@@ -21,7 +21,8 @@ The mapping, for every provider::
     a body Corral cannot read        -> ModelError(retryable=True)
     missing credentials              -> ConfigError
 
-API keys given to `map_model_errors` are masked in every message it produces.
+API keys given to `map_model_errors` are masked in every message it produces, and any
+other credential an error body echoes is replaced by `corral.guardrails.redact_secrets`.
 
 This module also holds the no-accidental-spend guard (`ensure_requests_allowed`), which
 reads `corral.models.ALLOW_MODEL_REQUESTS` at call time so that tests can switch it off.
@@ -64,7 +65,10 @@ _MIN_SECRET_LENGTH = 6
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every occurrence of each secret in `text` with ``***``.
+    """Mask the given secrets in `text`, then any other credential it holds.
+
+    Each given secret becomes ``***``; any other credential (an API key, a token, a
+    ``password=...`` value) its marker, by `corral.guardrails.redact_secrets`.
 
     Args:
         text: a message that may contain a secret (an API key echoed by a server).
@@ -73,10 +77,13 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     Returns:
         The text with the secrets masked.
     """
+    # Imported here: guardrails sit above models in the layering (and import them).
+    from ..guardrails._pii import redact_secrets
+
     for secret in secrets:
         if secret and len(secret) >= _MIN_SECRET_LENGTH and secret in text:
             text = text.replace(secret, _MASK)
-    return text
+    return redact_secrets(text)
 
 
 def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -221,7 +228,9 @@ def _translate_anthropic(
         )
     if isinstance(exc, anthropic.APIResponseValidationError):
         return ModelError(
-            f"{where}: the API returned a response Corral cannot read: {exc.message}",
+            redact(
+                f"{where}: the API returned a response Corral cannot read: {exc.message}", secrets
+            ),
             retryable=True,
             status_code=exc.status_code,
         )

@@ -25,7 +25,9 @@ Wire format (``POST {base_url}/chat/completions``):
 
 Errors (see `corral.models._errors`): 429 -> `RateLimited` with ``retry-after``; 503 with
 a ``Retry-After`` header (a server shedding load) -> `RateLimited`; other 5xx -> retryable
-`ModelError`; 4xx -> `ModelError(retryable=False)` with the server's message.
+`ModelError`; 4xx -> `ModelError(retryable=False)` with the server's message; a success
+whose body is not JSON (a proxy's or captive portal's page) -> retryable `ModelError`
+quoting its content type and first characters.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, ModelError
-from ._errors import ensure_requests_allowed, error_for_status, map_model_errors
+from ._errors import ensure_requests_allowed, error_for_status, map_model_errors, redact
 from ._plain import plain_json as _plain
 from ._tokens import estimate_output_tokens, estimate_request_tokens
 from ._types import (
@@ -408,7 +410,21 @@ class OpenAICompatibleModel:
                     text=response.text,
                     secrets=secrets,
                 )
-            return parse_completion(response.json(), model=self._model, request=request)
+            try:
+                payload = response.json()
+            except ValueError as exc:  # a proxy's or captive portal's page, say
+                kind = response.headers.get("content-type", "no content type")
+                snippet = " ".join(response.text.split())[:120]
+                raise ModelError(
+                    redact(
+                        f"openai {self._model!r}: the API returned a response Corral cannot "
+                        f"read: HTTP {response.status_code} {kind} body is not JSON: "
+                        f"{snippet!r}",
+                        secrets,
+                    ),
+                    retryable=True,
+                ) from exc
+            return parse_completion(payload, model=self._model, request=request)
 
     async def aclose(self) -> None:
         """Close the connection pool, if the adapter created it."""

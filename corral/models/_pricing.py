@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .._log import get_logger
 from ..errors import ConfigError
 from ._types import Usage
 
-__all__ = ["DEFAULT_PRICES", "PRICES_AS_OF", "Price", "PriceTable"]
+__all__ = ["DEFAULT_PRICES", "PRICES_AS_OF", "Price", "PriceTable", "require_price"]
 
-log = structlog.get_logger("corral.models")
+log = get_logger("corral.models")
 
 PRICES_AS_OF = "2026-11-25"
 """The date the shipped prices were taken from the providers' pricing pages."""
@@ -375,3 +375,52 @@ def _to_price(name: str, value: Price | Mapping[str, Any]) -> Price:
         raise ConfigError(f"invalid price for {name!r}: {problems}") from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid price for {name!r}: {exc}") from exc
+
+
+def _price_problem(cost: Callable[[str, Usage], float] | None, model: str) -> str | None:
+    """Why `cost` cannot price `model`, or None when it can."""
+    if cost is None:
+        return "the runtime has no cost function"
+    table = getattr(cost, "__self__", None)
+    if isinstance(table, PriceTable):  # it knows its models; an explicit $0 is a free model
+        return None if table.lookup(model) is not None else "it is not in the price table"
+    try:
+        probe = float(cost(model, Usage(input_tokens=_MILLION, output_tokens=_MILLION)))
+    except Exception as exc:
+        return f"the cost function raised {type(exc).__name__}: {exc}"
+    return None if probe > 0 else "the cost function prices it at $0"
+
+
+def require_price(
+    cost: Callable[[str, Usage], float] | None,
+    model: str,
+    *,
+    agent: str,
+    budgets: Iterable[str],
+) -> None:
+    """Refuse a USD budget over a model whose price is unknown (it would count as $0).
+
+    A `PriceTable`'s ``cost`` knows which models it prices: an explicit zero price is a
+    known, free model. Any other cost function is asked the cost of a million input and
+    output tokens; $0 (or an error) means it does not know the model.
+
+    Args:
+        cost: the runtime's cost function (None: no prices at all).
+        model: the model's name.
+        agent: the agent using it, for the message.
+        budgets: the USD budgets that apply to the agent's runs, for the message.
+
+    Raises:
+        ConfigError: the price is unknown; the message names the agent, the model, the
+            budgets and the fix.
+    """
+    problem = _price_problem(cost, model)
+    if problem is None:
+        return
+    raise ConfigError(
+        f"agent {agent!r} has a USD budget ({', '.join(budgets)}) but the price of its model "
+        f"{model!r} is unknown: {problem}, so every call would count as $0. Price it "
+        f"(Runtime(cost=PriceTable.default().with_prices({{{model!r}: {{'input': ..., "
+        "'output': ...}}).cost), USD per million tokens; 0 for a free model) or drop the "
+        "USD budget"
+    )

@@ -7,12 +7,14 @@ gates, waiting runs and early webhook deliveries are found without reading every
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from ..errors import GateExpired
 from ..events import (
     Event,
     GateDecided,
@@ -72,6 +74,28 @@ class WaitRecord:
     started: WaitStarted
 
 
+def check_not_expired(decision: GateDecided, expires_at: float) -> None:
+    """Refuse an approval or rejection made at or after its gate's deadline.
+
+    Raises:
+        GateExpired: ``decision.ts >= expires_at`` and the decision is not an expiry.
+    """
+    if decision.decision != "expired" and decision.ts >= expires_at:
+        raise gate_expired(decision.gate_id, decision.run_id, expires_at)
+
+
+def gate_expired(gate_id: str, run_id: str, expires_at: float) -> GateExpired:
+    """The error for a decision on gate `gate_id` after it expired at `expires_at`."""
+    when = dt.datetime.fromtimestamp(expires_at, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return GateExpired(
+        f"gate {gate_id} (run {run_id}) expired at {when}: an expired gate counts as a "
+        "rejection, and can no longer be approved, rejected or edited",
+        gate_id=gate_id,
+        run_id=run_id,
+        expires_at=expires_at,
+    )
+
+
 @runtime_checkable
 class Journal(Protocol):
     """Where run events go. Every implementation is append-only and ordered per run."""
@@ -85,6 +109,12 @@ class Journal(Protocol):
                 caller can write the intent (``tool_call_started``) before the act. When
                 False the event is queued and committed with the next batch, in order;
                 use it where losing the event in a crash only means redoing safe work.
+
+        Raises:
+            JournalError: the event (or an earlier ``wait=False`` one of its run) could
+                not be stored: a full disk, an I/O error, a lock held too long. The
+                runtime then stops driving the run and tells whoever waits for it; the
+                run stays unfinished, to be resumed once the journal can be written.
         """
         ...
 
@@ -124,8 +154,14 @@ class Journal(Protocol):
     async def decide_gate(self, decision: GateDecided) -> bool:
         """Append `decision` to the gate's run only if the gate is still open (atomically).
 
+        An approval or rejection whose ``ts`` is at or after the gate's ``expires_at`` is
+        refused in the same check, so a decision racing the deadline cannot win after it.
+
         Returns:
             False when the gate was already decided (by this or another process).
+
+        Raises:
+            GateExpired: the decision is not an expiry and came at or after the deadline.
         """
         ...
 
@@ -300,10 +336,16 @@ class MemoryJournal:
         return self._gates.get(gate_id)
 
     async def decide_gate(self, decision: GateDecided) -> bool:
-        """Append the decision if the gate is still open."""
+        """Append the decision if the gate is still open and, unless it is an expiry, due.
+
+        Raises:
+            GateExpired: an approval or rejection at or after the gate's ``expires_at``
+                (``decision.ts`` is the time of the decision).
+        """
         record = self._gates.get(decision.gate_id)
         if record is None or record.decided is not None:
             return False
+        check_not_expired(decision, record.opened.expires_at)
         self._append(decision)
         return True
 
@@ -356,6 +398,28 @@ class MemoryJournal:
     ) -> list[str]:
         """Claim each run that is free."""
         return [r for r in run_ids if await self.claim(r, owner, lease_s=lease_s, now=now)]
+
+    async def renew_leases(
+        self,
+        owner: str,
+        *,
+        lease_s: float,
+        now: float,
+        run_ids: Collection[str] | None = None,
+    ) -> int:
+        """Extend the leases `owner` still holds (of `run_ids` only, if given); never claims.
+
+        Returns:
+            How many leases were renewed.
+        """
+        held = [
+            run_id
+            for run_id, (holder, _) in self._owners.items()
+            if holder == owner and (run_ids is None or run_id in run_ids)
+        ]
+        for run_id in held:
+            self._owners[run_id] = (owner, now + lease_s)
+        return len(held)
 
     async def release(self, run_id: str, owner: str) -> None:
         """Release `owner`'s claim."""

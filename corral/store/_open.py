@@ -5,7 +5,10 @@
 ``sqlite:////absolute/path.db``               an absolute path (four slashes)
 ``sqlite://:memory:``                         a private in-memory database (tests)
 ``...?synchronous=FULL&busy_timeout=30``      options: ``synchronous`` (NORMAL or FULL),
-                                              ``busy_timeout`` (seconds)
+                                              ``busy_timeout`` (seconds a write waits for
+                                              another connection's write lock before it
+                                              fails; default 10), ``max_size_mb`` (the
+                                              most the file may grow to, in MiB)
 ``memory://``                                 a `MemoryJournal` (`journal_from_url` only)
 ``postgresql://...``                          not available yet: a `ConfigError`
 ============================================  ==========================================
@@ -85,6 +88,7 @@ def open_store(url: str | None = None, *, env: Mapping[str, str] | None = None) 
         )
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_timeout_s = 10.0
+    max_size_bytes: int | None = None
     for name, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
         if name == "synchronous":
             upper = value.upper()
@@ -101,12 +105,25 @@ def open_store(url: str | None = None, *, env: Mapping[str, str] | None = None) 
                 busy_timeout_s = -1.0
             if not (math.isfinite(busy_timeout_s) and busy_timeout_s >= 0):
                 raise ConfigError(f"invalid SQLite URL {url!r}: busy_timeout must be seconds >= 0")
+        elif name == "max_size_mb":
+            try:
+                size_mb = float(value)
+            except ValueError:
+                size_mb = -1.0
+            if not (math.isfinite(size_mb) and size_mb > 0):
+                raise ConfigError(f"invalid SQLite URL {url!r}: max_size_mb must be MiB > 0")
+            max_size_bytes = max(int(size_mb * 2**20), 1)
         else:
             raise ConfigError(
                 f"invalid SQLite URL {url!r}: unknown option {name!r} "
-                "(known: synchronous, busy_timeout)"
+                "(known: synchronous, busy_timeout, max_size_mb)"
             )
-    return SqliteStore(path, synchronous=synchronous, busy_timeout_s=busy_timeout_s)
+    return SqliteStore(
+        path,
+        synchronous=synchronous,
+        busy_timeout_s=busy_timeout_s,
+        max_size_bytes=max_size_bytes,
+    )
 
 
 def journal_from_url(url: str | None = None, *, env: Mapping[str, str] | None = None) -> Journal:

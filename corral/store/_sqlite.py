@@ -32,6 +32,13 @@ process at a time through leases (`claim`, `claim_runs`, `renew_leases`, `releas
 process keeps the sequence counters of the runs it drives in memory, so two processes
 appending to one run at once is an error that the primary key catches.
 
+Failures. A full disk (or `max_size_bytes` reached), an I/O error, or the write lock held
+by another connection for longer than ``busy_timeout_s`` fails the batch's appenders with a
+`JournalError` naming the database, the runs and seqs lost, and SQLite's error
+(``SQLITE_FULL``, ``SQLITE_IOERR_*``, ``SQLITE_BUSY``); other writes and reads raise it
+too. SQLite rolls the transaction back, so what was committed before stays intact, and
+the store keeps working: the next append that finds room succeeds.
+
 Threads. Every database call is one job on an aiosqlite connection's own thread: a whole
 batch, or a whole conditional append, is one hop, not one per statement. Writes go to one
 writer connection and are shielded from cancellation (the caller learns the outcome);
@@ -57,7 +64,8 @@ import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from .._clock import Clock, SystemClock
-from ..errors import ConfigError, CorralError, UsageError
+from .._loop import require_asyncio
+from ..errors import ConfigError, CorralError, JournalError, UsageError
 from ..events import (
     Event,
     EventAdapter,
@@ -69,7 +77,7 @@ from ..events import (
     WaitResolved,
     WaitStarted,
 )
-from ._journal import GateRecord, RunInfo, RunStatus, WaitRecord
+from ._journal import GateRecord, RunInfo, RunStatus, WaitRecord, check_not_expired
 from ._migrations import SCHEMA_VERSION, migrate
 from ._rows import RunRow, StoreStatistics, WaitRow
 
@@ -136,8 +144,14 @@ class SqliteStore:
         synchronous: ``NORMAL`` (default: no fsync per commit; a power loss may lose the
             last commits, a process crash loses nothing committed) or ``FULL`` (an fsync
             per transaction: survives power loss).
-        busy_timeout_s: how long a write waits for another process's write lock before
-            failing. Default 10 s.
+        busy_timeout_s: how long a write waits for SQLite's write lock, held by another
+            connection or process, before failing with a `JournalError` that says so
+            (never a silent hang). Default 10 s; the URL option ``busy_timeout``.
+        max_size_bytes: refuse to grow the database file beyond this size (SQLite's
+            ``max_page_count``; never below the file's current size): a write that needs
+            more fails with a `JournalError` (``SQLITE_FULL``), as on a full disk, and
+            nothing committed is lost. The write-ahead log comes on top of it. Default: no
+            limit but the disk's; the URL option ``max_size_mb``.
         max_pending_events: most events appended and not yet committed; an append beyond
             it waits until a batch commits (back-pressure). Default 10,000.
         max_pending_bytes: the same bound on their JSON size. Default 16 MiB.
@@ -153,6 +167,7 @@ class SqliteStore:
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout_s: float = 10.0,
+        max_size_bytes: int | None = None,
         max_pending_events: int = 10_000,
         max_pending_bytes: int = 16 * 2**20,
         clock: Clock | None = None,
@@ -161,6 +176,8 @@ class SqliteStore:
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if busy_timeout_s < 0:
             raise ConfigError(f"busy_timeout_s must be >= 0, got {busy_timeout_s}")
+        if max_size_bytes is not None and max_size_bytes < 1:
+            raise ConfigError(f"max_size_bytes must be positive, got {max_size_bytes}")
         if max_pending_events < 1 or max_pending_bytes < 1:
             raise ConfigError("max_pending_events and max_pending_bytes must be positive")
         self.path = os.fspath(path)
@@ -168,7 +185,9 @@ class SqliteStore:
         self.synchronous = synchronous
         """``NORMAL`` or ``FULL``."""
         self.busy_timeout_s = busy_timeout_s
-        """How long a write waits for another process's write lock, seconds."""
+        """How long a write waits for another connection's write lock, seconds."""
+        self.max_size_bytes = max_size_bytes
+        """The most bytes the database file may grow to, or None."""
         self._busy_ms = int(busy_timeout_s * 1000)
         self._max_events = max_pending_events
         self._max_bytes = max_pending_bytes
@@ -212,9 +231,11 @@ class SqliteStore:
 
         Raises:
             ConfigError: the file cannot be opened, is not a SQLite database, belongs to
-                another application, or was written by a newer Corral.
+                another application, or was written by a newer Corral; or the program
+                does not run on asyncio (aiosqlite is asyncio-only).
             UsageError: the store is already open.
         """
+        require_asyncio("SqliteJournal")
         if self._writer is not None:
             raise UsageError(f"the store {self.path} is already open")
         memory = self.path == ":memory:"
@@ -225,7 +246,15 @@ class SqliteStore:
             writer = await aiosqlite.connect(self.path, isolation_level=None)
             opened.append(writer)
             _check_aiosqlite(writer)
-            await _call(writer, _setup_writer, self.path, memory, self.synchronous, self._busy_ms)
+            await _call(
+                writer,
+                _setup_writer,
+                self.path,
+                memory,
+                self.synchronous,
+                self._busy_ms,
+                self.max_size_bytes,
+            )
             reader = writer
             if not memory:
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -245,7 +274,7 @@ class SqliteStore:
         """Commit what is pending, then close both connections. Closing twice is a no-op.
 
         Raises:
-            CorralError: events appended with ``wait=False`` could not be written and no
+            JournalError: events appended with ``wait=False`` could not be written and no
                 later append of their run was told (so they are reported here).
         """
         writer, reader = self._writer, self._reader
@@ -285,8 +314,32 @@ class SqliteStore:
         """Run `fn(connection, *args)` on the writer's thread; the caller waits for the outcome."""
         db = self._open_writer()
         with anyio.CancelScope(shield=True):
-            result = await _call(db, fn, *args)
+            result = await self._job(db, fn, *args)
         return result
+
+    async def _job(self, db: aiosqlite.Connection, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run `fn(connection, *args)` on `db`'s thread; a SQLite failure is a `JournalError`."""
+        try:
+            return await _call(db, fn, *args)
+        except sqlite3.Error as exc:
+            text, name = self._describe(exc)
+            message = f"journal {self.path}: {text}"
+            raise JournalError(message, path=self.path, sqlite_error=name) from exc
+
+    def _describe(self, exc: BaseException) -> tuple[str, str]:
+        """What went wrong, in words, and SQLite's name for it (empty if not SQLite's)."""
+        if not isinstance(exc, sqlite3.Error):
+            return f"{type(exc).__name__}: {exc}", ""
+        name = str(getattr(exc, "sqlite_errorname", "") or "")
+        text = f"{exc} ({name})" if name else f"{type(exc).__name__}: {exc}"
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            text += (
+                ": another connection or process held the database's write lock for longer "
+                f"than the busy timeout ({self.busy_timeout_s:g} s)"
+            )
+        elif name.startswith("SQLITE_FULL") and self.max_size_bytes is not None:
+            text += f": the disk is full or the file reached max_size_bytes={self.max_size_bytes}"
+        return text, name
 
     async def _read(self, fn: Callable[..., _T], *args: Any, run: str | None = None) -> _T:
         """Run `fn(connection, *args)` on the reader's thread, after committing what is pending.
@@ -301,7 +354,7 @@ class SqliteStore:
             behind = bool(self._pending.rows) or self._inflight is not None
         if behind:
             await self._flush()
-        return await _call(db, fn, *args)
+        return await self._job(db, fn, *args)
 
     # -- appending ------------------------------------------------------------------------------
 
@@ -320,8 +373,11 @@ class SqliteStore:
                 append of the same run raises (or `close` does).
 
         Raises:
-            CorralError: the event could not be written (the message names run and seqs),
-                or an earlier ``wait=False`` event of this run could not be.
+            JournalError: the event could not be written (the message names the database,
+                the run, the seqs and SQLite's error: a full disk, an I/O error, the write
+                lock held past `busy_timeout_s`), or an earlier ``wait=False`` event of
+                this run could not be. Nothing of the run committed before is lost, and
+                the next append of the run numbers after its last committed event.
             UsageError: the store is not open.
         """
         run_id = event.run_id
@@ -358,7 +414,7 @@ class SqliteStore:
             self._seq[run_id] = 0  # a new run; a reused id fails on the primary key
             return
         fenced = self._fenced
-        last = await _call(self._open_reader(), _max_seq, run_id)
+        last = await self._job(self._open_reader(), _max_seq, run_id)
         # A conditional append that ran while we read may have written after `last`: then
         # the count is stale, and the next pass reads again.
         if fenced == self._fenced and run_id not in self._fences and run_id not in self._seq:
@@ -448,17 +504,20 @@ class SqliteStore:
         for run_id, exc in failures.items():
             seqs = [row[1] for row in batch.rows if row[0] == run_id]
             lost = f"events {min(seqs)}..{max(seqs)} of run {run_id!r}"
-            failure = _Failure(
-                f"journal {self.path}: {lost} were not written: {type(exc).__name__}: {exc}", exc
-            )
+            text, name = self._describe(exc)
+            message = f"journal {self.path}: {lost} were not written: {text}"
+            failure = _Failure(message, exc, self.path, run_id, name)
             batch.errors[run_id] = failure
             told = run_id in batch.waited
             later, later_told = self._pending.remove_run(run_id)
             if later:  # numbered after the lost ones: writing them would leave a gap
                 self._pending.errors[run_id] = _Failure(
                     f"journal {self.path}: events {min(later)}..{max(later)} of run {run_id!r} "
-                    f"were dropped, because {lost} were not written: {type(exc).__name__}: {exc}",
+                    f"were dropped, because {lost} were not written: {text}",
                     exc,
+                    self.path,
+                    run_id,
+                    name,
                 )
                 told = told or later_told
             self._seq.pop(run_id, None)  # reload from the file at the next append
@@ -581,12 +640,17 @@ class SqliteStore:
     async def decide_gate(self, decision: GateDecided) -> bool:
         """Append `decision` only if its gate is still open, atomically across processes.
 
+        An approval or rejection is refused when ``decision.ts`` is at or after the gate's
+        ``expires_at``, in the same transaction: a decision racing the deadline cannot win
+        after it, whether or not anyone has expired the gate yet.
+
         Returns:
             True if this call decided the gate; False if it was already decided (by this
             or another process) or does not exist.
 
         Raises:
             UsageError: the gate belongs to another run than ``decision.run_id``.
+            GateExpired: the decision is not an expiry and came at or after the deadline.
         """
         return await self._conditional([decision.run_id], _decide_gate, decision)
 
@@ -817,21 +881,35 @@ class SqliteStore:
                 self._forget_counter(run_id)
         return [run_id for run_id, _ in claimed]
 
-    async def renew_leases(self, owner: str, *, lease_s: float, now: float) -> int:
-        """Extend every lease `owner` holds on unfinished runs to ``now + lease_s``.
+    async def renew_leases(
+        self,
+        owner: str,
+        *,
+        lease_s: float,
+        now: float,
+        run_ids: Collection[str] | None = None,
+    ) -> int:
+        """Extend every lease `owner` still holds on unfinished runs to ``now + lease_s``.
 
-        One statement for all of them: call it from a periodic tick instead of claiming
-        each run again.
+        One transaction for all of them: call it from a periodic tick instead of claiming
+        each run again. It only extends a lease `owner` holds: a run released meanwhile
+        (paused at a gate) or taken over by another process is left alone, never claimed.
 
         Args:
             owner: this process's name in leases.
             lease_s: the new lease length, seconds.
             now: the current time, Unix seconds.
+            run_ids: only these runs (the ones this process is driving). Default: all.
 
         Returns:
             How many leases were renewed.
         """
-        return await self._write(_execute_count, _RENEW, (now + lease_s, owner))
+        if run_ids is None:
+            return await self._write(_execute_count, _RENEW, (now + lease_s, owner))
+        rows = [(now + lease_s, run_id, owner) for run_id in run_ids]
+        if not rows:
+            return 0
+        return await self._write(_execute_many_count, _RENEW_ONE, rows)
 
     async def release(self, run_id: str, owner: str) -> None:
         """Give up `owner`'s lease on a run (nothing happens if it holds none).
@@ -899,7 +977,7 @@ class SqliteStore:
 
     async def load_breakers(self) -> dict[str, dict[str, Any]]:
         """Return the saved circuit-breaker states (empty if none were saved)."""
-        rows = await _call(
+        rows = await self._job(
             self._open_reader(), _fetch_all, "SELECT tool, state FROM breakers ORDER BY tool", ()
         )
         return {tool: json.loads(state) for tool, state in rows}
@@ -920,7 +998,7 @@ class SqliteStore:
         Raises:
             CorralError: the stored bytes no longer match their digest.
         """
-        found: bytes | None = await _call(self._open_reader(), _get_blob, digest)
+        found: bytes | None = await self._job(self._open_reader(), _get_blob, digest)
         if found is not None and hashlib.sha256(found).hexdigest() != digest:
             raise CorralError(f"journal {self.path}: blob {digest} is corrupt")
         return found
@@ -988,14 +1066,24 @@ SqliteJournal = SqliteStore
 class _Failure:
     """Why events of a run were not written; raised afresh to each appender concerned."""
 
-    __slots__ = ("cause", "message")
+    __slots__ = ("cause", "message", "path", "run_id", "sqlite_error")
 
-    def __init__(self, message: str, cause: BaseException) -> None:
+    def __init__(
+        self, message: str, cause: BaseException, path: str, run_id: str, sqlite_error: str
+    ) -> None:
         self.message = message
         self.cause = cause
+        self.path = path
+        self.run_id = run_id
+        self.sqlite_error = sqlite_error
 
-    def error(self, suffix: str = "") -> CorralError:
-        error = CorralError(self.message + suffix)
+    def error(self, suffix: str = "") -> JournalError:
+        error = JournalError(
+            self.message + suffix,
+            path=self.path,
+            sqlite_error=self.sqlite_error,
+            run_id=self.run_id,
+        )
         error.__cause__ = self.cause
         return error
 
@@ -1199,15 +1287,23 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
+        # A failed statement or COMMIT (a full disk, an I/O error) may leave the transaction
+        # open: roll it back, so the connection can take the next one, and keep the error.
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _setup_writer(
-    conn: sqlite3.Connection, path: str, memory: bool, synchronous: str, busy_ms: int
+    conn: sqlite3.Connection,
+    path: str,
+    memory: bool,
+    synchronous: str,
+    busy_ms: int,
+    max_size_bytes: int | None,
 ) -> None:
     conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
     mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
@@ -1216,6 +1312,10 @@ def _setup_writer(
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     migrate(conn, path=path)
     conn.execute("PRAGMA foreign_keys = ON")
+    if max_size_bytes is not None:
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = max(max_size_bytes // page_size, 1)
+        conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()
 
 
 def _setup_reader(conn: sqlite3.Connection, busy_ms: int) -> None:
@@ -1349,7 +1449,8 @@ def _load(conn: sqlite3.Connection, path: str, run_id: str, seq: int, cls: type[
 def _decide_gate(conn: sqlite3.Connection, path: str, decision: GateDecided) -> bool:
     with _transaction(conn):
         row = conn.execute(
-            "SELECT run_id, status FROM gates WHERE gate_id = ?", (decision.gate_id,)
+            "SELECT run_id, status, expires_at FROM gates WHERE gate_id = ?",
+            (decision.gate_id,),
         ).fetchone()
         if row is None or row[1] != "open":
             return False
@@ -1357,6 +1458,7 @@ def _decide_gate(conn: sqlite3.Connection, path: str, decision: GateDecided) -> 
             raise UsageError(
                 f"gate {decision.gate_id!r} belongs to run {row[0]!r}, not {decision.run_id!r}"
             )
+        check_not_expired(decision, float(row[2]))
         _append_in_transaction(conn, decision)
         return True
 
@@ -1521,6 +1623,9 @@ def _claim_runs(
 
 
 _RENEW = "UPDATE runs SET lease_until = ? WHERE owner = ? AND status != 'finished'"
+_RENEW_ONE = (
+    "UPDATE runs SET lease_until = ? WHERE run_id = ? AND owner = ? AND status != 'finished'"
+)
 _UNFINISHED = (
     "SELECT run_id FROM runs WHERE status IN ('running', 'waiting') ORDER BY created_at, rowid"
 )
@@ -1529,6 +1634,11 @@ _UNFINISHED = (
 def _execute_count(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
     with _transaction(conn):
         return int(conn.execute(sql, args).rowcount)
+
+
+def _execute_many_count(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+    with _transaction(conn):
+        return int(conn.executemany(sql, rows).rowcount)
 
 
 def _fetch_all(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:

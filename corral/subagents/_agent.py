@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from ..actors import RestartPolicy
 from ..errors import ConfigError
-from ..guardrails import ScopePolicy
+from ..guardrails import CallCheck, ScopePolicy
 from ..models import Model, ToolSpec
 from ..supervisor import Limits
 from ..tools import SideEffect, Tool
@@ -38,10 +38,13 @@ class SubAgent:
             Default: any level its scopes allow.
         policies: scope and argument policies its calls must pass (see
             `corral.guardrails.ScopePolicy`, `ArgumentPolicy`).
+        checks: your own `corral.guardrails.CallCheck`s for its calls; they run after
+            the policies and before the runtime's checks and the approval policy, and may
+            block a call, send it to a person (``approve``) or ``flag`` it.
 
     Raises:
-        ConfigError: (a `ValueError`) an invalid name, a duplicate tool name, or more tools
-            than `max_tools`.
+        ConfigError: (a `ValueError`) an invalid name, a duplicate tool name, more tools
+            than `max_tools`, or a check without a ``check`` method.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class SubAgent:
         restart: RestartPolicy | None = None,
         allowed_side_effects: Iterable[SideEffect] | None = None,
         policies: Sequence[ScopePolicy] = (),
+        checks: Sequence[CallCheck] = (),
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(
@@ -81,6 +85,13 @@ class SubAgent:
             by_name[t.name] = t
         if not instructions.strip():
             raise ConfigError(f"sub-agent {name!r} needs instructions (its system prompt)")
+        checks = tuple(checks)
+        for check in checks:
+            if not callable(getattr(check, "check", None)):
+                raise ConfigError(
+                    f"sub-agent {name!r}: {check!r} is not a call check; it needs a method "
+                    "check(ctx: CallContext) -> Verdict"
+                )
         self.name = name
         self.instructions = instructions
         self.tools: dict[str, Tool] = by_name
@@ -93,6 +104,7 @@ class SubAgent:
             frozenset(allowed_side_effects) if allowed_side_effects is not None else None
         )
         self.policies: tuple[ScopePolicy, ...] = tuple(policies)
+        self.checks: tuple[CallCheck, ...] = checks
         self.specs: tuple[ToolSpec, ...] = tuple(t.spec() for t in tools)
 
     def __repr__(self) -> str:

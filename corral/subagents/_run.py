@@ -8,20 +8,27 @@ restarted actor resumes from the journal without repeating completed calls.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 
 from .._clock import Clock
 from .._task import new_id
-from .._timeout import within
+from .._timeout import CallAbandoned, within, within_isolated
 from ..actors import ActorRef, OneShotActor
-from ..errors import CallError, MailboxFullError, ModelTimeout, ToolTimeout
+from ..errors import (
+    CallError,
+    JournalError,
+    MailboxFullError,
+    ModelContractError,
+    ModelTimeout,
+    ToolTimeout,
+)
 from ..events import (
     Event,
     GateOpened,
@@ -40,19 +47,18 @@ from ..events import (
 )
 from ..guardrails import (
     ApprovalPolicy,
+    CallCheck,
+    CallContext,
+    CheckChain,
     InputScreen,
     ProposedCall,
     ScopePolicy,
     Verdict,
-    check_arguments_parsed,
-    check_permission,
-    check_policies,
-    check_registered,
-    check_schema,
     filter_result,
+    redact_secrets,
 )
 from ..models import ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
-from ..models._tokens import estimate_tokens
+from ..models._tokens import TOOL_PROMPT, input_bound, token_bound, tools_token_bound
 from ..store import Journal
 from ..supervisor import (
     CallFailed,
@@ -70,6 +76,12 @@ from ._agent import SubAgent
 from ._state import BUDGET_NOTICE, RunState, render_payload
 
 __all__ = ["RunActor", "RunServices"]
+
+_BREAKER_NOTE = (
+    " is temporarily unavailable (its circuit breaker is open after repeated failures); use "
+    " instead. "
+)
+"""The fixed words of `RunActor._offer`'s note for a tool whose breaker is open."""
 
 _SHIELD_S = 5.0
 """How long cleanup (journaling the end of a cancelled run) may take under cancellation."""
@@ -105,6 +117,13 @@ class RunServices:
     """Seconds before an undecided gate expires into a rejection. Default 48 h."""
     supervisor_timeout: float = 10.0
     """Seconds to wait for the supervisor's answer before failing the step."""
+    on_fatal: Callable[[BaseException], None] = field(default=lambda error: None)
+    """Told of a `BaseException` a tool or model raised, once its run is journaled as failed."""
+    on_journal_failed: Callable[[str, JournalError], Awaitable[None]] | None = None
+    """Called (run id, error) when a run stops because its events could not be journaled;
+    None: the actor crashes instead (and restarts, as for any crash)."""
+    checks: tuple[CallCheck, ...] = ()
+    """Your own checks before every agent's calls, after each agent's own (see `CheckChain`)."""
 
 
 class _Stop(Exception):
@@ -114,6 +133,18 @@ class _Stop(Exception):
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
+
+
+class _Fatal(_Stop):
+    """Internal: a tool or model raised a `BaseException` (`KeyboardInterrupt`, `SystemExit`...).
+
+    The run is journaled as failed, then the error is handed to the runtime, which stops
+    and raises it, unwrapped, to the program embedding it: Corral never swallows one.
+    """
+
+    def __init__(self, reason: str, error: BaseException) -> None:
+        super().__init__("failed", reason)
+        self.error = error
 
 
 class _Pause(Exception):
@@ -147,8 +178,21 @@ class RunActor(OneShotActor):
         self._price_cache: dict[str, tuple[float, float]] = {}
 
     async def run_once(self) -> None:
-        """Drive the run from its journal to its end or a pause."""
-        await self._drive()
+        """Drive the run from its journal to its end or a pause.
+
+        A `JournalError` (a full disk, an I/O error, the write lock held too long) ends
+        the actor without a restart: resuming from a journal that cannot be written would
+        only ask the model again. The run stays unfinished in the journal.
+        """
+        try:
+            await self._drive()
+        except JournalError as error:
+            on_failed = self.s.on_journal_failed
+            if on_failed is None:
+                raise
+            with anyio.move_on_after(_SHIELD_S, shield=True):
+                await self.s.supervisor.tell(CloseRun(self.run_id))
+            self.after_stop = partial(on_failed, self.run_id, error)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -195,6 +239,7 @@ class RunActor(OneShotActor):
         reason = ""
         output: str | None = None
         paused = False
+        fatal: BaseException | None = None
         try:
             with anyio.CancelScope(deadline=anyio.current_time() + remaining) as scope:
                 self._scope = scope
@@ -202,6 +247,8 @@ class RunActor(OneShotActor):
                     output = await self._loop(state)
                 except _Stop as stop:
                     outcome, reason = stop.outcome, stop.reason
+                    if isinstance(stop, _Fatal):
+                        fatal = stop.error
                 except _Pause:
                     paused = True
         except BaseException:
@@ -227,6 +274,8 @@ class RunActor(OneShotActor):
         with anyio.move_on_after(_SHIELD_S, shield=True):
             await self._finish(state, outcome, output, reason)
             await self.s.supervisor.tell(CloseRun(self.run_id))
+        if fatal is not None:
+            self.s.on_fatal(fatal)
 
     async def _finish(
         self, state: RunState, outcome: Outcome, output: str | None, reason: str
@@ -313,7 +362,17 @@ class RunActor(OneShotActor):
         step = state.model_calls + 1
         model = agent.model
         input_price, output_price = self._prices(model.name)
-        estimate = estimate_tokens(agent.instructions) + state.message_tokens + self._tool_tokens()
+        estimate = input_bound(
+            model,
+            agent.instructions,
+            state.messages,
+            agent.specs,
+            messages_bound=state.message_tokens,
+            tools_bound=self._tool_tokens(),
+            # The previous request as the provider counted it, plus what was added since.
+            previous_input=state.reported_input,
+            added_bound=state.added_tokens,
+        )
         permit = await self._ask_supervisor(
             ReserveModel(
                 self.run_id,
@@ -353,12 +412,19 @@ class RunActor(OneShotActor):
                 started = time.perf_counter()
                 try:
                     try:
-                        response = await within(model.request(request), limits.model_timeout_s)
+                        response = await within(
+                            partial(model.request, request), limits.model_timeout_s
+                        )
                     except TimeoutError as exc:
                         raise ModelTimeout(
                             f"model {model.name!r} did not answer within "
                             f"{limits.model_timeout_s:g} s"
                         ) from exc
+                    if not isinstance(response, ModelResponse):
+                        raise ModelContractError(
+                            f"model {model.name!r} broke the model protocol: request() "
+                            f"returned {type(response).__name__}, not a ModelResponse"
+                        )
                 except Exception as exc:
                     # A provider error may be retried; anything else (a bug in an adapter,
                     # a script that ran out) fails the run with its reason.
@@ -374,7 +440,7 @@ class RunActor(OneShotActor):
                             run_id=self.run_id,
                             step=step,
                             model=model.name,
-                            error=str(exc),
+                            error=redact_secrets(str(exc)),
                             error_type=type(exc).__name__,
                             attempt=attempt,
                             will_retry=retry,
@@ -383,11 +449,28 @@ class RunActor(OneShotActor):
                     )
                     if not retry:
                         why = f"{exc}" if isinstance(exc, CallError) else f"{exc!r}"
+                        why = redact_secrets(why)
                         raise _Stop(
                             "failed", f"model call failed after {attempt} attempt(s): {why}"
                         ) from exc
                     await self.s.clock.sleep(delay)
                     continue
+                except BaseException as exc:
+                    if isinstance(exc, anyio.get_cancelled_exc_class()):
+                        raise  # this run is being stopped
+                    await self._record(
+                        state,
+                        ModelFailed(
+                            run_id=self.run_id,
+                            step=step,
+                            model=model.name,
+                            error=redact_secrets(str(exc)) or type(exc).__name__,
+                            error_type=type(exc).__name__,
+                            attempt=attempt,
+                            will_retry=False,
+                        ),
+                    )
+                    raise _Fatal(f"model {model.name!r} raised {type(exc).__name__}", exc) from exc
                 break
             duration = time.perf_counter() - started
             used = response.usage.total_tokens
@@ -426,12 +509,26 @@ class RunActor(OneShotActor):
         return response
 
     def _tool_tokens(self) -> int:
+        """Bound on the tokens of whatever tools `_offer` offers (cached).
+
+        Every tool, every fallback, and the breaker note that may stand in the system
+        prompt for a tool.
+        """
         cached: int | None = getattr(self, "_tool_tokens_cache", None)
         if cached is None:
-            cached = sum(
-                estimate_tokens(s.name + s.description + json.dumps(dict(s.input_schema)))
-                for s in self.agent.specs
-            )
+            tools = self.agent.tools
+            fallbacks = {
+                t.fallback.name: t.fallback.spec()
+                for t in tools.values()
+                if t.fallback is not None and t.fallback.name not in tools
+            }
+            cached = tools_token_bound([*self.agent.specs, *fallbacks.values()])
+            cached += len("\n\nNote: ")
+            for name, t in tools.items():
+                # An unavailable tool's spec gives way to a note of about this size.
+                fallback = repr(t.fallback.name) if t.fallback is not None else ""
+                note = token_bound(f"{name!r}{fallback}") + len(_BREAKER_NOTE)
+                cached += max(0, note - tools_token_bound([t.spec()]) + TOOL_PROMPT)
             self._tool_tokens_cache = cached
         return cached
 
@@ -445,6 +542,7 @@ class RunActor(OneShotActor):
         tool = offered.get(call.name)
         use_fallback = False
         key = state.proposed.get(call.id)
+        first_pass = key is None
         if key is None:
             await self._record(
                 state,
@@ -470,45 +568,50 @@ class RunActor(OneShotActor):
                 )
             )
             use_fallback = permit.use_fallback
-        # The checks are pure, so a resumed run re-runs them rather than trusting a
-        # proposal whose verdict never reached the journal.
-        verdict = check_registered(call, offered, unavailable=self._unavailable)
-        proposed: ProposedCall | None = None
-        if not verdict.blocked and tool is not None:
-            verdict = check_arguments_parsed(call)
-            if not verdict.blocked:
-                verdict = check_schema(call, tool)
-            if not verdict.blocked:
-                proposed = ProposedCall.of(
-                    tool,
-                    call.arguments,
-                    run_id=self.run_id,
-                    agent=agent.name,
-                    agent_scopes=agent.scopes,
-                    tenant=state.tenant,
-                    call_id=call.id,
-                )
-                verdict = check_permission(
-                    agent.scopes,
-                    tool.scopes,
-                    tool.side_effect,
-                    agent.allowed_side_effects,
-                    tool=tool.name,
-                    agent=agent.name,
-                )
-                if not verdict.blocked:
-                    verdict = check_policies((*agent.policies, *self.s.policies), proposed)
-                if verdict.blocked and self.s.alert is not None:
-                    self.s.alert(verdict, proposed)
-        if verdict.blocked or tool is None or proposed is None:
-            await self._reject(
-                state, call, step, verdict.guardrail, verdict.reason, verdict.message
-            )
-            await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
-            return
-        arguments = call.arguments
         decision = state.decisions.get(call.id)
         started = state.in_flight.get(call.id)
+        proposed: ProposedCall | None = None
+        if tool is not None:
+            proposed = ProposedCall.of(
+                tool,
+                call.arguments,
+                run_id=self.run_id,
+                agent=agent.name,
+                agent_scopes=agent.scopes,
+                tenant=state.tenant,
+                call_id=call.id,
+            )
+        # The checks are pure, so a resumed run re-runs them rather than trusting a
+        # proposal whose verdict never reached the journal. A person's decision, or an
+        # attempt that already started (it was let through then), settles approval.
+        checked = self._check_chain().run(
+            CallContext(
+                call=call,
+                tool=tool,
+                proposed=proposed,
+                offered=offered,
+                unavailable=self._unavailable,
+                approval_settled=decision is not None or started is not None,
+            )
+        )
+        # The one place that acts on the chain's verdict.
+        verdict = checked.verdict
+        if first_pass and checked.verdicts:
+            # Flags are journaled once, when the call is proposed; a resumed run re-runs
+            # the checks without journaling them again.
+            for note in checked.notes:
+                await self._verdict(state, note, step, call.id)
+        if verdict.blocked or tool is None or proposed is None:
+            if checked.alert and proposed is not None and self.s.alert is not None:
+                self.s.alert(verdict, proposed)
+            message = verdict.message or (
+                f"The call to {call.name!r} was refused by the {verdict.guardrail!r} check"
+                + (f": {verdict.reason}" if verdict.reason else "")
+                + ". Do not retry it; continue without it or explain what is needed."
+            )
+            await self._reject(state, call, step, verdict.guardrail, verdict.reason, message)
+            await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
+            return
         if (
             started is not None
             and started.side_effect != "read"
@@ -527,17 +630,12 @@ class RunActor(OneShotActor):
                 "report it as failed",
             )
             return
-        if decision is None and started is None:
-            approval = self.s.approval.decide(proposed)
-            if approval.blocked:
-                await self._reject(
-                    state, call, step, approval.guardrail, approval.reason, approval.message
-                )
-                await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
-                return
-            if approval.decision == "approve":
-                await self._open_gate(state, call, tool, step, approval.reason)
-                return
+        if verdict.decision == "approve" and decision is None and started is None:
+            for approval in checked.approvals:  # which checks asked for a person, and why
+                await self._verdict(state, approval, step, call.id)
+            await self._open_gate(state, call, tool, step, verdict.reason)
+            return
+        arguments = call.arguments
         if decision is not None:
             if decision.decision != "approved":
                 why = decision.note or (
@@ -565,6 +663,20 @@ class RunActor(OneShotActor):
         if not ok:
             await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="failed"))
 
+    def _check_chain(self) -> CheckChain:
+        """The checks before each call of this run, built once per run."""
+        chain: CheckChain | None = getattr(self, "_chain", None)
+        if chain is None:
+            agent, services = self.agent, self.s
+            chain = CheckChain.default(
+                policies=(*agent.policies, *services.policies),
+                checks=(*agent.checks, *services.checks),
+                approval=services.approval,
+                allowed_side_effects=agent.allowed_side_effects,
+            )
+            self._chain = chain
+        return chain
+
     async def _reject(
         self, state: RunState, call: ToolCall, step: int, guardrail: str, reason: str, message: str
     ) -> None:
@@ -576,8 +688,8 @@ class RunActor(OneShotActor):
                 call_id=call.id,
                 tool=call.name,
                 guardrail=guardrail,
-                reason=reason,
-                message=message,
+                reason=redact_secrets(reason),
+                message=redact_secrets(message),
             ),
             wait=False,
         )
@@ -596,7 +708,7 @@ class RunActor(OneShotActor):
                 tool=tool.name,
                 arguments=dict(call.arguments),
                 side_effect=tool.side_effect,
-                reason=reason,
+                reason=redact_secrets(reason),
                 expires_at=now + self.s.gate_ttl_s,
             ),
         )
@@ -652,14 +764,27 @@ class RunActor(OneShotActor):
             started = time.perf_counter()
             error: Exception
             try:
-                try:
-                    value = await within(tool.invoke(arguments, context), tool.timeout)
-                except TimeoutError as exc:
-                    raise ToolTimeout(
-                        f"tool {tool.name!r} did not finish within its {tool.timeout:g} s timeout"
-                    ) from exc
+                value = await within_isolated(
+                    partial(tool.invoke, arguments, context),
+                    tool.timeout,
+                    grace=self.limits.cancel_grace_s,
+                    name=f"tool {tool.name!r}",
+                )
+            except CallAbandoned as exc:
+                error = ToolTimeout(str(exc))
+            except TimeoutError:
+                error = ToolTimeout(
+                    f"tool {tool.name!r} did not finish within its {tool.timeout:g} s timeout"
+                )
             except Exception as exc:
                 error = exc
+            except BaseException as exc:
+                if isinstance(exc, anyio.get_cancelled_exc_class()):
+                    raise  # this run is being stopped: the tool was cancelled with it
+                fatal = self._tool_failed(call, tool, step, attempt, exc, retryable=False)
+                fatal.message = f"Tool {call.name!r} raised {type(exc).__name__}; the run stops."
+                await self._record(state, fatal)
+                raise _Fatal(f"tool {tool.name!r} raised {type(exc).__name__}", exc) from exc
             else:
                 await self.s.supervisor.tell(ToolOutcome(tool.name, ok=True, run_id=self.run_id))
                 if isinstance(value, WaitFor):
@@ -697,17 +822,15 @@ class RunActor(OneShotActor):
                 else 0.0
             )
             falls_back = not will_retry and fallback_for is None and original.fallback is not None
-            failed = ToolCallFailed(
-                run_id=self.run_id,
-                step=step,
-                call_id=call.id,
-                tool=tool.name,
-                attempt=attempt,
-                error=str(error) or type(error).__name__,
-                error_type=type(error).__name__,
+            failed = self._tool_failed(
+                call,
+                tool,
+                step,
+                attempt,
+                error,
                 retryable=retryable,
                 will_retry=will_retry,
-                delay_s=delay,
+                delay=delay,
                 final=not will_retry and not falls_back,
             )
             if failed.final:
@@ -770,13 +893,14 @@ class RunActor(OneShotActor):
         return content, filtered.truncated, blob, len(raw)
 
     async def _verdict(self, state: RunState, verdict: Verdict, step: int, call_id: str) -> None:
+        """Journal a verdict that let the call or result go on, flagged (or sent to a person)."""
         await self._record(
             state,
             GuardrailVerdict(
                 run_id=self.run_id,
                 guardrail=verdict.guardrail,
                 decision=verdict.decision,
-                reason=verdict.reason,
+                reason=redact_secrets(verdict.reason),
                 step=step,
                 call_id=call_id,
             ),
@@ -811,11 +935,39 @@ class RunActor(OneShotActor):
                 ),
             )
 
+    def _tool_failed(
+        self,
+        call: ToolCall,
+        tool: Tool,
+        step: int,
+        attempt: int,
+        error: BaseException,
+        *,
+        retryable: bool,
+        will_retry: bool = False,
+        delay: float = 0.0,
+        final: bool = True,
+    ) -> ToolCallFailed:
+        """The event for a failed attempt; the error's text has its secrets redacted."""
+        return ToolCallFailed(
+            run_id=self.run_id,
+            step=step,
+            call_id=call.id,
+            tool=tool.name,
+            attempt=attempt,
+            error=redact_secrets(str(error)) or type(error).__name__,
+            error_type=type(error).__name__,
+            retryable=retryable,
+            will_retry=will_retry,
+            delay_s=delay,
+            final=final,
+        )
+
     @staticmethod
     def _failure_message(
         call: ToolCall, tool: Tool, error: Exception, attempts: int, retryable: bool
     ) -> str:
-        detail = str(error) or type(error).__name__
+        detail = redact_secrets(str(error)) or type(error).__name__
         if not retryable:
             return (
                 f"Tool {call.name!r} failed: {detail}. Retrying the same call will not help; "

@@ -38,7 +38,7 @@ from ..models import (
     Usage,
     UserMessage,
 )
-from ..models._tokens import estimate_message_tokens
+from ..models._tokens import message_token_bound
 
 __all__ = ["BUDGET_NOTICE", "RunState", "call_key", "render_payload"]
 
@@ -88,7 +88,13 @@ class RunState:
     messages: list[Message] = field(default_factory=list)
     """The conversation as the model sees it."""
     message_tokens: int = 0
-    """Running estimate of the messages' tokens (kept incrementally: O(1) per step)."""
+    """Upper bound on the messages' tokens (`message_token_bound`, kept incrementally)."""
+    reported_input: int = 0
+    """Input tokens the provider reported for the last model call (cache reads and writes
+    included); 0 before the first call or when the provider reported none."""
+    added_tokens: int = 0
+    """Upper bound on the tokens of the messages added since the last model call's request:
+    its answer and everything after (the next reservation is `reported_input` plus this)."""
     pending: list[ToolCall] = field(default_factory=list)
     """Tool calls of the last model response that have no outcome yet, in order."""
     pending_step: int = 0
@@ -143,7 +149,9 @@ class RunState:
 
     def _add_message(self, message: Message) -> None:
         self.messages.append(message)
-        self.message_tokens += estimate_message_tokens(message)
+        bound = message_token_bound(message)
+        self.message_tokens += bound
+        self.added_tokens += bound
 
     def _resolve(self, call_id: str, content: str, *, is_error: bool, tool: str) -> None:
         self.in_flight.pop(call_id, None)
@@ -168,6 +176,10 @@ class RunState:
             self.cost_usd += event.cost_usd
             if response.text:
                 self.last_text = response.text
+            usage = response.usage
+            reported = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+            self.reported_input = max(reported, 0)
+            self.added_tokens = 0  # the request was everything so far; its answer follows
             self._add_message(
                 AssistantMessage(
                     text=response.text,

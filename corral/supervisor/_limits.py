@@ -28,10 +28,15 @@ class Limits(BaseModel):
     """Output cap asked for on each model call (lowered to fit the budget). Default 4096."""
     min_output_tokens: int = Field(64, gt=0)
     """A model call is refused when the budget leaves fewer output tokens than this. Default 64."""
-    estimate_margin: float = Field(1.25, ge=1.0)
-    """Estimated input tokens are multiplied by this when reserving budget. Default 1.25."""
+    estimate_margin: float = Field(1.0, ge=1.0)
+    """The input tokens reserved before a model call (an upper bound for byte-level BPE
+    tokenizers, or the model's own ``count_tokens``) are multiplied by this. Raise it for a
+    model whose counter may undercount. Default 1.0."""
     model_timeout_s: float = Field(120.0, gt=0)
     """Hard timeout of one model call attempt, in seconds. Default 120 s."""
+    cancel_grace_s: float = Field(1.0, ge=0)
+    """Seconds a timed-out or cancelled tool call may take to stop before it is given up
+    and left running ("abandoned", said so in the trail). Default 1 s."""
     model_retry: RetryPolicy = RetryPolicy()
     """How failed model calls are retried. Default 3 retries, backoff 1 s, 4 s, 16 s."""
     max_result_tokens: int = Field(800, gt=0)

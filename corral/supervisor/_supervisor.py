@@ -22,7 +22,7 @@ from .._clock import Clock
 from ..actors import NOT_INLINE, Actor
 from ..errors import UsageError
 from ..events import Outcome
-from ..models._tokens import MESSAGE_OVERHEAD, estimate_tokens
+from ..models._tokens import FRAMING_PER_MESSAGE, token_bound
 from ._limits import BreakerPolicy, Limits, TenantLimits
 
 __all__ = [
@@ -450,7 +450,7 @@ class Supervisor(Actor):
         notice = self._notice(run)
         estimated = m.estimated_input
         if notice is not None:
-            estimated += estimate_tokens(notice) + MESSAGE_OVERHEAD
+            estimated += token_bound(notice) + FRAMING_PER_MESSAGE
         input_tokens = math.ceil(estimated * limits.estimate_margin)
         input_cost = input_tokens * m.input_price
         # The output cap is what every token and cost budget leaves, after the input.

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints, overload
 
-import anyio.to_thread
 import httpx
 import jsonschema
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, create_model
 
+from .._timeout import run_sync_in_thread
 from ..errors import ConfigError, RateLimited, ToolError
 from ..models import ToolSpec
 
@@ -364,7 +364,7 @@ class Tool:
         try:
             if self._is_async:
                 return await self.fn(**kwargs)
-            result = await anyio.to_thread.run_sync(lambda: self.fn(**kwargs))
+            result = await run_sync_in_thread(lambda: self.fn(**kwargs), name=f"tool {self.name!r}")
             if inspect.isawaitable(result):
                 return await result
             return result

@@ -226,12 +226,12 @@ class Workflow:
 
 
 async def call_fn(fn: Callable[[Inputs], Any], inputs: Inputs) -> Any:
-    """Call a step function, sync (in a worker thread) or async."""
+    """Call a step function, async, or sync on a daemon thread (it cannot hold the process)."""
     if inspect.iscoroutinefunction(fn):
         return await fn(inputs)
-    import anyio.to_thread
+    from .._timeout import run_sync_in_thread
 
-    result = await anyio.to_thread.run_sync(fn, inputs)
+    result = await run_sync_in_thread(lambda: fn(inputs), name=f"step function {fn.__name__!r}")
     if inspect.isawaitable(result):
         return await result
     return result
