@@ -5,7 +5,7 @@ Layering (each layer imports only from the ones above it in this list):
 * `corral.errors`, `corral.models` (protocol and fakes), `corral.tools`, `corral.events`:
   data and contracts.
 * `corral.actors`: a self-contained actor runtime; it imports nothing from Corral but
-  `corral.errors`.
+  `corral.errors` and `corral._log` (which imports nothing from Corral).
 * `corral.router`, `corral.guardrails`, `corral.store`, `corral.supervisor`: pure rules,
   pure checks, the journal, and the supervisor actor.
 * `corral.subagents`: the agent loop, one actor per run.
