@@ -15,6 +15,8 @@ Commands that drive runs load the application (its agents and routing rules) fro
 ``corral approve`` and ``corral reject`` record the decision, then follow the run only if
 this process can drive it (its agent is in ``--app`` and no other process holds it), for
 ``--wait`` seconds at most; otherwise they say which process will continue it, and exit.
+``corral deliver`` and ``corral resume`` follow the runs they continue for ``--wait``
+seconds at most too.
 
 Exit codes: 0 success (a run completed, or waits at a gate, or was left to another
 process); 1 a run ended with another outcome (or was still running after ``--wait``); 2 a
@@ -52,7 +54,7 @@ log = get_logger("corral.cli")
 
 DEFAULT_APP = "corral.demo:app"
 FOLLOW_S = 300.0
-"""How long `corral approve` / `reject` follow a run they continue, by default (seconds)."""
+"""How long `corral approve`, `reject`, `deliver` and `resume` follow runs, by default (s)."""
 FOLLOW_HELP = (
     f"seconds to follow the run here when this process continues it (default {FOLLOW_S:g}); "
     "a run whose agent --app does not load is left to a process that does, at once"
@@ -124,9 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     deliver = with_app(with_db(sub.add_parser("deliver", help="deliver an external event")))
     deliver.add_argument("key", help="the correlation key a run waits on")
     deliver.add_argument("--payload", default="null", help="the event, as JSON")
+    deliver.add_argument("--wait", type=float, default=FOLLOW_S, help=FOLLOW_HELP)
 
     resume = with_app(with_db(sub.add_parser("resume", help="continue every unfinished run")))
     resume.add_argument("--json", action="store_true")
+    resume.add_argument("--wait", type=float, default=FOLLOW_S, help=FOLLOW_HELP)
 
     store = sub.add_parser("store", help="journal maintenance")
     store_sub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
@@ -415,8 +419,7 @@ async def _decide_and_follow(
     is left to that process: the command says which, and exits. Following is bounded by
     ``--wait``.
     """
-    if not args.wait > 0:
-        raise UsageError(f"--wait must be seconds > 0, got {args.wait:g}")
+    _check_wait(args)
     async with _runtime(args) as runtime:
         ids = (
             list(gate_ids)
@@ -435,11 +438,23 @@ async def _decide_and_follow(
                 run_ids.append(record.run_id)
         for gate_id in ids:
             await decide(runtime, gate_id)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_keep_leases, runtime)  # no poller here: renew what it drives
-            code = await _follow(args, runtime, run_ids)
-            tg.cancel_scope.cancel()
-        return code
+        return await _follow_keeping_leases(args, runtime, run_ids)
+
+
+def _check_wait(args: argparse.Namespace) -> None:
+    if not args.wait > 0:
+        raise UsageError(f"--wait must be seconds > 0, got {args.wait:g}")
+
+
+async def _follow_keeping_leases(
+    args: argparse.Namespace, runtime: Runtime, run_ids: Sequence[str]
+) -> int:
+    """`_follow`, renewing the leases of the runs driven here meanwhile (no poller here)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_keep_leases, runtime)
+        code = await _follow(args, runtime, run_ids)
+        tg.cancel_scope.cancel()
+    return code
 
 
 async def _keep_leases(runtime: Runtime) -> None:
@@ -520,30 +535,49 @@ async def _cmd_deliver(args: argparse.Namespace) -> int:
         payload = json.loads(args.payload)
     except ValueError as exc:
         raise UsageError(f"--payload is not JSON: {exc}") from exc
+    _check_wait(args)
     async with _runtime(args) as runtime:
         _trail(runtime)
         run_id = await runtime.deliver(args.key, payload)
         if run_id is None:
             print(f"no run waits on {args.key!r} yet; the event is kept for it")
             return 0
-        result = await runtime.wait(run_id)
-        return _exit_code(result)
+        return await _follow_keeping_leases(args, runtime, [run_id])
 
 
 async def _cmd_resume(args: argparse.Namespace) -> int:
+    _check_wait(args)
     async with _runtime(args) as runtime:
         if not args.json:
             writer = _trail(runtime)
             for info in await runtime.journal.runs(status="running", limit=1_000_000):
                 writer.follow(await runtime.events(info.run_id))
         resumed = await runtime.resume()
-        results = [await runtime.wait(run_id) for run_id in resumed]
+        results: list[RunResult] = []
+
+        async def collect() -> None:
+            for run_id in resumed:
+                results.append(await runtime.wait(run_id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_keep_leases, runtime)
+            with anyio.move_on_after(args.wait):
+                await collect()
+            tg.cancel_scope.cancel()
+        unfinished = len(resumed) - len(results)
+        if unfinished:
+            print(
+                f"corral: {unfinished} resumed run(s) did not finish or pause within --wait "
+                f"{args.wait:g} s; they stay unfinished in the journal, and `corral resume"
+                f"{_same_journal_and_app(args)}` continues them",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps([_result_payload(r)["result"] for r in results], indent=2))
     else:
         waiting = sum(r.status == "waiting" for r in results)
         print(f"resumed {len(results)} run(s); {waiting} now wait for a person or an event")
-    return 0 if all(_exit_code(r) == 0 for r in results) else 1
+    return 0 if not unfinished and all(_exit_code(r) == 0 for r in results) else 1
 
 
 async def _cmd_store(args: argparse.Namespace) -> int:

@@ -256,3 +256,25 @@ def test_following_a_run_is_bounded_by_wait(
     (run,) = json.loads(capsys.readouterr().out)
     assert run["status"] == "running"  # decided, and left resumable
     assert corral(tmp_path, *args, "--wait", "0").returncode == 2
+
+
+def test_resume_is_bounded_by_wait_too(
+    tmp_path: Path, waiting_demo: tuple[str, str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, run_id, _ = waiting_demo
+    (tmp_path / "stuck.py").write_text(STUCK)
+    app = ["--db", db, "--app", "stuck:app"]
+    approved = corral(tmp_path, "approve", "--all", "--as", "ana", *app, "--wait", "0.2")
+    assert approved.returncode == 1, approved.stderr  # left running: its model never answers
+    started = time.monotonic()
+    done = corral(tmp_path, "resume", *app, "--wait", "0.5")
+    assert time.monotonic() - started < 20
+    assert done.returncode == 1, done.stderr
+    assert (
+        "corral: 1 resumed run(s) did not finish or pause within --wait 0.5 s; they stay "
+        f"unfinished in the journal, and `corral resume --db {db} --app stuck:app` continues them"
+    ) in done.stderr
+    assert main(["runs", "list", "--db", db, "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)
+    assert (run["run_id"], run["status"]) == (run_id, "running")
+    assert corral(tmp_path, "resume", *app, "--wait", "0").returncode == 2
