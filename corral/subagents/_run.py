@@ -425,9 +425,13 @@ class RunActor(OneShotActor):
                             f"model {model.name!r} broke the model protocol: request() "
                             f"returned {type(response).__name__}, not a ModelResponse"
                         )
-                except Exception as exc:
-                    # A provider error may be retried; anything else (a bug in an adapter,
-                    # a script that ran out) fails the run with its reason.
+                except BaseException as exc:
+                    if isinstance(exc, anyio.get_cancelled_exc_class()):
+                        raise  # this run is being stopped
+                    # A provider error may be retried; any other Exception (a bug in an
+                    # adapter, a script that ran out) fails the run with its reason; a
+                    # KeyboardInterrupt, SystemExit or the like also stops the runtime.
+                    fatal = not isinstance(exc, Exception)
                     retryable = isinstance(exc, CallError) and exc.retryable
                     retry = retryable and attempt <= policy.max_retries
                     delay = 0.0
@@ -440,13 +444,17 @@ class RunActor(OneShotActor):
                             run_id=self.run_id,
                             step=step,
                             model=model.name,
-                            error=redact_secrets(str(exc)),
+                            error=redact_secrets(str(exc)) or type(exc).__name__,
                             error_type=type(exc).__name__,
                             attempt=attempt,
                             will_retry=retry,
                             delay_s=delay,
                         ),
                     )
+                    if fatal:
+                        raise _Fatal(
+                            f"model {model.name!r} raised {type(exc).__name__}", exc
+                        ) from exc
                     if not retry:
                         why = f"{exc}" if isinstance(exc, CallError) else f"{exc!r}"
                         why = redact_secrets(why)
@@ -455,22 +463,6 @@ class RunActor(OneShotActor):
                         ) from exc
                     await self.s.clock.sleep(delay)
                     continue
-                except BaseException as exc:
-                    if isinstance(exc, anyio.get_cancelled_exc_class()):
-                        raise  # this run is being stopped
-                    await self._record(
-                        state,
-                        ModelFailed(
-                            run_id=self.run_id,
-                            step=step,
-                            model=model.name,
-                            error=redact_secrets(str(exc)) or type(exc).__name__,
-                            error_type=type(exc).__name__,
-                            attempt=attempt,
-                            will_retry=False,
-                        ),
-                    )
-                    raise _Fatal(f"model {model.name!r} raised {type(exc).__name__}", exc) from exc
                 break
             duration = time.perf_counter() - started
             used = response.usage.total_tokens
