@@ -432,8 +432,8 @@ class Runtime:
         self._supervisor: ActorRef | None = None
         self._services: RunServices
         self._fatal: BaseException | None = None
-        self._owns_journal = False
-        """True when `from_settings` built the journal: the runtime opens and closes it."""
+        self._owned_journal: contextlib.AbstractAsyncContextManager[Any] | None = None
+        """The journal `from_settings` built, which the runtime opens and closes."""
         self._stalled: dict[str, JournalError] = {}
         """Runs stopped here because their events could not be journaled (see `wait`)."""
 
@@ -472,15 +472,16 @@ class Runtime:
         if "journal" in options:
             return cls(**options)
         runtime = cls(**options, journal=journal_from_url(settings.db))
-        runtime._owns_journal = hasattr(runtime.journal, "__aenter__")  # memory://: nothing
+        if isinstance(runtime.journal, contextlib.AbstractAsyncContextManager):
+            runtime._owned_journal = runtime.journal  # memory:// has nothing to open
         return runtime
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Runtime:
         require_asyncio("Runtime")
-        if self._owns_journal:
-            await self._journal_context().__aenter__()
+        if self._owned_journal is not None:
+            await self._owned_journal.__aenter__()
         system = ActorSystem(name="corral")
         try:
             await system.__aenter__()
@@ -551,13 +552,10 @@ class Runtime:
             raise
         return self
 
-    def _journal_context(self) -> Any:
-        return self.journal  # a journal `from_settings` opened: an async context manager
-
     async def _close_owned_journal(self) -> None:
-        if self._owns_journal:
+        if self._owned_journal is not None:
             with anyio.CancelScope(shield=True):
-                await self._journal_context().__aexit__(None, None, None)
+                await self._owned_journal.__aexit__(None, None, None)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         if self._system is not None:

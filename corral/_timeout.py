@@ -106,9 +106,13 @@ _abandoned_threads: dict[threading.Thread, str] = {}
 
 def abandoned_calls() -> list[str]:
     """Names of calls given up after their timeout that are still running, tasks and threads."""
+    _forget_ended_threads()
+    return [*_abandoned_tasks.values(), *_abandoned_threads.values()]
+
+
+def _forget_ended_threads() -> None:
     for thread in [t for t in _abandoned_threads if not t.is_alive()]:
         del _abandoned_threads[thread]
-    return [*_abandoned_tasks.values(), *_abandoned_threads.values()]
 
 
 async def within_isolated(
@@ -157,10 +161,13 @@ async def within_isolated(
                 "and still runs",
                 what="thread",
             ) from None
-        with anyio.move_on_after(grace):
-            await asyncio.shield(record.finished)
+        try:
+            with anyio.move_on_after(grace):
+                await asyncio.shield(record.finished)
+        finally:  # also when the caller is cancelled meanwhile: never lose track of it
+            if not record.finished.done():
+                _abandon(task, record)
         if not record.finished.done():
-            _abandon(task, record)
             raise CallAbandoned(
                 f"{name} did not finish within its {seconds:g} s timeout and ignored "
                 f"cancellation for {grace:g} s more; it was abandoned and still runs",
@@ -198,7 +205,6 @@ async def _body(record: _Call, call: Callable[[], Awaitable[Any]]) -> None:
 
 def _expire(record: _Call) -> None:
     """At the deadline: cancel the call and wake the caller, who waits `grace` at most."""
-    record.expired = True
     _cancel(record)
     if not record.done.done():
         record.error = TimeoutError()
@@ -206,6 +212,7 @@ def _expire(record: _Call) -> None:
 
 
 def _cancel(record: _Call) -> None:
+    """Mark the call as past its time (its outcome no longer counts) and cancel it."""
     record.expired = True
     if record.scope is not None:
         record.scope.cancel()
@@ -226,11 +233,12 @@ async def run_sync_in_thread(fn: Callable[[], _T], *, name: str) -> _T:
         ToolError: too many threads of earlier calls are still blocked
             (`MAX_ABANDONED_THREADS`); not retryable right away.
     """
-    stuck = abandoned_calls()
+    _forget_ended_threads()
     if len(_abandoned_threads) >= MAX_ABANDONED_THREADS:
+        stuck = sorted(set(_abandoned_threads.values()))[:5]
         raise ToolError(
             f"{name} was not started: {len(_abandoned_threads)} threads of earlier calls "
-            f"that timed out are still blocked ({', '.join(sorted(set(stuck))[:5])}); "
+            f"that timed out are still blocked ({', '.join(stuck)}); "
             "a blocking function cannot be interrupted, so Corral refuses to start more",
             retryable=False,
         )

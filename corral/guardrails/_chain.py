@@ -34,7 +34,13 @@ from ..errors import ConfigError
 from ..models import ToolCall
 from ..tools import SideEffect, Tool
 from ._pii import redact_secrets
-from ._policy import ApprovalPolicy, ProposedCall, ScopePolicy, check_permission, policy_failed
+from ._policy import (
+    ApprovalPolicy,
+    PermissionPolicy,
+    ProposedCall,
+    ScopePolicy,
+    policy_failed,
+)
 from ._toolcall import check_arguments_parsed, check_registered, check_schema
 from ._verdict import ALLOW, Verdict
 
@@ -148,36 +154,6 @@ class SchemaCheck:
         return check_schema(ctx.call, ctx.tool)
 
 
-class PermissionCheck:
-    """Block a call whose tool needs a scope the agent lacks, or a forbidden side effect.
-
-    Args:
-        allowed_side_effects: the levels the agent may use. None (default): any.
-    """
-
-    name = "permission"
-    alert = True
-
-    def __init__(self, allowed_side_effects: Collection[SideEffect] | None = None) -> None:
-        self.allowed_side_effects = (
-            frozenset(allowed_side_effects) if allowed_side_effects is not None else None
-        )
-
-    def check(self, ctx: CallContext) -> Verdict:
-        """Check the call's scopes and side-effect level (`check_permission`)."""
-        call = ctx.proposed
-        if call is None:
-            return _unregistered(ctx)
-        return check_permission(
-            call.agent_scopes,
-            call.tool_scopes,
-            call.side_effect,
-            self.allowed_side_effects,
-            tool=call.tool,
-            agent=call.agent,
-        )
-
-
 class PolicyCheck:
     """One `ScopePolicy` (or `ArgumentPolicy`) as a link of the chain.
 
@@ -205,6 +181,24 @@ class PolicyCheck:
 
     def __repr__(self) -> str:
         return f"PolicyCheck({self.policy!r})"
+
+
+class PermissionCheck(PolicyCheck):
+    """Block a call whose tool needs a scope the agent lacks, or a forbidden side effect.
+
+    `PermissionPolicy` (`check_permission`) as a link of the chain.
+
+    Args:
+        allowed_side_effects: the levels the agent may use. None (default): any.
+    """
+
+    def __init__(self, allowed_side_effects: Collection[SideEffect] | None = None) -> None:
+        permission = PermissionPolicy(allowed_side_effects)
+        super().__init__(permission)
+        self.allowed_side_effects = permission.allowed_side_effects
+
+    def __repr__(self) -> str:
+        return f"PermissionCheck({self.allowed_side_effects!r})"
 
 
 class ApprovalCheck:

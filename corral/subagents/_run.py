@@ -77,11 +77,15 @@ from ._state import BUDGET_NOTICE, RunState, render_payload
 
 __all__ = ["RunActor", "RunServices"]
 
-_BREAKER_NOTE = (
-    " is temporarily unavailable (its circuit breaker is open after repeated failures); use "
-    " instead. "
-)
-"""The fixed words of `RunActor._offer`'s note for a tool whose breaker is open."""
+
+def _breaker_note(name: str, fallback: str | None) -> str:
+    """What the system prompt says of a tool whose circuit breaker is open."""
+    use = f"; use {fallback!r} instead" if fallback is not None else ""
+    return (
+        f"{name!r} is temporarily unavailable (its circuit breaker is open after repeated "
+        f"failures){use}."
+    )
+
 
 _SHIELD_S = 5.0
 """How long cleanup (journaling the end of a cancelled run) may take under cancellation."""
@@ -343,15 +347,9 @@ class RunActor(OneShotActor):
             fallback = t.fallback
             if fallback is not None and fallback.name not in unavailable:
                 offered.setdefault(fallback.name, fallback)
-                notes.append(
-                    f"{name!r} is temporarily unavailable (its circuit breaker is open after "
-                    f"repeated failures); use {fallback.name!r} instead."
-                )
+                notes.append(_breaker_note(name, fallback.name))
             else:
-                notes.append(
-                    f"{name!r} is temporarily unavailable (its circuit breaker is open after "
-                    "repeated failures)."
-                )
+                notes.append(_breaker_note(name, None))
         self._offered = offered
         self._unavailable = unavailable & agent.tools.keys()
         specs = tuple(t.spec() for t in offered.values())
@@ -517,10 +515,12 @@ class RunActor(OneShotActor):
             cached = tools_token_bound([*self.agent.specs, *fallbacks.values()])
             cached += len("\n\nNote: ")
             for name, t in tools.items():
-                # An unavailable tool's spec gives way to a note of about this size.
-                fallback = repr(t.fallback.name) if t.fallback is not None else ""
-                note = token_bound(f"{name!r}{fallback}") + len(_BREAKER_NOTE)
-                cached += max(0, note - tools_token_bound([t.spec()]) + TOOL_PROMPT)
+                # An unavailable tool's spec gives way to its note (the longer wording, and
+                # the space that joins it to the others).
+                fallback = t.fallback.name if t.fallback is not None else None
+                note = token_bound(_breaker_note(name, fallback)) + 1
+                spec = tools_token_bound([t.spec()]) - TOOL_PROMPT
+                cached += max(0, note - spec)
             self._tool_tokens_cache = cached
         return cached
 
