@@ -28,6 +28,8 @@ from pathlib import Path
 import aiosqlite
 import anyio
 
+from corral import Durability
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _instant import LIMITS, USAGE, InstantModel, lookup  # noqa: E402
@@ -92,7 +94,9 @@ async def durable_steps(path: Path, concurrent: int, steps: int) -> tuple[float,
         limits=LIMITS,
     )
     async with SqliteJournal(path) as journal:
-        async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
+        async with Runtime(
+            agents=[agent], journal=journal, durability=Durability(poll_interval_s=None)
+        ) as rt:
             start = time.perf_counter()
             results = await run_all(rt, concurrent)
             elapsed = time.perf_counter() - start
@@ -112,7 +116,9 @@ async def bytes_per_step(path: Path, steps: int, runs: int = 20) -> float:
     )
     async with SqliteJournal(path) as journal:
         before = await journal.size_bytes()
-        async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
+        async with Runtime(
+            agents=[agent], journal=journal, durability=Durability(poll_interval_s=None)
+        ) as rt:
             for i in range(runs):
                 await rt.run(f"task {i}")
         after = await journal.size_bytes()
@@ -142,7 +148,9 @@ async def waiting_memory(
                 assert (await h.result()).status == "waiting"
 
     async with SqliteJournal(path) as journal:
-        async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
+        async with Runtime(
+            agents=[agent], journal=journal, durability=Durability(poll_interval_s=None)
+        ) as rt:
             await to_gates(rt, 0, warm_up)
             gc.collect()
             before = rss_bytes()
@@ -178,7 +186,11 @@ async def resume_time(path: Path, runs: int = 1_000) -> float:
             model=FunctionModel(first_life),
             limits=LIMITS,
         )
-        async with Runtime(agents=[dying], journal=journal, poll_interval=None, owner="host") as rt:
+        async with Runtime(
+            agents=[dying],
+            journal=journal,
+            durability=Durability(poll_interval_s=None, owner="host"),
+        ) as rt:
             for i in range(runs):
                 await rt.submit(f"task {i}")
             while len([r for r in await journal.runs(status="running", limit=runs + 1)]) < runs:
@@ -190,7 +202,11 @@ async def resume_time(path: Path, runs: int = 1_000) -> float:
             "worker", instructions="x", tools=[lookup], model=InstantModel(1), limits=LIMITS
         )
         start = time.perf_counter()
-        async with Runtime(agents=[healthy], journal=journal, poll_interval=None, owner="host"):
+        async with Runtime(
+            agents=[healthy],
+            journal=journal,
+            durability=Durability(poll_interval_s=None, owner="host"),
+        ):
             while len(await journal.runs(status="finished", limit=runs + 1)) < runs:
                 await anyio.sleep(0.005)
             elapsed = time.perf_counter() - start

@@ -27,10 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corral import tool  # noqa: E402
-from corral.guardrails._chain import CallContext, CheckChain  # noqa: E402
-from corral.guardrails._injection import InjectionDetector  # noqa: E402
-from corral.guardrails._pii import PIIDetector  # noqa: E402
-from corral.guardrails._policy import (  # noqa: E402
+from corral._pii import PIIDetector  # noqa: E402
+from corral.guardrails import (  # noqa: E402
     Allowlist,
     ApprovalPolicy,
     ApprovalRule,
@@ -43,6 +41,8 @@ from corral.guardrails._policy import (  # noqa: E402
     check_policies,
     policy_from_callable,
 )
+from corral.guardrails._chain import CallContext, CheckChain  # noqa: E402
+from corral.guardrails._detector import InjectionDetector  # noqa: E402
 from corral.guardrails._results import filter_result  # noqa: E402
 from corral.guardrails._screen import InputScreen  # noqa: E402
 from corral.models import ToolCall  # noqa: E402

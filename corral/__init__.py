@@ -1,30 +1,44 @@
 """Corral: a supervised runtime for LLM agents in production.
 
-Layering (each layer imports only from the ones above it in this list):
+Layering (each layer imports only from itself and the ones above it in this list; the
+test ``tests/test_layering.py`` holds every import to it):
 
-* `corral.errors`, `corral.models` (protocol and fakes), `corral.tools`, `corral.events`:
-  data and contracts.
-* `corral.actors`: a self-contained actor runtime; it imports nothing from Corral but
-  `corral.errors` and `corral._log` (which imports nothing from Corral).
-* `corral.router`, `corral.guardrails`, `corral.store`, `corral.supervisor`: pure rules,
-  pure checks, the journal, and the supervisor actor.
-* `corral.subagents`: the agent loop, one actor per run.
-* `corral.Runtime`: wires them together for embedding.
-* `corral.server` and `corral.cli` sit on top; `import corral` never imports them.
+* foundations: `corral.errors`, and private helpers that import nothing else of Corral's:
+  `corral._log`, `corral._clock`, `corral._loop`, `corral._task`, `corral._timeout`,
+  `corral._retry` (the one retry engine), `corral._verdict` and `corral._pii` (the
+  verdict type, and the PII and secret detector that both the guardrails and the model
+  adapters' error messages use);
+* data and contracts: `corral.models` (protocol, adapters and fakes) and `corral.tools`;
+  then `corral.events` (the journal's facts) and `corral.actors`, a self-contained actor
+  runtime that imports nothing from Corral but `corral.errors`, `corral._log`,
+  `corral._clock` and `corral._loop`;
+* pure rules, pure checks, the journal, the supervisor actor and the trail:
+  `corral.router`, `corral.guardrails`, `corral.store`, `corral.supervisor`,
+  `corral.observability`;
+* `corral.subagents` (the agent loop, one actor per run) and `corral.workflows` (the
+  workflow engine, which talks to its host through `corral.workflows.WorkflowHost`);
+* `corral.runtime` (`corral.Runtime` wires them together for embedding), with
+  `corral._settings` and the demo application `corral.demo`;
+* this package; then `corral.server` and `corral.cli` on top: `import corral` never
+  imports them.
 """
 
 from ._clock import Clock as Clock
 from ._clock import MockClock as MockClock
 from ._clock import SystemClock as SystemClock
-from ._runtime import RunHandle as RunHandle
-from ._runtime import RunResult as RunResult
-from ._runtime import Runtime as Runtime
 from ._settings import Settings as Settings
 from ._settings import load_settings as load_settings
 from ._task import Task as Task
 from .router import Route as Route
 from .router import Router as Router
 from .router import Rule as Rule
+from .runtime import Alerts as Alerts
+from .runtime import Durability as Durability
+from .runtime import Guards as Guards
+from .runtime import RunHandle as RunHandle
+from .runtime import RunResult as RunResult
+from .runtime import Runtime as Runtime
+from .runtime import Tenants as Tenants
 from .subagents import SubAgent as SubAgent
 from .supervisor import BreakerPolicy as BreakerPolicy
 from .supervisor import Limits as Limits
@@ -36,8 +50,11 @@ from .tools import tool as tool
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alerts",
     "BreakerPolicy",
     "Clock",
+    "Durability",
+    "Guards",
     "Limits",
     "MockClock",
     "RetryPolicy",
@@ -51,6 +68,7 @@ __all__ = [
     "SubAgent",
     "SystemClock",
     "Task",
+    "Tenants",
     "Tool",
     "ToolContext",
     "load_settings",

@@ -18,11 +18,17 @@ SUPPORTED_LOOPS = ("asyncio",)
 """The async libraries Corral runs on (what `sniffio.current_async_library` names)."""
 
 
-def require_asyncio(what: str) -> None:
+_BECAUSE = (
+    "the SQLite journal's driver (aiosqlite) is asyncio-only and Corral is tested on asyncio alone"
+)
+
+
+def require_asyncio(what: str, *, because: str = _BECAUSE) -> None:
     """Refuse to go on unless the running event loop is asyncio.
 
     Args:
         what: what is starting, for the message (``"Runtime"``, ``"SqliteJournal"``).
+        because: why it needs asyncio, for the message.
 
     Raises:
         ConfigError: the caller runs under another async library (trio), or under none
@@ -36,8 +42,7 @@ def require_asyncio(what: str) -> None:
     if library in SUPPORTED_LOOPS:
         return
     raise ConfigError(
-        f"{what} runs on asyncio only, but this program runs on {library}: the SQLite "
-        "journal's driver (aiosqlite) is asyncio-only and Corral is tested on asyncio alone. "
+        f"{what} runs on asyncio only, but this program runs on {library}: {because}. "
         "Start your program with anyio.run(main) (asyncio is its default backend) or "
         "asyncio.run(main())."
     )

@@ -33,6 +33,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .runtime._options import Durability
 from .supervisor import BreakerPolicy, Limits
 
 __all__ = ["DEFAULT_CONFIG_FILE", "LogLevel", "Settings", "config_path", "load_settings"]
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     """Default per-run limits (``CORRAL_LIMITS__MAX_TOKENS`` ...)."""
     breakers: BreakerPolicy = Field(default_factory=BreakerPolicy)
     """Circuit-breaker policy for every tool."""
+    durability: Durability = Field(default_factory=Durability)
+    """Leases, polling, gate deadlines and retention (``CORRAL_DURABILITY__LEASE_S`` ...)."""
     log_level: LogLevel = "warning"
     """Level of Corral's own logs (``CORRAL_LOG_LEVEL``): the ``corral`` command writes them
     to stderr from this level up. Default ``warning``."""

@@ -40,11 +40,11 @@ import anyio
 
 from . import __version__
 from ._log import ROOT_LOGGER, get_logger
-from ._runtime import RunResult, Runtime
 from ._settings import Settings, config_path, load_settings
 from ._task import Task
 from .errors import ConfigError, CorralError, UsageError
 from .events import EventAdapter
+from .runtime import RunResult, Runtime
 from .store import GateRecord, Journal, journal_from_url
 from .subagents import RunState
 
@@ -190,12 +190,7 @@ def _load_app(spec: str, **kwargs: Any) -> Any:
 
 @contextlib.asynccontextmanager
 async def _journal(url: str | None) -> AsyncIterator[Journal]:
-    journal = journal_from_url(url)
-    opener = getattr(journal, "__aenter__", None)
-    if opener is not None:
-        async with journal:  # type: ignore[attr-defined]
-            yield journal
-    else:
+    async with journal_from_url(url) as journal:
         yield journal
 
 
@@ -206,15 +201,16 @@ async def _runtime(
     cost = app_kwargs.pop("_cost", None)
     application = _load_app(getattr(args, "app", DEFAULT_APP), **app_kwargs)
     async with _journal(_db_url(args)) as journal:
-        settings: Settings | None = getattr(args, "settings", None)
+        settings: Settings = getattr(args, "settings", None) or load_settings()
         async with Runtime.from_settings(
-            settings if settings is not None else load_settings(),
+            settings,
             agents=application.agents,
             router=application.router,
             workflows=application.workflows,
             journal=journal,
-            resume=resume,
-            poll_interval=None,
+            durability=settings.durability.model_copy(
+                update={"resume": resume, "poll_interval_s": None}
+            ),
             cost=cost,
         ) as runtime:
             yield runtime
@@ -460,16 +456,18 @@ async def _follow_keeping_leases(
 async def _keep_leases(runtime: Runtime) -> None:
     """Renew the leases of the runs this process drives, as the poller would."""
     while True:
-        await anyio.sleep(runtime._lease_s / 3)
-        for failure in await runtime._renew_leases(runtime.clock.now()):
-            print(f"corral: could not renew a run's lease: {failure}", file=sys.stderr)
+        await anyio.sleep(runtime.durability.lease_s / 3)
+        try:
+            await runtime.renew_leases()
+        except CorralError as failure:
+            print(f"corral: could not renew the runs' leases: {failure}", file=sys.stderr)
 
 
 async def _follow(args: argparse.Namespace, runtime: Runtime, run_ids: Sequence[str]) -> int:
     """Wait, ``--wait`` s at most, for the decided runs driven here; report the others."""
     followed: list[str] = []
     for run_id in run_ids:
-        if run_id not in runtime._active:  # not driven here: finished, paused, or elsewhere
+        if not runtime.drives(run_id):  # not driven here: finished, paused, or elsewhere
             state = RunState.fold(run_id, await runtime.events(run_id))
             if not (state.done or state.paused):
                 await _print_handed_over(args, runtime, run_id, state.agent)
@@ -507,13 +505,10 @@ async def _print_handed_over(
 ) -> None:
     """Say that a decided run is left to another process, and to which one."""
     holder: str | None = None
-    get_run = getattr(runtime.journal, "get_run", None)
-    if get_run is not None:
-        row = await get_run(run_id)
-        now = runtime.clock.now()
-        if row is not None and row.owner and (row.lease_until or 0.0) > now:
-            holder = row.owner
-    if agent in runtime._agent_refs:
+    info = await runtime.journal.run(run_id)
+    if info is not None and info.owner and (info.lease_until or 0.0) > runtime.clock.now():
+        holder = info.owner
+    if runtime.can_drive(agent):
         why = f"Run {run_id} is driven by another process"
     else:
         app = getattr(args, "app", DEFAULT_APP)
@@ -550,7 +545,7 @@ async def _cmd_resume(args: argparse.Namespace) -> int:
     async with _runtime(args) as runtime:
         if not args.json:
             writer = _trail(runtime)
-            for info in await runtime.journal.runs(status="running", limit=1_000_000):
+            for info in await runtime.journal.runs(status="running", limit=None):
                 writer.follow(await runtime.events(info.run_id))
         resumed = await runtime.resume()
         results: list[RunResult] = []
@@ -584,11 +579,8 @@ async def _cmd_store(args: argparse.Namespace) -> int:
     import time
 
     async with _journal(_db_url(args)) as journal:
-        prune = getattr(journal, "prune", None)
-        if prune is None:
-            raise UsageError("this journal keeps nothing to vacuum")
-        deleted = await prune(older_than_s=args.older_than_days * 86_400, now=time.time())
-        await journal.vacuum()  # type: ignore[attr-defined]
+        deleted = await journal.prune(older_than_s=args.older_than_days * 86_400, now=time.time())
+        await journal.vacuum()
     print(f"pruned {deleted} finished run(s) older than {args.older_than_days:g} days; compacted")
     return 0
 

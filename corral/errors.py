@@ -13,18 +13,20 @@ The tree::
     │   └── MailboxFullError          `tell(..., wait=False)` on a full mailbox
     ├── CallError                     a call to the outside world failed (retryable, retry_after)
     │   ├── ToolError                 a tool failed; raise it from a tool to control retries
-    │   │   ├── ToolTimeout           the tool exceeded its hard timeout
-    │   │   └── ToolUnavailable       the tool's circuit breaker is open
+    │   │   └── ToolTimeout           the tool exceeded its hard timeout
     │   ├── ModelError                a model provider failed (status_code when HTTP)
     │   │   └── ModelTimeout          the model call exceeded its timeout
     │   └── RateLimited               429 / 529 / overloaded: retry after `retry_after` seconds
     ├── JournalError                  the journal could not be written: disk full, I/O error, lock
-    └── RunError                      a run stopped by policy (carries run_id and outcome)
+    └── RunError                      a run did not complete (`RunResult.raise_for_outcome`)
         ├── BudgetExceeded            token, cost or wall-clock budget reached
         ├── StepLimitExceeded         tool-call cap reached
         ├── LoopDetected              the same tool called too many times in a row
         ├── CircuitOpen               a breaker is open and no fallback exists
         └── RunCancelled              somebody stopped the run
+
+A stopped run is a `RunResult` with an outcome, not an exception; `raise_for_outcome()`
+turns anything but ``completed`` into the matching `RunError`, which carries the result.
 
 `CallError` subclasses carry retry behaviour as data: a tool that knows its failure is
 permanent raises `ToolError("...", retryable=False)` and Corral will not retry it.
@@ -59,7 +61,6 @@ __all__ = [
     "StepLimitExceeded",
     "ToolError",
     "ToolTimeout",
-    "ToolUnavailable",
     "UsageError",
 ]
 
@@ -170,10 +171,6 @@ class ToolTimeout(ToolError):
     """A tool call exceeded the tool's hard timeout."""
 
 
-class ToolUnavailable(ToolError):
-    """A tool cannot be called right now (its circuit breaker is open)."""
-
-
 class ModelError(CallError):
     """A model provider returned an error or could not be reached.
 
@@ -250,18 +247,22 @@ class JournalError(CorralError):
 
 
 class RunError(CorralError):
-    """A run was stopped by policy.
+    """A run did not complete: raised by `RunResult.raise_for_outcome`.
 
     Attributes:
-        run_id: the run that stopped.
-        outcome: the run's outcome, for example ``stopped_budget``.
+        run_id: the run.
+        outcome: the run's outcome (``failed`` here; each subclass names its own), or None
+            for a run that has not finished.
+        result: the `corral.RunResult` it was raised for, trail included.
     """
 
-    outcome = "failed"
+    outcome: str | None = "failed"
 
-    def __init__(self, message: str, *, run_id: str = "") -> None:
+    def __init__(self, message: str, *, result: Any) -> None:
         super().__init__(message)
-        self.run_id = run_id
+        self.result = result
+        self.run_id: str = result.run_id
+        self.outcome = result.outcome
 
 
 class BudgetExceeded(RunError):

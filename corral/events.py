@@ -5,15 +5,26 @@ audit trail and its observability trace. Events are deltas, never snapshots of t
 conversation: a run's state is a fold over its events (see `corral.subagents.RunState`).
 
 Use `EventAdapter` to validate or dump events (``EventAdapter.validate_json(row)``).
+
+The durable schema embeds no API type: what a model returned is kept as a
+`ResponseRecord` (with `ToolCallRecord` and `UsageRecord`), the journal's own copy of
+`corral.models.ModelResponse`, converted explicitly both ways (`ResponseRecord.from_response`,
+`ResponseRecord.to_response`, and `ResponseRecord.to_message` for the turn a run's
+state folds in). A change to a model type therefore cannot silently change
+what is on disk; the records have the JSON shape the model types had when they were
+embedded, so older journals still decode.
+
+An event is a fact: build it with its final values, `ts` included (it has no default);
+its `seq` is given by the journal, on the copy it stores and returns.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .models import ModelResponse
+from .models import AssistantMessage, ModelResponse, StopReason
 
 __all__ = [
     "OUTCOMES",
@@ -28,6 +39,7 @@ __all__ = [
     "ModelCalled",
     "ModelFailed",
     "Outcome",
+    "ResponseRecord",
     "RunFinished",
     "RunStarted",
     "StepFailed",
@@ -36,8 +48,10 @@ __all__ = [
     "ToolCallFailed",
     "ToolCallFinished",
     "ToolCallProposed",
+    "ToolCallRecord",
     "ToolCallRejected",
     "ToolCallStarted",
+    "UsageRecord",
     "WaitResolved",
     "WaitStarted",
 ]
@@ -66,14 +80,119 @@ TERMINAL_OUTCOMES = frozenset(OUTCOMES)
 
 
 class _EventBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     run_id: str
     """The run this event belongs to."""
     seq: int = 0
     """Position in the run's journal, from 1; assigned when the event is appended."""
-    ts: float = 0.0
-    """Wall-clock time of the event, Unix seconds (from the runtime's clock)."""
+    ts: float
+    """Wall-clock time of the event, Unix seconds (from the runtime's clock), given when
+    the event is made."""
+
+
+# -- the journal's own records of model types ------------------------------------------------
+
+_STOP_REASONS: frozenset[str] = frozenset(get_args(StopReason))
+"""The stop reasons the model types know."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UsageRecord(_Record):
+    """The journal's record of a `corral.models.Usage`: tokens one model call consumed.
+
+    Built and read back as part of its `ResponseRecord`.
+    """
+
+    input_tokens: int = 0
+    """Prompt tokens billed at the normal rate."""
+    output_tokens: int = 0
+    """Generated tokens."""
+    cache_read_tokens: int = 0
+    """Prompt tokens served from the provider's prompt cache."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the provider's prompt cache."""
+
+    @property
+    def total_tokens(self) -> int:
+        """All tokens of the call, the figure budgets are counted in."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+
+class ToolCallRecord(_Record):
+    """The journal's record of a `corral.models.ToolCall` the model proposed.
+
+    Built and read back as part of its `ResponseRecord`.
+    """
+
+    id: str
+    """Provider-assigned call id."""
+    name: str
+    """Tool name as the model wrote it (it may not exist)."""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    """Arguments as decoded JSON; empty when `parse_error` is set."""
+    parse_error: str | None = None
+    """Set when the provider sent arguments that are not a JSON object."""
+
+
+class ResponseRecord(_Record):
+    """The journal's record of a `corral.models.ModelResponse`, everything a replay needs."""
+
+    text: str = ""
+    """Assistant text; the final answer when there are no tool calls."""
+    tool_calls: tuple[ToolCallRecord, ...] = ()
+    """Tool calls to run, in order."""
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+    """Tokens consumed by the call."""
+    stop_reason: str = "end_turn"
+    """Why the model stopped. Kept as recorded; `to_response` reads a reason the model
+    types no longer know as ``other``."""
+    model: str = ""
+    """The model that answered, as the provider named it."""
+    provider_data: dict[str, Any] | None = None
+    """Opaque data the provider needs back with this turn (Claude's thinking blocks)."""
+
+    @classmethod
+    def from_response(cls, response: ModelResponse) -> ResponseRecord:
+        """Record what a model returned.
+
+        Args:
+            response: a validated `ModelResponse`.
+
+        Returns:
+            Its record, for `ModelCalled.response`.
+        """
+        # Field by field, by name (nested records included), validated as it goes:
+        # several times faster than building each record by hand.
+        return cls.model_validate(response, from_attributes=True)
+
+    def to_response(self) -> ModelResponse:
+        """The `ModelResponse` this records, as the model returned it."""
+        if self.stop_reason in _STOP_REASONS:
+            return ModelResponse.model_validate(self, from_attributes=True)
+        known = self.model_copy(update={"stop_reason": "other"})
+        return ModelResponse.model_validate(known, from_attributes=True)
+
+    def to_message(self) -> AssistantMessage:
+        """The turn this response adds to the conversation (what a run's state folds in)."""
+        # One validation: the recorded calls become `ToolCall`s field by field.
+        turn = {
+            "text": self.text,
+            "tool_calls": self.tool_calls,
+            "provider_data": self.provider_data,
+        }
+        return AssistantMessage.model_validate(turn, from_attributes=True)
+
+
+# -- events ------------------------------------------------------------------------------------
 
 
 class RunStarted(_EventBase):
@@ -111,7 +230,8 @@ class ModelCalled(_EventBase):
     kind: Literal["model_called"] = "model_called"
     step: int
     model: str
-    response: ModelResponse
+    response: ResponseRecord
+    """What the model returned (`ResponseRecord.from_response`)."""
     duration_s: float
     attempt: int = 1
     cost_usd: float = 0.0

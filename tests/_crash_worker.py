@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from corral import Runtime, SubAgent, ToolContext, tool
+from corral import Durability, Guards, Runtime, SubAgent, ToolContext, tool
 from corral.models import FunctionModel, ModelRequest, ToolResultMessage, call
 from corral.store import SqliteJournal
 
@@ -74,7 +74,10 @@ def main(db: str, ledger: str, runs: int) -> None:
     async def run() -> None:
         async with SqliteJournal(db) as journal:
             async with Runtime(
-                agents=[agent], journal=journal, gated=(), poll_interval=None, owner="crash-worker"
+                agents=[agent],
+                journal=journal,
+                guards=Guards(gated=()),
+                durability=Durability(poll_interval_s=None, owner="crash-worker"),
             ) as rt:
                 known = {info.run_id for info in await journal.runs(limit=1_000_000)}
                 print("ready", flush=True)

@@ -16,6 +16,7 @@ from corral.models import (
     ScriptedModel,
     ToolCall,
     ToolResultMessage,
+    Usage,
     call,
     reply,
 )
@@ -450,3 +451,140 @@ async def test_two_undecodable_calls_are_not_taken_for_a_repeat_of_each_other() 
         True,
         False,
     ]
+
+
+def test_a_recorded_response_keeps_the_json_shape_older_journals_have() -> None:
+    from corral.events import ResponseRecord
+
+    response = ModelResponse(
+        text="checking",
+        tool_calls=(
+            ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1", "n": [1, {"a": 2}]}),
+            ToolCall(id="c2", name="lookup", parse_error="Expecting value"),
+        ),
+        usage=Usage(input_tokens=12, output_tokens=3, cache_read_tokens=40),
+        stop_reason="tool_use",
+        model="m-1",
+        provider_data={"anthropic": {"content": [{"type": "thinking"}]}},
+    )
+    record = ResponseRecord.from_response(response)
+    assert record.model_dump_json() == response.model_dump_json()  # what used to be embedded
+    decoded = ResponseRecord.model_validate_json(response.model_dump_json())
+    assert decoded == record and decoded.to_response() == response
+    assert decoded.usage.total_tokens == response.usage.total_tokens == 55
+    turn = decoded.to_message()
+    assert turn.tool_calls == response.tool_calls and turn.provider_data == response.provider_data
+    newer = ResponseRecord.model_validate_json('{"text": "x", "stop_reason": "pause_turn"}')
+    assert newer.stop_reason == "pause_turn" and newer.to_response().stop_reason == "other"
+
+
+def test_the_run_finished_event_takes_its_figures_from_the_state() -> None:
+    from corral.events import ModelCalled, ResponseRecord, RunStarted, ToolCallProposed
+    from corral.subagents import RunState
+
+    t0 = 1_700_000_000.0
+    response = ModelResponse(
+        text="partial", usage=Usage(input_tokens=10, output_tokens=5), model="m"
+    )
+    state = RunState.fold(
+        "r1",
+        [
+            RunStarted(run_id="r1", ts=t0, agent="worker", task="go"),
+            ModelCalled(
+                run_id="r1",
+                ts=t0 + 1,
+                step=1,
+                model="m",
+                response=ResponseRecord.from_response(response),
+                duration_s=0.5,
+                cost_usd=0.25,
+            ),
+            ToolCallProposed(run_id="r1", ts=t0 + 2, step=1, call_id="c1", tool="lookup"),
+        ],
+    )
+    finished = state.finished_event("stopped_steps", reason="enough", ts=t0 + 30)
+    assert (finished.run_id, finished.ts, finished.outcome, finished.reason) == (
+        "r1",
+        t0 + 30,
+        "stopped_steps",
+        "enough",
+    )
+    assert finished.output == "partial"  # the partial answer, by default
+    assert (finished.steps, finished.model_calls, finished.tokens, finished.cost_usd) == (
+        1,
+        1,
+        15,
+        0.25,
+    )
+    assert finished.duration_s == 30.0
+    assert state.usage == Usage(input_tokens=10, output_tokens=5)
+    assert state.finished_event("completed", reason="", ts=t0, output="final").output == "final"
+
+
+def test_a_run_ended_while_paused_does_not_count_the_pause_as_run_time() -> None:
+    from corral.events import GateDecided, GateOpened, RunStarted
+    from corral.subagents import RunState
+
+    t0 = 1_700_000_000.0
+    gate = {"run_id": "r1", "call_id": "c1", "gate_id": "g1"}
+    state = RunState.fold(
+        "r1",
+        [
+            RunStarted(run_id="r1", ts=t0, agent="worker", task="go"),
+            GateOpened(**gate, ts=t0 + 10, step=1, tool="refund"),  # paused for 100 s
+            GateDecided(**gate, ts=t0 + 110, decision="approved"),
+            GateOpened(**{**gate, "call_id": "c2", "gate_id": "g2"}, ts=t0 + 120, step=2, tool="x"),
+        ],
+    )
+    # 3,600 s after the start, ended while the second gate has waited 3,480 s.
+    finished = state.finished_event("cancelled", reason="withdrawn", ts=t0 + 3600)
+    assert finished.duration_s == 20.0
+
+
+def test_tool_for_finds_a_tool_or_the_fallback_of_one() -> None:
+    @tool(timeout=5)
+    async def backup(invoice_id: str) -> str:
+        """Backup lookup."""
+        return "b"
+
+    @tool(timeout=5, fallback=backup)
+    async def primary(invoice_id: str) -> str:
+        """Primary lookup."""
+        return "p"
+
+    worker = agent([primary], ScriptedModel([]))
+    assert worker.tool_for("primary") is primary
+    assert worker.tool_for("backup") is backup  # never offered on its own, still found
+    assert worker.tool_for("nothing") is None
+    assert list(worker.tools) == ["primary"] and list(worker.fallbacks) == ["backup"]
+
+
+async def test_an_approved_fallback_call_runs_after_the_run_resumes() -> None:
+    from corral import BreakerPolicy, Durability
+    from corral.errors import ToolError
+
+    @tool(timeout=5, side_effect="write")
+    async def pay_backup(order: str) -> str:
+        """Backup payments."""
+        return f"paid {order} via backup"
+
+    @tool(timeout=5, retry=RetryPolicy(max_retries=0), fallback=pay_backup)
+    async def pay(order: str) -> str:
+        """Payments."""
+        raise ToolError("payments are down")
+
+    model = ScriptedModel(
+        [call("pay", order="A"), reply("no"), call("pay_backup", order="B"), reply("done")]
+    )
+    breakers = BreakerPolicy(failure_threshold=1, cooldown_s=1000)
+    durability = Durability(poll_interval_s=None)
+    async with runtime(agent([pay], model), durability=durability, breakers=breakers) as rt:
+        await rt.run("pay A")  # opens the breaker: the fallback is offered instead
+        paused = await rt.run("pay B")
+        assert [g.opened.tool for g in paused.gates] == ["pay_backup"]
+        await rt.approve(paused.gates[0].opened.gate_id, by="ana")
+        result = await rt.wait(paused.run_id, timeout=5)
+    assert result.outcome == "completed"
+    assert not of_kind(result.events, "tool_call_rejected")  # it was offered when proposed
+    finished = of_kind(result.events, "tool_call_finished")
+    assert [(e.tool, e.content) for e in finished] == [("pay_backup", "paid B via backup")]

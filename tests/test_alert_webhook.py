@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from corral import SubAgent, tool
+from corral import Alerts, SubAgent, tool
 from corral.models import ScriptedModel, call
 
 from ._support import runtime
@@ -62,7 +62,7 @@ async def test_alerts_raised_just_before_shutdown_are_still_posted(
         scopes={"records:delete"},
         allowed_side_effects={"read"},
     )
-    async with runtime(agent, alert_webhook=url) as rt:
+    async with runtime(agent, alerts=Alerts(webhook=url)) as rt:
         result = await rt.run("clean up")
     # The runtime stopped right after the run: the POST was sent before it did.
     assert [(a["guardrail"], a["tool"], a["run_id"]) for a in received] == [

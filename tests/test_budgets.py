@@ -9,7 +9,7 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral import Limits, MockClock, Runtime, SubAgent, tool
+from corral import Limits, MockClock, Runtime, SubAgent, Tenants, tool
 from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall, Usage, call
 from corral.supervisor import TenantLimits
 from corral.tools import RetryPolicy
@@ -91,7 +91,7 @@ async def test_tenant_daily_budget_is_shared_by_concurrent_runs_and_resets_next_
     )
     worker = agent([ping, pong], busy_model(name="free"), limits=limits)
     async with runtime(
-        worker, clock=clock, tenants={"acme": TenantLimits(daily_tokens=6000)}
+        worker, clock=clock, tenants=Tenants(limits={"acme": TenantLimits(daily_tokens=6000)})
     ) as rt:
         handles = [await rt.submit("work", tenant="acme") for _ in range(5)]
         other = await rt.submit("work", tenant="globex", agent="worker")
@@ -206,7 +206,7 @@ def test_no_budget_is_ever_exceeded(
             model=FunctionModel(respond, name="priced"),
             limits=limits,
         )
-        tenants = {"t": TenantLimits(daily_tokens=daily)} if daily else {}
+        tenants = Tenants(limits={"t": TenantLimits(daily_tokens=daily)} if daily else {})
         async with Runtime(agents=[worker], clock=MockClock(), cost=cost, tenants=tenants) as rt:
             handles = [await rt.submit("go", tenant="t") for _ in range(3)]
             finished = [await h.result() for h in handles]
@@ -230,7 +230,7 @@ async def test_a_tenants_daily_spend_survives_a_restart() -> None:
     limits = Limits(
         output_tokens=200, min_output_tokens=20, max_tool_calls=4, max_consecutive_same_tool=None
     )
-    tenants = {"acme": TenantLimits(daily_tokens=50_000)}
+    tenants = Tenants(limits={"acme": TenantLimits(daily_tokens=50_000)})
     worker = agent([ping, pong], busy_model(name="free"), limits=limits)
     async with runtime(worker, clock=clock, journal=journal, tenants=tenants) as rt:
         first = await rt.run("work", tenant="acme")

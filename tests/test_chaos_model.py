@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from corral import Limits, MockClock, Runtime, SubAgent, tool
+from corral import Durability, Limits, MockClock, Runtime, SubAgent, tool
 from corral.errors import UsageError
 from corral.models import ChaosModel, FunctionModel, ModelRequest, ToolResultMessage, call
 
@@ -37,7 +37,9 @@ async def test_chaos_faults_are_seeded_and_each_is_caught() -> None:
     limits = Limits(max_tool_calls=40, max_errors=40, max_consecutive_same_tool=None)
     agent = SubAgent("w", instructions="x", tools=[lookup], model=chaos, limits=limits)
     outcomes: Counter[str] = Counter()
-    async with Runtime(agents=[agent], clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[agent], clock=MockClock(), durability=Durability(poll_interval_s=None)
+    ) as rt:
         for _ in range(20):
             result = await rt.run("check two invoices")
             outcomes[result.outcome or "waiting"] += 1
@@ -63,7 +65,9 @@ async def test_chaos_faults_are_seeded_and_each_is_caught() -> None:
         malformed_arguments=0.2,
     )
     agent2 = SubAgent("w", instructions="x", tools=[lookup], model=again, limits=limits)
-    async with Runtime(agents=[agent2], clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[agent2], clock=MockClock(), durability=Durability(poll_interval_s=None)
+    ) as rt:
         for _ in range(20):
             await rt.run("check two invoices")
     assert again.faults == chaos.faults  # the same seed, the same faults

@@ -7,13 +7,13 @@ not a plain allow is in the journal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from corral import MockClock, Runtime, SubAgent, tool
+from corral import Alerts, Durability, Guards, MockClock, Runtime, SubAgent, tool
 from corral.errors import ConfigError
 from corral.events import Event
 from corral.guardrails import (
@@ -73,9 +73,23 @@ def billing(world: World, model: FunctionModel, **options: Any) -> SubAgent:
     )
 
 
-def runtime(agent: SubAgent, **options: Any) -> Runtime:
-    options.setdefault("gated", ())  # the approval policy lets every call run
-    return Runtime(agents=[agent], clock=MockClock(), poll_interval=None, **options)
+def runtime(
+    agent: SubAgent,
+    *,
+    gated: tuple[str, ...] = (),  # the approval policy lets every call run
+    policies: Sequence[ScopePolicy] = (),
+    checks: Sequence[Any] = (),
+    approval: ApprovalPolicy | None = None,
+    **options: Any,
+) -> Runtime:
+    guards = Guards(gated=gated, policies=policies, checks=checks, approval=approval)  # type: ignore[arg-type]
+    return Runtime(
+        agents=[agent],
+        clock=MockClock(),
+        guards=guards,
+        durability=Durability(poll_interval_s=None),
+        **options,
+    )
 
 
 def big_refunds(limit: float = 1000) -> ScopePolicy:
@@ -205,7 +219,7 @@ async def test_your_check_can_block_a_call_and_it_is_alerted(where: str) -> None
     async with runtime(
         agent,
         checks=[check] if where == "runtime" else [],
-        alert=lambda v, c: alerts.append((v, c)),
+        alerts=Alerts(callback=lambda v, c: alerts.append((v, c))),
     ) as rt:
         result = await rt.run("refund INV-1")
     assert world.ran == []
@@ -335,7 +349,9 @@ async def test_verdicts_follow_the_chain_order_agent_before_runtime() -> None:
         world, model, policies=[flagging("agent_policy")], checks=[Fixed("agent_check", "flag")]
     )
     async with runtime(
-        agent, policies=[flagging("runtime_policy")], checks=[Fixed("runtime_check", "flag")]
+        agent,
+        policies=[flagging("runtime_policy")],
+        checks=[Fixed("runtime_check", "flag")],
     ) as rt:
         result = await rt.run("refund INV-1")
     assert [v.guardrail for v in of_kind(result.events, "guardrail_verdict")] == [

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from corral import MockClock, Runtime
+from corral import Durability, MockClock, Runtime
 from corral.cli import main
 from corral.errors import GateExpired, UsageError
 from corral.events import GateDecided
@@ -46,8 +46,7 @@ async def test_approving_rejecting_or_editing_after_the_deadline_is_refused(
         agents=[refund_agent(done)],
         journal=journal,
         clock=clock,
-        poll_interval=None,
-        gate_ttl_s=3600,
+        durability=Durability(poll_interval_s=None, gate_ttl_s=3600),
     ) as rt:
         paused = await rt.run("refund ORD-7")
         gate_id = paused.gates[0].opened.gate_id
@@ -84,7 +83,10 @@ async def test_approving_rejecting_or_editing_after_the_deadline_is_refused(
 async def test_a_gate_the_poller_expired_is_refused_as_expired(journal: Journal) -> None:
     clock = MockClock(OPENED)
     async with Runtime(
-        agents=[refund_agent([])], journal=journal, clock=clock, poll_interval=None, gate_ttl_s=3600
+        agents=[refund_agent([])],
+        journal=journal,
+        clock=clock,
+        durability=Durability(poll_interval_s=None, gate_ttl_s=3600),
     ) as rt:
         paused = await rt.run("refund ORD-7")
         clock.advance(4000)
@@ -100,7 +102,10 @@ async def test_the_store_checks_the_deadline_in_the_same_step_as_the_decision(
     # the decision's time against the gate's expiry when it records it.
     clock = MockClock(OPENED)
     async with Runtime(
-        agents=[refund_agent([])], journal=journal, clock=clock, poll_interval=None, gate_ttl_s=3600
+        agents=[refund_agent([])],
+        journal=journal,
+        clock=clock,
+        durability=Durability(poll_interval_s=None, gate_ttl_s=3600),
     ) as rt:
         first, second = await rt.run("refund ORD-7"), await rt.run("refund ORD-8")
     late, in_time = first.gates[0].opened, second.gates[0].opened

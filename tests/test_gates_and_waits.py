@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from corral import Limits, MockClock, Runtime, SubAgent, ToolContext, tool
+from corral import Durability, Limits, MockClock, Runtime, SubAgent, ToolContext, tool
 from corral.errors import UsageError
 from corral.events import Event
 from corral.models import FunctionModel, ModelRequest, ScriptedModel, ToolResultMessage, call
@@ -50,7 +50,9 @@ def refund_agent(done: list[dict[str, Any]], model: Any = None) -> SubAgent:
 
 async def test_external_call_waits_for_approval_and_the_paused_run_holds_no_actor() -> None:
     done: list[dict[str, Any]] = []
-    async with Runtime(agents=[refund_agent(done)], clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[refund_agent(done)], clock=MockClock(), durability=Durability(poll_interval_s=None)
+    ) as rt:
         paused = await rt.run("refund ORD-7")
         assert paused.status == "waiting" and paused.outcome is None
         (gate,) = paused.gates
@@ -76,7 +78,9 @@ async def test_external_call_waits_for_approval_and_the_paused_run_holds_no_acto
 
 async def test_approver_can_edit_arguments_which_are_validated_again() -> None:
     done: list[dict[str, Any]] = []
-    async with Runtime(agents=[refund_agent(done)], clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[refund_agent(done)], clock=MockClock(), durability=Durability(poll_interval_s=None)
+    ) as rt:
         paused = await rt.run("refund ORD-7")
         gate_id = paused.gates[0].opened.gate_id
         with pytest.raises(UsageError, match=r"\$.amount: 'lots' is not of type 'number'"):
@@ -92,7 +96,9 @@ async def test_rejection_is_fed_back_with_its_reason_and_nothing_runs() -> None:
     done: list[dict[str, Any]] = []
     model = FunctionModel(answer_after_tool)
     async with Runtime(
-        agents=[refund_agent(done, model)], clock=MockClock(), poll_interval=None
+        agents=[refund_agent(done, model)],
+        clock=MockClock(),
+        durability=Durability(poll_interval_s=None),
     ) as rt:
         paused = await rt.run("refund ORD-7")
         gate_id = paused.gates[0].opened.gate_id
@@ -117,7 +123,9 @@ async def test_gate_expires_into_a_rejection() -> None:
     done: list[dict[str, Any]] = []
     clock = MockClock()
     async with Runtime(
-        agents=[refund_agent(done)], clock=clock, poll_interval=None, gate_ttl_s=3600
+        agents=[refund_agent(done)],
+        clock=clock,
+        durability=Durability(poll_interval_s=None, gate_ttl_s=3600),
     ) as rt:
         paused = await rt.run("refund ORD-7")
         await rt.tick()
@@ -133,13 +141,17 @@ async def test_gate_expires_into_a_rejection() -> None:
 async def test_a_decision_made_elsewhere_wakes_the_run_here() -> None:
     done: list[dict[str, Any]] = []
     journal = MemoryJournal()
-    async with Runtime(agents=[refund_agent(done)], journal=journal, poll_interval=0.01) as here:
+    async with Runtime(
+        agents=[refund_agent(done)], journal=journal, durability=Durability(poll_interval_s=0.01)
+    ) as here:
         paused = await here.run("refund ORD-7")
         # Another process on the same journal (an approvals service without this agent):
         # it records the decision; this process's poller picks the run up.
         other = SubAgent("other", instructions="x", tools=[], model=ScriptedModel([]))
         async with Runtime(
-            agents=[other], journal=journal, poll_interval=None, resume=False
+            agents=[other],
+            journal=journal,
+            durability=Durability(poll_interval_s=None, resume=False),
         ) as there:
             await there.approve(paused.gates[0].opened.gate_id, by="ana")
         result = await here.wait(paused.run_id, timeout=5)
@@ -158,7 +170,9 @@ async def test_paused_time_does_not_count_against_the_wall_clock() -> None:
         model=FunctionModel(answer_after_tool),
         limits=limits,
     )
-    async with Runtime(agents=[agent], clock=clock, poll_interval=None) as rt:
+    async with Runtime(
+        agents=[agent], clock=clock, durability=Durability(poll_interval_s=None)
+    ) as rt:
         paused = await rt.run("refund ORD-7")
         clock.advance(2 * 3600)  # the approver took two hours
         await rt.approve(paused.gates[0].opened.gate_id, by="ana")
@@ -167,7 +181,9 @@ async def test_paused_time_does_not_count_against_the_wall_clock() -> None:
 
 
 async def test_cancel_a_waiting_run() -> None:
-    async with Runtime(agents=[refund_agent([])], clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[refund_agent([])], clock=MockClock(), durability=Durability(poll_interval_s=None)
+    ) as rt:
         paused = await rt.run("refund ORD-7")
         assert await rt.cancel(paused.run_id, reason="customer withdrew")
         result = await rt.wait(paused.run_id)
@@ -196,7 +212,9 @@ def payment_agent() -> SubAgent:
 
 
 async def test_webhook_delivered_after_the_wait_starts_wakes_the_run() -> None:
-    async with Runtime(agents=[payment_agent()], clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[payment_agent()], clock=MockClock(), durability=Durability(poll_interval_s=None)
+    ) as rt:
         paused = await rt.run("collect INV-000102")
         assert paused.status == "waiting" and paused.gates == ()
         assert [a.name for a in rt._require_running().actors()] == ["supervisor", "agent:collector"]
@@ -211,7 +229,9 @@ async def test_webhook_delivered_after_the_wait_starts_wakes_the_run() -> None:
 
 
 async def test_webhook_delivered_before_the_wait_starts_is_kept_for_it() -> None:
-    async with Runtime(agents=[payment_agent()], clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[payment_agent()], clock=MockClock(), durability=Durability(poll_interval_s=None)
+    ) as rt:
         assert await rt.deliver("payment:INV-000102", {"status": "paid"}) is None
         assert await rt.deliver("payment:INV-000102", {"status": "second copy"}) is None
         result = await rt.run("collect INV-000102")
@@ -221,7 +241,9 @@ async def test_webhook_delivered_before_the_wait_starts_is_kept_for_it() -> None
 
 async def test_wait_times_out_and_the_model_is_told() -> None:
     clock = MockClock()
-    async with Runtime(agents=[payment_agent()], clock=clock, poll_interval=None) as rt:
+    async with Runtime(
+        agents=[payment_agent()], clock=clock, durability=Durability(poll_interval_s=None)
+    ) as rt:
         paused = await rt.run("collect INV-000102")
         clock.advance(601)
         await rt.tick()
@@ -237,11 +259,11 @@ class FailFinishOnce(MemoryJournal):
         super().__init__()
         self.failed = False
 
-    async def append(self, event: Event, *, wait: bool = True) -> None:
+    async def append(self, event: Event, *, wait: bool = True) -> Event:
         if not self.failed and event.kind == "tool_call_finished" and event.tool == "refund":
             self.failed = True
             raise OSError("power cut")
-        await super().append(event, wait=wait)
+        return await super().append(event, wait=wait)
 
 
 async def test_uncertain_side_effect_after_a_crash_goes_to_a_person_not_a_silent_retry() -> None:
@@ -257,7 +279,10 @@ async def test_uncertain_side_effect_after_a_crash_goes_to_a_person_not_a_silent
         restart=RestartPolicy(backoff=0.0),
     )
     async with Runtime(
-        agents=[agent], journal=journal, clock=MockClock(), poll_interval=None
+        agents=[agent],
+        journal=journal,
+        clock=MockClock(),
+        durability=Durability(poll_interval_s=None),
     ) as rt:
         first = await rt.run("refund ORD-7")
         await rt.approve(first.gates[0].opened.gate_id, by="ana")
@@ -284,7 +309,9 @@ async def test_runtime_shutdown_leaves_the_run_resumable() -> None:
         return ""
 
     agent = SubAgent("w", instructions="x", tools=[slow], model=ScriptedModel([call("slow")]))
-    async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
+    async with Runtime(
+        agents=[agent], journal=journal, durability=Durability(poll_interval_s=None)
+    ) as rt:
         handle = await rt.submit("go")
         await entered.wait()
     assert await journal.unfinished_runs() == [handle.run_id]
@@ -327,7 +354,10 @@ async def test_a_scheduled_retry_keeps_its_time_across_a_restart() -> None:
 
     first_clock = StopsTheWorldClock()
     async with Runtime(
-        agents=[make_agent(first_clock)], journal=journal, clock=first_clock, poll_interval=None
+        agents=[make_agent(first_clock)],
+        journal=journal,
+        clock=first_clock,
+        durability=Durability(poll_interval_s=None),
     ) as rt:
         handle = await rt.submit("sync")
         with anyio.fail_after(5):
@@ -336,7 +366,10 @@ async def test_a_scheduled_retry_keeps_its_time_across_a_restart() -> None:
     assert first_clock.slept == [16.0]
     second_clock = MockClock(start=first_clock.now() + 5)  # restarted 5 s later
     async with Runtime(
-        agents=[make_agent(second_clock)], journal=journal, clock=second_clock, poll_interval=None
+        agents=[make_agent(second_clock)],
+        journal=journal,
+        clock=second_clock,
+        durability=Durability(poll_interval_s=None),
     ) as rt:
         result = await rt.wait(handle.run_id, timeout=5)
     assert result.output == "done: synced"
@@ -358,7 +391,9 @@ async def test_large_results_are_stored_once_as_blobs_and_the_model_gets_a_previ
 
     journal = MemoryJournal()
     agent = SubAgent("x", instructions="x", tools=[export], model=FunctionModel(respond))
-    async with Runtime(agents=[agent], journal=journal, poll_interval=None) as rt:
+    async with Runtime(
+        agents=[agent], journal=journal, durability=Durability(poll_interval_s=None)
+    ) as rt:
         result = await rt.run("export")
     (finished,) = [e for e in result.events if e.kind == "tool_call_finished"]
     assert finished.truncated and finished.result_blob is not None

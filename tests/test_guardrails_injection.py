@@ -9,7 +9,7 @@ import time
 import pytest
 
 from corral.errors import ConfigError
-from corral.guardrails._injection import (
+from corral.guardrails import (
     STRIP_MARKER,
     InjectionDetector,
     InjectionGuard,
@@ -17,8 +17,8 @@ from corral.guardrails._injection import (
     default_patterns,
     load_patterns,
     normalize_text,
-    strip_findings,
 )
+from corral.guardrails._findings import strip_findings
 
 DETECTOR = InjectionDetector()
 

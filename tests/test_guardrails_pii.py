@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from corral.errors import ConfigError
-from corral.guardrails._pii import (
+from corral._pii import (
     ALL_KINDS,
     SECRET_KINDS,
     PIIDetector,
@@ -17,6 +16,7 @@ from corral.guardrails._pii import (
     luhn_valid,
     ssn_valid,
 )
+from corral.errors import ConfigError
 
 DETECTOR = PIIDetector()
 

@@ -9,7 +9,7 @@ import pytest
 
 from corral import tool
 from corral.errors import ConfigError
-from corral.guardrails._policy import (
+from corral.guardrails import (
     AllowedValues,
     Allowlist,
     ApprovalPolicy,
@@ -22,12 +22,12 @@ from corral.guardrails._policy import (
     ProposedCall,
     Range,
     ScopePolicy,
+    Verdict,
     check_permission,
     check_policies,
     policy_from_callable,
     scope_covers,
 )
-from corral.guardrails._verdict import Verdict
 
 
 def call(

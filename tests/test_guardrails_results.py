@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from corral._pii import PIIDetector
 from corral.errors import ConfigError
-from corral.guardrails._pii import PIIDetector
 from corral.guardrails._results import FilteredResult, filter_result
 from corral.models._tokens import estimate_tokens
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from corral import Limits, MockClock, Runtime, SubAgent, tool
+from corral import Alerts, Durability, Guards, Limits, MockClock, Runtime, SubAgent, Tenants, tool
 from corral.errors import ToolError
 from corral.events import Event
 from corral.guardrails import (
@@ -93,10 +93,15 @@ def scripted(first: ToolCall | list[ToolCall]) -> FunctionModel:
     return FunctionModel(respond)
 
 
-def runtime(agent: SubAgent, **options: Any) -> Runtime:
-    options.setdefault("gated", ())
-    options.setdefault("policies", [POLICY])
-    return Runtime(agents=[agent], clock=MockClock(), poll_interval=None, **options)
+def runtime(agent: SubAgent, approval: ApprovalPolicy | None = None, **options: Any) -> Runtime:
+    guards = Guards(gated=(), policies=[POLICY], approval=approval)
+    return Runtime(
+        agents=[agent],
+        clock=MockClock(),
+        guards=guards,
+        durability=Durability(poll_interval_s=None),
+        **options,
+    )
 
 
 def kinds(events: tuple[Event, ...], kind: str) -> list[Any]:
@@ -383,7 +388,7 @@ async def test_a_read_only_agent_by_side_effect_level_never_writes_even_with_sco
         allowed_side_effects={"read"},
     )
     alerts: list[tuple[Verdict, ProposedCall]] = []
-    async with runtime(agent, alert=lambda v, c: alerts.append((v, c))) as rt:
+    async with runtime(agent, alerts=Alerts(callback=lambda v, c: alerts.append((v, c)))) as rt:
         result = await rt.run("clean up")
     (rejected,) = kinds(result.events, "tool_call_rejected")
     assert rejected.guardrail == "permission" and "destructive" in rejected.reason
@@ -645,7 +650,9 @@ async def test_a_tenant_exhausting_its_daily_budget_across_concurrent_runs() -> 
         scopes=ALL_SCOPES,
         limits=limits,
     )
-    async with runtime(agent, tenants={"acme": TenantLimits(daily_tokens=5000)}) as rt:
+    async with runtime(
+        agent, tenants=Tenants(limits={"acme": TenantLimits(daily_tokens=5000)})
+    ) as rt:
         handles = [await rt.submit("go", tenant="acme") for _ in range(4)]
         results = [await h.result() for h in handles]
         usage = await rt.tenant_usage("acme")

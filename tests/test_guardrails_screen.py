@@ -7,12 +7,13 @@ import re
 
 import pytest
 
+from corral._pii import PIIDetector
+from corral._verdict import Verdict
 from corral.errors import ConfigError
-from corral.guardrails._injection import STRIP_MARKER, InjectionGuard
-from corral.guardrails._pii import PIIDetector
+from corral.guardrails._detector import InjectionGuard
+from corral.guardrails._findings import STRIP_MARKER
 from corral.guardrails._results import filter_result
 from corral.guardrails._screen import InputPolicy, InputScreen, input_policy_from_callable
-from corral.guardrails._verdict import Verdict
 
 SCREEN = InputScreen()
 

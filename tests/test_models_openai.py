@@ -477,7 +477,7 @@ def test_options_are_checked(options: dict[str, Any]) -> None:
     ],
 )
 def test_retry_after_header_forms(headers: dict[str, str], expected: float | None) -> None:
-    from corral.models._errors import retry_after_seconds
+    from corral._retry import parse_retry_after
 
     now = 1795586400.0  # 2026-11-25 06:00:00 UTC
-    assert retry_after_seconds(httpx.Headers(headers), now=now) == expected
+    assert parse_retry_after(httpx.Headers(headers), now=now) == expected

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from corral import MockClock, Runtime, SubAgent, tool
+from corral import Durability, MockClock, Runtime, SubAgent, tool
 from corral.events import RunStarted
 from corral.models import (
     FunctionModel,
@@ -109,9 +109,7 @@ async def host(
             agents=list(agents),
             journal=store,
             clock=clock,
-            owner=owner,
-            lease_s=5,
-            poll_interval=None,
+            durability=Durability(owner=owner, lease_s=5, poll_interval_s=None),
         ) as rt:
             yield rt, store
 
@@ -209,8 +207,7 @@ async def test_one_failing_part_of_a_tick_does_not_skip_the_others(
         agents=[payments(anyio.Event())],
         journal=LostWaits(),
         clock=clock,
-        gate_ttl_s=60,
-        poll_interval=0.01 if poller else None,
+        durability=Durability(gate_ttl_s=60, poll_interval_s=0.01 if poller else None),
     ) as rt:
         paused = await rt.run("refund ORD-1")
         assert paused.status == "waiting"

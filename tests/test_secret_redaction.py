@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from corral import MockClock, Runtime, SubAgent, tool
+from corral import Durability, MockClock, Runtime, SubAgent, tool
 from corral.errors import ModelError
 from corral.events import EventAdapter
 from corral.guardrails import ProposedCall, check_policies, policy_from_callable, redact_secrets
@@ -188,7 +188,10 @@ async def test_a_tool_exception_leaves_no_trace_of_the_key(
     db = tmp_path / "journal.db"
     async with SqliteJournal(db) as journal:
         async with Runtime(
-            agents=[agent], journal=journal, clock=MockClock(), poll_interval=None
+            agents=[agent],
+            journal=journal,
+            clock=MockClock(),
+            durability=Durability(poll_interval_s=None),
         ) as rt:
             result = await rt.run("charge acme")
         stored = await journal.read(result.run_id)
@@ -218,7 +221,9 @@ async def test_a_model_exception_leaves_no_trace_of_the_key() -> None:
     agent = SubAgent(
         "billing", instructions="Charge customers.", tools=[], model=FunctionModel(broken)
     )
-    async with Runtime(agents=[agent], clock=MockClock(), poll_interval=None) as rt:
+    async with Runtime(
+        agents=[agent], clock=MockClock(), durability=Durability(poll_interval_s=None)
+    ) as rt:
         result = await rt.run("charge acme")
     assert result.outcome == "failed"
     assert "[REDACTED:API_KEY]" in result.reason

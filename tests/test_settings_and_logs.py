@@ -273,7 +273,7 @@ def test_every_corral_logger_is_a_stdlib_logger_under_corral() -> None:
         log = getattr(module, "log", None)
         if log is not None:
             loggers[info.name] = log
-    assert {"corral._runtime", "corral.actors._system", "corral.cli"} <= loggers.keys()
+    assert {"corral.runtime._base", "corral.actors._system", "corral.cli"} <= loggers.keys()
     for name, log in loggers.items():
         assert isinstance(log, structlog.stdlib.BoundLogger), name
         assert log.name == "corral" or log.name.startswith("corral."), name

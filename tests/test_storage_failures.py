@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import pytest
 
-from corral import MockClock, Runtime, SubAgent, tool
+from corral import Durability, Guards, MockClock, Runtime, SubAgent, tool
 from corral.actors import RestartPolicy
 from corral.errors import ConfigError, JournalError
 from corral.events import RunFinished, RunStarted, ToolCallProposed
@@ -115,8 +115,7 @@ async def test_a_full_file_fails_the_append_naming_database_run_and_sqlite_error
         assert [getattr(e, "call_id", None) for e in await committed(path, "r1")] == [None, "kept"]
         # Room again: the store goes on, numbering after the last committed event.
         give_the_room_back(path)
-        again = proposed("r1", "again", size=20_000)
-        await store.append(again)
+        again = await store.append(proposed("r1", "again", size=20_000))
         assert again.seq == 3
     assert [getattr(e, "call_id", None) for e in await committed(path, "r1")] == [
         None,
@@ -153,8 +152,7 @@ async def test_a_lock_held_past_the_busy_timeout_fails_the_append_naming_the_loc
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        event = proposed("r1", "after")
-        await store.append(event)
+        event = await store.append(proposed("r1", "after"))
         assert event.seq == 2
 
 
@@ -206,8 +204,7 @@ async def test_a_full_disk_ends_the_run_promptly_and_a_later_runtime_resumes_it(
             agents=[billing_agent(model, list_invoices)],
             journal=store,
             clock=clock,
-            poll_interval=None,
-            owner="first",
+            durability=Durability(poll_interval_s=None, owner="first"),
         )
         with anyio.fail_after(10):
             async with runtime:
@@ -247,8 +244,7 @@ async def test_a_full_disk_ends_the_run_promptly_and_a_later_runtime_resumes_it(
                 agents=[billing_agent(again, list_invoices)],
                 journal=reopened,
                 clock=clock,
-                poll_interval=None,
-                owner="second",
+                durability=Durability(poll_interval_s=None, owner="second"),
             ) as later:
                 result = await later.wait(handle.run_id)
     assert result.ok and result.output == LONG_ANSWER
@@ -294,8 +290,8 @@ async def test_a_lock_held_past_the_busy_timeout_ends_the_run_and_the_runtime_st
                 agents=[billing(model), exporter],
                 journal=store,
                 clock=MockClock(),
-                poll_interval=None,
-                gated=(),
+                guards=Guards(gated=()),
+                durability=Durability(poll_interval_s=None),
             )
             with anyio.fail_after(10):
                 async with runtime:
@@ -326,7 +322,10 @@ async def test_a_lock_held_past_the_busy_timeout_ends_the_run_and_the_runtime_st
     async with SqliteStore(path) as reopened:
         with anyio.fail_after(10):
             async with Runtime(
-                agents=[billing(again)], journal=reopened, clock=clock, poll_interval=None
+                agents=[billing(again)],
+                journal=reopened,
+                clock=clock,
+                durability=Durability(poll_interval_s=None),
             ) as later:
                 result = await later.wait(failed)
     assert result.ok and result.output == "Done."
@@ -340,7 +339,7 @@ IO_WORKER = textwrap.dedent(
 
     import anyio
 
-    from corral import MockClock, Runtime, SubAgent, tool
+    from corral import Durability, MockClock, Runtime, SubAgent, tool
     from corral.errors import JournalError
     from corral.models import ScriptedModel, call
     from corral.store import SqliteStore
@@ -373,7 +372,8 @@ IO_WORKER = textwrap.dedent(
         async with SqliteStore(DB) as store:
             with anyio.fail_after(20):
                 async with Runtime(
-                    agents=[agent], journal=store, clock=MockClock(), poll_interval=None
+                    agents=[agent], journal=store, clock=MockClock(),
+                    durability=Durability(poll_interval_s=None),
                 ) as runtime:
                     first = await runtime.run("Reconcile Globex")
                     out["first"] = first.run_id
@@ -441,7 +441,7 @@ async def test_an_io_error_ends_the_run_promptly_and_the_file_stays_sound(tmp_pa
                 agents=[billing_agent(model, list_invoices)],
                 journal=reopened,
                 clock=clock,
-                poll_interval=None,
+                durability=Durability(poll_interval_s=None),
             ) as later:
                 result = await later.wait(out["second"])
     assert result.ok and result.output == "Acme done."
@@ -478,7 +478,10 @@ async def test_runs_in_flight_when_the_disk_fills_each_end_promptly_and_agree_wi
     async with SqliteStore(path, max_size_bytes=MAX_SIZE) as store:
         with anyio.fail_after(10):
             async with Runtime(
-                agents=agents, journal=store, clock=MockClock(), poll_interval=None
+                agents=agents,
+                journal=store,
+                clock=MockClock(),
+                durability=Durability(poll_interval_s=None),
             ) as runtime:
                 handles = {
                     c: await runtime.submit(f"Reconcile {c}", agent=c.lower()) for c in customers
@@ -517,7 +520,10 @@ async def test_a_new_run_on_a_full_disk_is_refused_to_the_caller_and_leaves_noth
         take_the_room(path)
         with anyio.fail_after(10):
             async with Runtime(
-                agents=[billing_agent(model)], journal=store, clock=MockClock(), poll_interval=None
+                agents=[billing_agent(model)],
+                journal=store,
+                clock=MockClock(),
+                durability=Durability(poll_interval_s=None),
             ) as runtime:
                 began = time.perf_counter()
                 with pytest.raises(JournalError, match=r"SQLITE_FULL") as caught:
@@ -550,7 +556,11 @@ async def test_a_crashed_run_whose_failure_cannot_be_journaled_is_reported_not_h
         async with SqliteStore(path, busy_timeout_s=0.2) as store:
             with anyio.fail_after(10):
                 async with Runtime(
-                    agents=[agent], journal=store, clock=MockClock(), poll_interval=None, cost=cost
+                    agents=[agent],
+                    journal=store,
+                    clock=MockClock(),
+                    cost=cost,
+                    durability=Durability(poll_interval_s=None),
                 ) as runtime:
                     handle = await runtime.submit("Reconcile Acme")
                     with pytest.raises(JournalError, match="write lock") as caught:

@@ -129,8 +129,8 @@ def every_kind(run_id: str) -> list[Event]:
     )
     return [
         started(run_id, tags=["urgent"], limits={"max_tokens": 1000}, budget_key="wf-1"),
-        BudgetReserved(run_id=run_id, step=1, tokens=500, max_tokens=200),  # legacy kinds
-        BudgetSettled(run_id=run_id, step=1, reserved=500, used=134, cost_usd=0.001),
+        BudgetReserved(run_id=run_id, step=1, tokens=500, max_tokens=200, ts=1.1),  # legacy
+        BudgetSettled(run_id=run_id, step=1, reserved=500, used=134, cost_usd=0.001, ts=1.2),
         ModelFailed(
             run_id=run_id,
             step=1,
@@ -140,13 +140,15 @@ def every_kind(run_id: str) -> list[Event]:
             attempt=1,
             will_retry=True,
             delay_s=1.0,
+            ts=1.3,
         ),
         ModelCalled(
             run_id=run_id,
             step=1,
             model="fake-1",
-            response=response,
+            response=response.model_dump(mode="json"),  # (the journal keeps its own record)
             duration_s=0.2,
+            ts=1.4,
             cost_usd=0.001,
             reserved_tokens=500,
             max_tokens=200,
@@ -160,10 +162,19 @@ def every_kind(run_id: str) -> list[Event]:
             guardrail="registered",
             reason="unknown tool",
             message="Unknown tool name: 'nope'.",
+            ts=2.1,
         ),
-        GuardrailVerdict(run_id=run_id, guardrail="pii", decision="redact", reason="an email"),
+        GuardrailVerdict(
+            run_id=run_id, guardrail="pii", decision="redact", reason="an email", ts=2.2
+        ),
         ToolCallStarted(
-            run_id=run_id, step=1, call_id="c1", tool="lookup", attempt=1, idempotency_key="k-1"
+            run_id=run_id,
+            step=1,
+            call_id="c1",
+            tool="lookup",
+            attempt=1,
+            idempotency_key="k-1",
+            ts=2.3,
         ),
         ToolCallFailed(
             run_id=run_id,
@@ -175,6 +186,7 @@ def every_kind(run_id: str) -> list[Event]:
             error_type="ToolTimeout",
             retryable=True,
             will_retry=True,
+            ts=2.4,
         ),
         ToolCallFinished(
             run_id=run_id,
@@ -187,6 +199,7 @@ def every_kind(run_id: str) -> list[Event]:
             truncated=True,
             result_chars=9000,
             result_blob="0" * 64,
+            ts=2.5,
         ),
         gate_opened(run_id),
         decision(run_id),
@@ -197,10 +210,11 @@ def every_kind(run_id: str) -> list[Event]:
             tool="await_payment",
             key=f"pay:{run_id}",
             payload={"paid": True, "amount": [1, 2.5, None]},
+            ts=6.0,
         ),
-        StepStarted(run_id=run_id, step="extract", child_run_id="child-1"),
-        StepFinished(run_id=run_id, step="extract", output={"total": 10}),
-        StepFailed(run_id=run_id, step="merge", error="boom"),
+        StepStarted(run_id=run_id, step="extract", child_run_id="child-1", ts=7.0),
+        StepFinished(run_id=run_id, step="extract", output={"total": 10}, ts=7.1),
+        StepFailed(run_id=run_id, step="merge", error="boom", ts=7.2),
         finished(run_id),
     ]
 
@@ -217,8 +231,7 @@ async def test_every_event_kind_round_trips(store: SqliteStore) -> None:
     events = every_kind("r1")
     union = {cls.model_fields["kind"].default for cls in get_args(get_args(Event)[0])}
     assert {e.kind for e in events} == union  # a new kind must be added here
-    for event in events:
-        await store.append(event)
+    events = [await store.append(event) for event in events]  # the stored copies
     read = await store.read("r1")
     assert [e.seq for e in read] == list(range(1, len(events) + 1))
     assert [EventAdapter.dump_python(e) for e in read] == [
@@ -287,8 +300,7 @@ async def test_wait_false_is_queued_in_order_and_rides_with_the_next_batch(
     await store.append(started("r1"))
     before = store.statistics().transactions
     for i in range(5):
-        event = proposed("r1", call_id=f"q{i}")
-        await store.append(event, wait=False)
+        event = await store.append(proposed("r1", call_id=f"q{i}"), wait=False)
         assert event.seq == i + 2  # numbered at once
     assert store.statistics().pending_events == 5
     assert store.statistics().transactions == before
@@ -341,8 +353,7 @@ async def test_close_commits_queued_events_and_reopening_continues_the_seqs(
         await store.append(proposed("r1"))
     async with SqliteStore(path) as again:
         assert await seqs(again, "r1") == [1, 2]
-        event = proposed("r1", call_id="c9")
-        await again.append(event)
+        event = await again.append(proposed("r1", call_id="c9"))
         assert event.seq == 3
         assert await again.unfinished_runs() == ["r1"]
     await store.open()  # the same object opens again
@@ -421,8 +432,7 @@ async def test_a_failed_batch_reaches_every_appender_and_lost_queued_events_are_
             blocker.close()
         with pytest.raises(CorralError, match="events 2..2 of run 'r1' were not written"):
             await store.append(proposed("r1", call_id="next"))  # told at the next append
-        event = proposed("r1", call_id="again")
-        await store.append(event)
+        event = await store.append(proposed("r1", call_id="again"))
         assert event.seq == 2  # no gap where the lost event was
         assert [getattr(e, "call_id", None) for e in await store.read("r1")] == [None, "again"]
 
@@ -494,7 +504,7 @@ async def test_an_invalid_stored_event_is_an_error_naming_run_and_seq(
     conn = raw(tmp_path / "journal.db")
     conn.execute(
         "INSERT INTO events VALUES ('r1', 2, 'tool_call_proposed', 0, ?)",
-        ('{"kind": "tool_call_proposed", "run_id": "r1", "seq": 2}',),
+        ('{"kind": "tool_call_proposed", "run_id": "r1", "seq": 2, "ts": 0}',),
     )
     conn.execute("INSERT INTO events VALUES ('r2', 1, 'run_started', 0, ?)", ("not json",))
     conn.execute(
@@ -557,8 +567,7 @@ async def test_a_second_store_on_the_same_file_sees_everything(tmp_path: Path) -
         assert await second.decide_gate(decision("r1", by="second"))
         assert not await first.decide_gate(decision("r1", by="first"))
         # the run paused at the gate, so `first` numbers after the other's decision
-        event = proposed("r1")
-        await first.append(event)
+        event = await first.append(proposed("r1"))
         assert event.seq == 4
         assert (await first.gate("g1")).decided.by == "second"  # type: ignore[union-attr]
 
@@ -612,10 +621,10 @@ _APPENDER = textwrap.dedent(
 
     async def main(path):
         async with SqliteStore(path) as store:
-            await store.append(RunStarted(run_id="r1", agent="a", task="t"))
+            await store.append(RunStarted(run_id="r1", agent="a", task="t", ts=1.0))
             for i in range(1_000_000):
-                event = ToolCallProposed(run_id="r1", step=i, call_id=f"c{i}", tool="t")
-                await store.append(event, wait=i % 4 == 0)
+                event = ToolCallProposed(run_id="r1", step=i, call_id=f"c{i}", tool="t", ts=2.0)
+                event = await store.append(event, wait=i % 4 == 0)
                 if i % 4 == 0:
                     print(event.seq, flush=True)  # acknowledged: committed
 
@@ -642,8 +651,7 @@ async def test_a_killed_process_loses_no_acknowledged_event(tmp_path: Path) -> N
         numbers = await seqs(store, "r1")
         assert numbers == list(range(1, len(numbers) + 1))  # gap-free
         assert len(numbers) >= acknowledged
-        event = proposed("r1", call_id="after")
-        await store.append(event)
+        event = await store.append(proposed("r1", call_id="after"))
         assert event.seq == len(numbers) + 1
 
 
@@ -713,23 +721,23 @@ async def test_a_counter_read_while_a_decision_lands_is_read_again(
 ) -> None:
     """An append that reads the run's last seq from the file while a conditional append
     writes after it must not number from the stale value (a duplicate seq, a lost event)."""
-    import corral.store._sqlite as sqlite_module
+    import corral.store._sqlite_sql as sqlite_module
 
     await store.append(started("r1"))
     await store.append(wait_started("r1", "k"))
     await store.append(gate_opened("r1"))
     assert await store.decide_gate(decision("r1"))  # the run's counter is now unknown: 4
     read, release = anyio.Event(), anyio.Event()
-    real_call = sqlite_module._call
+    real_call = sqlite_module.call
 
     async def stalled_call(db: Any, fn: Any, *args: Any) -> Any:
         result = await real_call(db, fn, *args)
-        if fn is sqlite_module._max_seq and not read.is_set():
+        if fn is sqlite_module.max_seq and not read.is_set():
             read.set()  # the first counter read has its answer (4) ...
             await release.wait()  # ... and is held until the delivery has landed
         return result
 
-    monkeypatch.setattr(sqlite_module, "_call", stalled_call)
+    monkeypatch.setattr(sqlite_module, "call", stalled_call)
     async with anyio.create_task_group() as tg:
         tg.start_soon(store.append, proposed("r1", call_id="late"))
         await read.wait()
@@ -810,12 +818,10 @@ async def test_a_version_1_file_is_migrated_with_its_data(tmp_path: Path) -> Non
     for statement in MIGRATIONS[0].statements:
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
-    run_started, opened = started("r1"), gate_opened("r1")
-    run_started.seq, opened.seq = 1, 2
-    waiting = started("r2")
-    waiting.seq = 1
-    waits = wait_started("r2", "pay:2")
-    waits.seq = 2
+    run_started = started("r1").model_copy(update={"seq": 1})
+    opened = gate_opened("r1").model_copy(update={"seq": 2})
+    waiting = started("r2").model_copy(update={"seq": 1})
+    waits = wait_started("r2", "pay:2").model_copy(update={"seq": 2})
     for event in (run_started, opened, waiting, waits):
         conn.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
@@ -982,7 +988,12 @@ async def test_delivery_before_the_wait_started_is_kept_for_it(store: SqliteStor
     assert await store.take_delivery("pay:1") == (True, {"status": "paid"})
     assert await store.take_delivery("pay:1") == (True, {"status": "paid"})
     resolution = WaitResolved(
-        run_id="r1", call_id="c2", tool="await_payment", key="pay:1", payload={"status": "paid"}
+        run_id="r1",
+        call_id="c2",
+        tool="await_payment",
+        key="pay:1",
+        payload={"status": "paid"},
+        ts=6.0,
     )
     assert await store.resolve_wait(resolution)
     assert not await store.resolve_wait(resolution)
@@ -1294,9 +1305,9 @@ async def test_a_batch_keeps_every_runs_index_row_in_step(
 ) -> None:
     """Many runs in one batch: each run's row gets its own last seq and time (with one
     ``UPDATE ... FROM``, or row by row on SQLite older than 3.33)."""
-    import corral.store._sqlite as sqlite_module
+    import corral.store._sqlite_sql as sqlite_module
 
-    monkeypatch.setattr(sqlite_module, "_UPDATE_FROM", update_from)
+    monkeypatch.setattr(sqlite_module, "UPDATE_FROM", update_from)
     async with SqliteStore(tmp_path / "j.db") as store:
         for r in range(300):  # more than one multi-row statement's worth
             await store.append(started(f"r{r}"), wait=False)
@@ -1328,17 +1339,19 @@ async def test_a_journal_from_before_the_budget_events_were_folded_still_reads(
     from corral.subagents import RunState
 
     await store.append(started("r1"))
-    await store.append(BudgetReserved(run_id="r1", step=1, tokens=500, max_tokens=200))
+    await store.append(BudgetReserved(run_id="r1", step=1, tokens=500, max_tokens=200, ts=1.1))
+    response = ModelResponse(text="done", usage=Usage(input_tokens=3, output_tokens=2))
     await store.append(
         ModelCalled(
             run_id="r1",
             step=1,
             model="m",
-            response=ModelResponse(text="done", usage=Usage(input_tokens=3, output_tokens=2)),
+            response=response.model_dump(mode="json"),  # (the journal keeps its own record)
             duration_s=0.1,
+            ts=1.2,
         )
     )
-    await store.append(BudgetSettled(run_id="r1", step=1, reserved=500, used=5))
+    await store.append(BudgetSettled(run_id="r1", step=1, reserved=500, used=5, ts=1.3))
     events = await store.read("r1")
     assert [e.kind for e in events] == [
         "run_started",

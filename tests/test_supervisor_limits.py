@@ -13,13 +13,8 @@ from corral.errors import ConfigError, ToolError
 from corral.events import Event
 from corral.models import FunctionModel, ModelRequest, ScriptedModel, call, reply
 from corral.store import MemoryJournal
-from corral.supervisor import (
-    Deny,
-    OpenRun,
-    ReserveModel,
-    SettleModel,
-    Supervisor,
-)
+from corral.supervisor import Supervisor
+from corral.supervisor._supervisor import Deny, OpenRun, ReserveModel, SettleModel
 from corral.tools import RetryPolicy
 
 from ._support import agent, of_kind, runtime
@@ -297,12 +292,12 @@ class CrashOnceJournal(MemoryJournal):
         self.crash_at = crash_at
         self.failed_kind: str | None = None
 
-    async def append(self, event: Event, *, wait: bool = True) -> None:
+    async def append(self, event: Event, *, wait: bool = True) -> Event:
         self.appends += 1
         if self.appends == self.crash_at:
             self.failed_kind = event.kind
             raise OSError("disk went away")
-        await super().append(event, wait=wait)
+        return await super().append(event, wait=wait)
 
 
 def plan(request: ModelRequest) -> Any:

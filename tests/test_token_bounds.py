@@ -23,7 +23,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral import BreakerPolicy, Limits, MockClock, Runtime, SubAgent, tool
+from corral import (
+    BreakerPolicy,
+    Durability,
+    Guards,
+    Limits,
+    MockClock,
+    Runtime,
+    SubAgent,
+    Tenants,
+    tool,
+)
 from corral.errors import ConfigError, ToolError
 from corral.models import (
     AssistantMessage,
@@ -248,7 +258,11 @@ def test_no_budget_is_exceeded_by_real_text(
         )
         tenants = {"t": TenantLimits(daily_tokens=daily)} if daily else {}
         async with Runtime(
-            agents=[worker], clock=MockClock(), cost=cost, tenants=tenants, screen=None
+            agents=[worker],
+            clock=MockClock(),
+            cost=cost,
+            guards=Guards(screen=None),
+            tenants=Tenants(limits=tenants),
         ) as rt:
             handles = [await rt.submit(task, tenant="t") for _ in range(3)]
             finished = [await h.result() for h in handles]
@@ -327,7 +341,7 @@ def test_no_budget_is_exceeded_when_the_previous_count_is_far_below_the_bytes(
             model=FunctionModel(respond),
             limits=limits,
         )
-        async with Runtime(agents=[worker], clock=MockClock(), screen=None) as rt:
+        async with Runtime(agents=[worker], clock=MockClock(), guards=Guards(screen=None)) as rt:
             result = await rt.run(task)
         called = of_kind(result.events, "model_called")
         for c in called:
@@ -353,14 +367,18 @@ async def test_a_2100_character_cjk_task_cannot_overshoot_a_2000_token_budget() 
     assert len(CJK_TASK) == 2100 and estimate_tokens(CJK_TASK) == 525  # the old reservation
     model = FunctionModel(lambda request: worst_case_response(request, "已完成。", ()))
     tight = Limits(max_tokens=2_000, output_tokens=500, min_output_tokens=16)
-    async with Runtime(agents=[writer(model, tight)], clock=MockClock(), screen=None) as rt:
+    async with Runtime(
+        agents=[writer(model, tight)], clock=MockClock(), guards=Guards(screen=None)
+    ) as rt:
         refused = await rt.run(CJK_TASK)
     assert refused.outcome == "stopped_budget" and refused.tokens == 0 <= 2_000
     assert refused.reason.startswith("token budget reached: 0 used and 0 reserved of 2,000")
     assert model.requests == []  # refused before the call: the task alone is 6,300 bytes
 
     roomy = Limits(max_tokens=10_000, output_tokens=500, min_output_tokens=16)
-    async with Runtime(agents=[writer(model, roomy)], clock=MockClock(), screen=None) as rt:
+    async with Runtime(
+        agents=[writer(model, roomy)], clock=MockClock(), guards=Guards(screen=None)
+    ) as rt:
         done = await rt.run(CJK_TASK)
     assert done.outcome == "completed" and done.output == "已完成。"
     (called,) = of_kind(done.events, "model_called")
@@ -398,7 +416,7 @@ async def test_an_open_breakers_note_and_fallback_are_inside_the_reservation() -
         agents=[agent],
         clock=MockClock(),
         breakers=BreakerPolicy(failure_threshold=1, cooldown_s=3600),
-        screen=None,
+        guards=Guards(screen=None),
     ) as rt:
         result = await rt.run("对账")
     noted = [r for r in model.requests if "temporarily unavailable" in r.system]
@@ -432,7 +450,9 @@ async def test_a_models_own_count_tokens_is_reserved_instead_of_the_bound() -> N
     task = "Reconcile the March invoices for Acme Corp and list the unpaid ones. " * 90
     limits = Limits(max_tokens=3_000, output_tokens=200, min_output_tokens=16, warn_at=1.0)
     counted = CountingModel(with_counter=True)
-    async with Runtime(agents=[writer(counted, limits)], clock=MockClock(), screen=None) as rt:
+    async with Runtime(
+        agents=[writer(counted, limits)], clock=MockClock(), guards=Guards(screen=None)
+    ) as rt:
         done = await rt.run(task)
     assert done.outcome == "completed" and done.output == "ok"
     (called,) = of_kind(done.events, "model_called")
@@ -440,7 +460,9 @@ async def test_a_models_own_count_tokens_is_reserved_instead_of_the_bound() -> N
     assert done.tokens <= called.reserved_tokens <= 3_000
 
     bounded = CountingModel(with_counter=False)  # same model, no counter: the byte bound
-    async with Runtime(agents=[writer(bounded, limits)], clock=MockClock(), screen=None) as rt:
+    async with Runtime(
+        agents=[writer(bounded, limits)], clock=MockClock(), guards=Guards(screen=None)
+    ) as rt:
         refused = await rt.run(task)
     assert refused.outcome == "stopped_budget" and bounded.requests == []
 
@@ -459,7 +481,9 @@ async def test_a_broken_count_tokens_falls_back_to_the_bound_and_is_logged_once(
     task = "x" * 3_000  # its bound, 3,000+, does not fit: the budget refuses the call
     limits = Limits(max_tokens=2_000, output_tokens=200, min_output_tokens=16)
     with caplog.at_level(logging.WARNING, logger="corral"):
-        async with Runtime(agents=[writer(model, limits)], clock=MockClock(), screen=None) as rt:
+        async with Runtime(
+            agents=[writer(model, limits)], clock=MockClock(), guards=Guards(screen=None)
+        ) as rt:
             first = await rt.run(task)
             second = await rt.run(task)
     assert first.outcome == second.outcome == "stopped_budget"
@@ -506,9 +530,11 @@ def test_a_usd_budget_over_a_model_without_a_price_is_refused_at_start(
 
 def test_a_tenants_usd_budget_needs_every_agents_price_too() -> None:
     with pytest.raises(ConfigError, match=r"tenant 'acme' daily_cost_usd=\$5\) but the price"):
-        Runtime(agents=[usd_agent()], tenants={"acme": TenantLimits(daily_cost_usd=5.0)})
+        Runtime(
+            agents=[usd_agent()], tenants=Tenants(limits={"acme": TenantLimits(daily_cost_usd=5.0)})
+        )
     with pytest.raises(ConfigError, match=r"\(default daily_cost_usd=\$2\)"):
-        Runtime(agents=[usd_agent()], default_tenant_limits=TenantLimits(daily_cost_usd=2.0))
+        Runtime(agents=[usd_agent()], tenants=Tenants(default=TenantLimits(daily_cost_usd=2.0)))
 
 
 async def test_priced_free_or_unbudgeted_models_start() -> None:
@@ -638,7 +664,9 @@ def real_input(called: Any) -> int:
 
 async def test_a_long_english_run_reserves_close_to_its_real_input_not_four_times_it() -> None:
     model = ReportingModel(30)
-    async with Runtime(agents=[reader(model, LONG_RUN)], clock=MockClock(), screen=None) as rt:
+    async with Runtime(
+        agents=[reader(model, LONG_RUN)], clock=MockClock(), guards=Guards(screen=None)
+    ) as rt:
         done = await rt.run("List the unpaid invoices of the ledger.")
     assert done.outcome == "completed", done.reason
     called = of_kind(done.events, "model_called")
@@ -658,7 +686,9 @@ async def test_a_long_english_run_reserves_close_to_its_real_input_not_four_time
 
 async def test_a_run_that_fits_its_budget_is_not_stopped_by_the_byte_bound() -> None:
     probe = ReportingModel(30)
-    async with Runtime(agents=[reader(probe, LONG_RUN)], clock=MockClock(), screen=None) as rt:
+    async with Runtime(
+        agents=[reader(probe, LONG_RUN)], clock=MockClock(), guards=Guards(screen=None)
+    ) as rt:
         measured = await rt.run("List the unpaid invoices of the ledger.")
     budget = math.ceil(measured.tokens * 1.1)
     called = of_kind(measured.events, "model_called")
@@ -668,7 +698,9 @@ async def test_a_run_that_fits_its_budget_is_not_stopped_by_the_byte_bound() -> 
 
     model = ReportingModel(30)
     limits = LONG_RUN.model_copy(update={"max_tokens": budget})
-    async with Runtime(agents=[reader(model, limits)], clock=MockClock(), screen=None) as rt:
+    async with Runtime(
+        agents=[reader(model, limits)], clock=MockClock(), guards=Guards(screen=None)
+    ) as rt:
         done = await rt.run("List the unpaid invoices of the ledger.")
     assert done.outcome == "completed", done.reason
     assert done.tokens == measured.tokens <= budget
@@ -677,7 +709,9 @@ async def test_a_run_that_fits_its_budget_is_not_stopped_by_the_byte_bound() -> 
 async def test_a_provider_that_reports_no_input_gets_the_whole_byte_bound_next() -> None:
     silent = frozenset(range(2, 30, 3))  # steps 2, 5, 8, ...: usage without input tokens
     model = ReportingModel(30, silent_steps=silent)
-    async with Runtime(agents=[reader(model, LONG_RUN)], clock=MockClock(), screen=None) as rt:
+    async with Runtime(
+        agents=[reader(model, LONG_RUN)], clock=MockClock(), guards=Guards(screen=None)
+    ) as rt:
         done = await rt.run("List the unpaid invoices of the ledger.")
     assert done.outcome == "completed", done.reason
     called = of_kind(done.events, "model_called")
@@ -703,8 +737,7 @@ async def test_a_resumed_run_reserves_what_the_uninterrupted_run_reserves(
             agents=[reader(straight, LONG_RUN)],
             journal=journal,
             clock=MockClock(),
-            screen=None,
-            gated=(),
+            guards=Guards(screen=None, gated=()),
         ) as rt:
             uninterrupted = await rt.run(task)
     assert uninterrupted.outcome == "completed", uninterrupted.reason
@@ -713,7 +746,10 @@ async def test_a_resumed_run_reserves_what_the_uninterrupted_run_reserves(
     first = ReportingModel(12, gate_at=6)
     async with SqliteJournal(path) as journal:
         async with Runtime(
-            agents=[reader(first, LONG_RUN)], journal=journal, clock=MockClock(), screen=None
+            agents=[reader(first, LONG_RUN)],
+            journal=journal,
+            clock=MockClock(),
+            guards=Guards(screen=None),
         ) as rt:
             paused = await rt.run(task)
     assert paused.status == "waiting" and len(first.requests) == 6
@@ -724,8 +760,8 @@ async def test_a_resumed_run_reserves_what_the_uninterrupted_run_reserves(
             agents=[reader(second, LONG_RUN)],
             journal=journal,
             clock=MockClock(),
-            screen=None,
-            poll_interval=None,
+            guards=Guards(screen=None),
+            durability=Durability(poll_interval_s=None),
         ) as rt:
             await rt.approve(paused.gates[0].opened.gate_id, by="ana")
             resumed = await rt.wait(paused.run_id, timeout=5)
@@ -773,7 +809,7 @@ async def test_a_fallback_offered_late_in_a_long_run_is_inside_the_reservation()
         agents=[agent],
         clock=MockClock(),
         breakers=BreakerPolicy(failure_threshold=1, cooldown_s=3600),
-        screen=None,
+        guards=Guards(screen=None),
     ) as rt:
         result = await rt.run("Read the ledger.")
     assert result.outcome == "completed", result.reason

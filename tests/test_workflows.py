@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from corral import Limits, MockClock, Runtime, SubAgent, tool
+from corral import Durability, Limits, MockClock, Runtime, SubAgent, tool
 from corral.errors import ConfigError, UsageError
 from corral.events import Event
 from corral.models import FunctionModel, ModelRequest, ToolResultMessage, UserMessage, call
@@ -92,7 +92,9 @@ async def test_chain_passes_only_declared_outputs_and_the_final_answer() -> None
             Step.call("report", report, needs=["draft"]),
         ],
     )
-    async with Runtime(agents=[echo_agent()], workflows=[wf], poll_interval=None) as rt:
+    async with Runtime(
+        agents=[echo_agent()], workflows=[wf], durability=Durability(poll_interval_s=None)
+    ) as rt:
         result = await rt.run_workflow(wf, "Acme")
     assert result.outcome == "completed"
     assert result.output == "report: SUMMARISE ACME WITH 3 INVOICES"
@@ -120,7 +122,9 @@ async def test_fan_out_runs_branches_concurrently_under_its_limit() -> None:
             Step.call("merge", lambda i: sum(i["all"].values()), needs=["all"]),
         ],
     )
-    async with Runtime(agents=[echo_agent()], workflows=[wf], poll_interval=None) as rt:
+    async with Runtime(
+        agents=[echo_agent()], workflows=[wf], durability=Durability(poll_interval_s=None)
+    ) as rt:
         result = await rt.run_workflow(wf, 5)
     assert result.output == "60"
     assert running["max"] == 2
@@ -141,7 +145,10 @@ async def test_gate_step_pauses_the_workflow_until_a_person_decides() -> None:
         ],
     )
     async with Runtime(
-        agents=[echo_agent()], workflows=[wf], poll_interval=None, clock=MockClock()
+        agents=[echo_agent()],
+        workflows=[wf],
+        clock=MockClock(),
+        durability=Durability(poll_interval_s=None),
     ) as rt:
         paused = await rt.run_workflow(wf, "Acme")
         assert paused.status == "waiting"
@@ -168,7 +175,10 @@ async def test_wait_step_takes_the_webhook_payload() -> None:
         ],
     )
     async with Runtime(
-        agents=[echo_agent()], workflows=[wf], poll_interval=None, clock=MockClock()
+        agents=[echo_agent()],
+        workflows=[wf],
+        clock=MockClock(),
+        durability=Durability(poll_interval_s=None),
     ) as rt:
         paused = await rt.run_workflow(wf, "INV-000102")
         assert paused.status == "waiting"
@@ -200,7 +210,10 @@ async def test_agent_step_waiting_at_its_own_gate_pauses_and_resumes_the_workflo
         ],
     )
     async with Runtime(
-        agents=[flagger], workflows=[wf], poll_interval=None, clock=MockClock()
+        agents=[flagger],
+        workflows=[wf],
+        clock=MockClock(),
+        durability=Durability(poll_interval_s=None),
     ) as rt:
         paused = await rt.run_workflow(wf, "INV-000102")
         assert paused.status == "waiting"
@@ -222,11 +235,11 @@ class CrashAtStep(MemoryJournal):
         self.step = step
         self.crashed = False
 
-    async def append(self, event: Event, *, wait: bool = True) -> None:
+    async def append(self, event: Event, *, wait: bool = True) -> Event:
         if not self.crashed and event.kind == "step_finished" and event.step == self.step:
             self.crashed = True
             raise OSError("killed")
-        await super().append(event, wait=wait)
+        return await super().append(event, wait=wait)
 
 
 async def test_a_crashed_workflow_resumes_at_its_first_unfinished_step() -> None:
@@ -249,7 +262,10 @@ async def test_a_crashed_workflow_resumes_at_its_first_unfinished_step() -> None
     )
     journal = CrashAtStep("b")
     async with Runtime(
-        agents=[echo_agent()], workflows=[wf], journal=journal, poll_interval=None
+        agents=[echo_agent()],
+        workflows=[wf],
+        journal=journal,
+        durability=Durability(poll_interval_s=None),
     ) as rt:
         result = await rt.run_workflow(wf)
     assert result.outcome == "completed"
@@ -277,11 +293,17 @@ async def test_workflow_in_progress_is_resumed_by_a_new_runtime() -> None:
         ],
     )
     async with Runtime(
-        agents=[echo_agent()], workflows=[wf], journal=journal, poll_interval=None
+        agents=[echo_agent()],
+        workflows=[wf],
+        journal=journal,
+        durability=Durability(poll_interval_s=None),
     ) as first:
         paused = await first.run_workflow(wf)
     async with Runtime(
-        agents=[echo_agent()], workflows=[wf], journal=journal, poll_interval=None
+        agents=[echo_agent()],
+        workflows=[wf],
+        journal=journal,
+        durability=Durability(poll_interval_s=None),
     ) as second:
         await second.approve(paused.gates[0].opened.gate_id, by="ops")
         result = await second.wait(paused.run_id, timeout=5)
@@ -300,7 +322,9 @@ async def test_sub_agent_steps_share_the_workflow_budget() -> None:
         ],
     )
     async with Runtime(
-        agents=[echo_agent(limits=limits)], workflows=[wf], poll_interval=None
+        agents=[echo_agent(limits=limits)],
+        workflows=[wf],
+        durability=Durability(poll_interval_s=None),
     ) as rt:
         result = await rt.run_workflow(wf)
     assert result.outcome == "failed"
@@ -314,7 +338,7 @@ async def test_unregistered_workflows_and_unknown_agents_are_refused() -> None:
             agents=[echo_agent()],
             workflows=[Workflow("g", [Step.agent("s", agent="ghost", task="t")])],
         )
-    async with Runtime(agents=[echo_agent()], poll_interval=None) as rt:
+    async with Runtime(agents=[echo_agent()], durability=Durability(poll_interval_s=None)) as rt:
         with pytest.raises(UsageError, match="is not registered"):
             await rt.run_workflow(wf)
 
@@ -324,7 +348,9 @@ async def test_crashing_step_function_fails_the_workflow_with_its_error() -> Non
         raise ValueError("ledger locked")
 
     wf = Workflow("w", [Step.call("a", boom)])
-    async with Runtime(agents=[echo_agent()], workflows=[wf], poll_interval=None) as rt:
+    async with Runtime(
+        agents=[echo_agent()], workflows=[wf], durability=Durability(poll_interval_s=None)
+    ) as rt:
         result = await rt.run_workflow(wf)
     assert result.outcome == "failed"
     assert result.reason == "step 'a' failed: ValueError: ledger locked"

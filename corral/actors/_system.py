@@ -1,25 +1,27 @@
 """A small actor runtime on anyio: bounded mailboxes, tell/ask, one-for-one restarts.
 
 An actor handles one message at a time from its own bounded mailbox. Everything runs in
-the task group owned by the `ActorSystem`, so no task outlives it.
+the task group owned by the `ActorSystem`, so no task outlives it. Which task runs a
+handler, what is ordered, and what a full mailbox, a crash or a stop does are written
+down once, in the docstring of `corral.actors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import anyio
-import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._clock import Clock, SystemClock
 from .._log import get_logger
+from .._loop import require_asyncio
 from ..errors import ActorDeadError, AskTimeoutError, ConfigError, MailboxFullError, UsageError
 
 __all__ = [
@@ -41,7 +43,8 @@ class RestartPolicy:
     """How a parent restarts a crashed child (one-for-one).
 
     A child that crashes more than `max_restarts` times within `within` seconds is not
-    restarted again: the failure escalates to its parent's `Actor.child_failed`.
+    restarted again: the failure escalates to its parent's `Actor.child_failed`. The window
+    and the delays are measured on the `ActorSystem`'s clock.
     """
 
     max_restarts: int = 3
@@ -76,36 +79,12 @@ class MailboxStatistics:
 
 
 class _Reply:
-    """A one-shot slot an `ask` waits on (generic anyio version, any backend)."""
+    """The one-shot slot a queued `ask` waits on: a bare asyncio future.
 
-    __slots__ = ("_event", "error", "value")
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    def set(self, value: Any) -> None:
-        self.value = value
-        self._event.set()
-
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self._event.set()
-
-    @property
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> Any:
-        await self._event.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-class _FutureReply:
-    """The same slot on asyncio, as a bare future: an `ask` is on every step's hot path."""
+    A queued ask round trip costs ~8-11 us this way against ~23-25 us with an
+    `anyio.Event` under `fail_after`, measured when the future replaced it, and the system
+    runs on asyncio only. The first outcome wins: an answer after the deadline is dropped.
+    """
 
     __slots__ = ("future",)
 
@@ -137,7 +116,7 @@ def _expire(future: asyncio.Future[Any]) -> None:
 @dataclass(slots=True)
 class _Envelope:
     message: Any
-    reply: _Reply | _FutureReply | None
+    reply: _Reply | None
 
 
 @dataclass(slots=True)
@@ -299,6 +278,8 @@ class ActorRef:
     async def tell(self, message: Any, *, wait: bool = True) -> None:
         """Send a message and do not wait for it to be handled.
 
+        An idle actor may take it inline, before this returns (see `Actor.receive_inline`).
+
         Args:
             message: any object the actor's `receive` understands.
             wait: when the mailbox is full, wait for room (True, the default: back-pressure)
@@ -327,11 +308,11 @@ class ActorRef:
         Args:
             message: any object the actor's `receive` understands.
             timeout: seconds to wait for the answer (including time waiting for mailbox
-                room). On expiry the message may still be handled later, but its answer is
-                dropped. Default 10 s.
+                room), on the event loop's clock. On expiry the message may still be
+                handled later, but its answer is dropped. Default 10 s.
 
         Returns:
-            What the actor's `receive` returned.
+            What the actor's `receive` (or `receive_inline`) returned.
 
         Raises:
             AskTimeoutError: no answer within `timeout`; names the actor and message type.
@@ -343,23 +324,13 @@ class ActorRef:
             answer = cell.receive_inline(message)  # an exception answers the ask
             if answer is not NOT_INLINE:
                 return answer
-        if sniffio.current_async_library() == "asyncio":
-            return await self._ask_asyncio(message, timeout)
-        reply = _Reply()
-        envelope = _Envelope(message, reply)
-        try:
-            with anyio.fail_after(timeout):
-                await self._cell.put(envelope, wait=True)
-                return await reply.wait()
-        except TimeoutError as exc:
-            if reply.done and reply.error is None:  # answered at the deadline: keep it
-                return reply.value
-            raise self._timeout_error(message, timeout) from exc
+        return await self._ask_queued(message, timeout)
 
-    async def _ask_asyncio(self, message: Any, timeout: float) -> Any:
+    async def _ask_queued(self, message: Any, timeout: float) -> Any:
+        """Queue the ask and wait on its future, under one deadline for room and answer."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        envelope = _Envelope(message, _FutureReply(future))
+        envelope = _Envelope(message, _Reply(future))
         deadline = loop.time() + timeout
         try:
             self._cell.put_nowait(envelope)
@@ -549,7 +520,7 @@ class _Cell:
                             "actor.restarting", actor=self.path, error=repr(exc), delay_s=delay
                         )
                         self.restarts += 1
-                        await anyio.sleep(delay)
+                        await self.system.clock.sleep(delay)
                     except BaseException as exc:
                         if isinstance(exc, anyio.get_cancelled_exc_class()):
                             raise
@@ -561,7 +532,8 @@ class _Cell:
             await self._teardown(instance, failure)
 
     def _may_restart(self) -> bool:
-        now = time.monotonic()
+        """Count a crash in the restart window (read from the system's clock); False: give up."""
+        now = self.system.clock.now()
         window = self._restart_times
         while window and now - window[0] > self.restart.within:
             window.popleft()
@@ -665,6 +637,8 @@ class ActorSystem:
         on_escalation: called with (actor path, error) when a top-level actor gives up after
             its restarts. Default: re-raise inside the system, which stops every actor and
             raises out of ``async with`` (fail loudly).
+        clock: where restart backoff sleeps and the restart window reads the time. Default
+            `SystemClock()`; a `MockClock` lets tests drive restarts without waiting.
     """
 
     def __init__(
@@ -672,14 +646,27 @@ class ActorSystem:
         *,
         name: str = "corral",
         on_escalation: Callable[[str, BaseException], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.name = name
+        self.clock: Clock = clock or SystemClock()
+        """The clock restarts are timed with."""
         self._on_escalation = on_escalation
         self._tg: TaskGroup | None = None
         self._cells: dict[str, _Cell] = {}
         self._escalated: BaseException | None = None
 
     async def __aenter__(self) -> ActorSystem:
+        """Open the task group.
+
+        Returns:
+            The running system.
+
+        Raises:
+            ConfigError: the event loop is not asyncio (a queued ask waits on an asyncio
+                future); nothing is started.
+        """
+        require_asyncio("ActorSystem", because="a queued ask waits on an asyncio future")
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         return self

@@ -30,19 +30,15 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from .._pii import redact_secrets
+from .._verdict import ALLOW, Verdict
 from ..errors import ConfigError
 from ..models import ToolCall
 from ..tools import SideEffect, Tool
-from ._pii import redact_secrets
-from ._policy import (
-    ApprovalPolicy,
-    PermissionPolicy,
-    ProposedCall,
-    ScopePolicy,
-    policy_failed,
-)
+from ._approval import ApprovalPolicy
+from ._permission import PermissionPolicy
+from ._scope import ProposedCall, ScopePolicy, policy_failed
 from ._toolcall import check_arguments_parsed, check_registered, check_schema
-from ._verdict import ALLOW, Verdict
 
 __all__ = [
     "ApprovalCheck",

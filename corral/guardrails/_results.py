@@ -22,10 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
-from ..models._plain import plain_json as _plain
-from ..models._tokens import estimate_tokens
-from ._pii import (
+from .._pii import (
     PIIDetector,
     PIIFinding,
     PIIKind,
@@ -33,7 +30,10 @@ from ._pii import (
     is_secret_name,
     redaction_marker,
 )
-from ._verdict import Verdict
+from .._verdict import Verdict
+from ..errors import ConfigError
+from ..models._plain import plain_json as _plain
+from ..models._tokens import estimate_tokens
 
 __all__ = ["FilteredResult", "filter_result"]
 

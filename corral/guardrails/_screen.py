@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from .._pii import PIIDetector, redact_secrets
+from .._verdict import Verdict
 from ..errors import ConfigError
 from ..models._tokens import estimate_tokens
-from ._injection import InjectionGuard
-from ._pii import PIIDetector, redact_secrets
-from ._verdict import Verdict
+from ._detector import InjectionGuard
 
 __all__ = [
     "InputPolicy",

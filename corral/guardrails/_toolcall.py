@@ -1,6 +1,6 @@
 """Checks every proposed tool call passes first: registered name, decodable arguments, schema.
 
-Permission (scopes, side-effect levels) is `check_permission` in `_policy`.
+Permission (scopes, side-effect levels) is `check_permission` in `_permission`.
 
 Each returns a `Verdict`; a blocking verdict's `message` is written for the model, so
 it can correct itself on the next turn.
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from .._verdict import Verdict
 from ..models import ToolCall
 from ..tools import Tool
-from ._verdict import Verdict
 
 __all__ = ["check_arguments_parsed", "check_registered", "check_schema"]
 

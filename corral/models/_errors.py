@@ -21,6 +21,8 @@ The mapping, for every provider::
     a body Corral cannot read        -> ModelError(retryable=True)
     missing credentials              -> ConfigError
 
+``Retry-After`` is read by `corral._retry.parse_retry_after`, the one parser tools use too.
+
 API keys given to `map_model_errors` are masked in every message it produces, and any
 other credential an error body echoes is replaced by `corral.guardrails.redact_secrets`.
 
@@ -30,17 +32,16 @@ reads `corral.models.ALLOW_MODEL_REQUESTS` at call time so that tests can switch
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
 import sys
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import pydantic
 
+from .._pii import redact_secrets
+from .._retry import parse_retry_after
 from ..errors import (
     CallError,
     ConfigError,
@@ -56,7 +57,6 @@ __all__ = [
     "error_for_status",
     "map_model_errors",
     "redact",
-    "retry_after_seconds",
 ]
 
 _MASK = "***"
@@ -77,54 +77,10 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     Returns:
         The text with the secrets masked.
     """
-    # Imported here: guardrails sit above models in the layering (and import them).
-    from ..guardrails._pii import redact_secrets
-
     for secret in secrets:
         if secret and len(secret) >= _MIN_SECRET_LENGTH and secret in text:
             text = text.replace(secret, _MASK)
     return redact_secrets(text)
-
-
-def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Read how long the server asked us to wait, in seconds.
-
-    ``retry-after-ms`` (milliseconds, sent by Anthropic and OpenAI) wins over
-    ``retry-after``, which may be seconds or an HTTP date.
-
-    Args:
-        headers: the response headers (case-insensitive mapping, such as httpx's).
-        now: the current Unix time, for HTTP dates; default ``time.time()``.
-
-    Returns:
-        The delay in seconds (0 or more), or None when absent or unreadable.
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    raw_ms = lowered.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            ms = float(raw_ms)
-        except ValueError:
-            ms = math.nan
-        if math.isfinite(ms) and ms >= 0:
-            return ms / 1000.0
-    raw = lowered.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        if when is None:  # pragma: no cover - older Pythons returned None
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-        return max(seconds, 0.0)
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
 
 
 def _error_fields(body: Any) -> tuple[str | None, str | None, str | None]:
@@ -180,7 +136,7 @@ def error_for_status(
         message = " ".join(text.split())[:500] or "no error message"
     label = f"{kind}: {message}" if kind else message
     text_out = redact(f"{provider} {model!r}: HTTP {status}: {label}", secrets)
-    retry_after = retry_after_seconds(headers)
+    retry_after = parse_retry_after(headers)
     if status == 429 and "insufficient_quota" in (code, kind):
         return ModelError(
             text_out + " (the account is out of credit; retrying will not help)",

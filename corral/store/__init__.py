@@ -1,16 +1,27 @@
 """Store: the append-only journal of run events and its indexes (gates, waits, leases).
 
-Public: the `Journal` protocol, `MemoryJournal`, `SqliteStore` (alias `SqliteJournal`),
-`journal_from_url` / `open_store`, and the index records `RunInfo`, `GateRecord`,
-`WaitRecord`, `RunStatus`, `RunRow`, `WaitRow`, `StoreStatistics`.
+Public: the contract, split by concern (`EventLog`, `RunIndex`, `Leases`, `Blobs`,
+`Upkeep`, and `Journal`, all of them), its backends `MemoryJournal` and `SqliteStore`
+(alias `SqliteJournal`), `journal_from_url` / `open_store`, the index records `RunInfo`,
+`GateRecord`, `WaitRecord`, `RunStatus`, the rules every backend applies (`run_status`,
+`check_not_expired`, `gate_expired`), and the SQLite extras `RunRow`, `WaitRow`,
+`StoreStatistics`. `corral.store.testing` holds the conformance suite for backends.
 """
 
-from ._journal import GateRecord as GateRecord
-from ._journal import Journal as Journal
+from ._contract import Blobs as Blobs
+from ._contract import EventLog as EventLog
+from ._contract import GateRecord as GateRecord
+from ._contract import Journal as Journal
+from ._contract import Leases as Leases
+from ._contract import RunIndex as RunIndex
+from ._contract import RunInfo as RunInfo
+from ._contract import RunStatus as RunStatus
+from ._contract import Upkeep as Upkeep
+from ._contract import WaitRecord as WaitRecord
+from ._contract import check_not_expired as check_not_expired
+from ._contract import gate_expired as gate_expired
+from ._contract import run_status as run_status
 from ._journal import MemoryJournal as MemoryJournal
-from ._journal import RunInfo as RunInfo
-from ._journal import RunStatus as RunStatus
-from ._journal import WaitRecord as WaitRecord
 from ._migrations import SCHEMA_VERSION as SCHEMA_VERSION
 from ._open import DEFAULT_DB_URL as DEFAULT_DB_URL
 from ._open import journal_from_url as journal_from_url
@@ -25,18 +36,26 @@ from ._sqlite import SqliteStore as SqliteStore
 __all__ = [
     "DEFAULT_DB_URL",
     "SCHEMA_VERSION",
+    "Blobs",
+    "EventLog",
     "GateRecord",
     "Journal",
+    "Leases",
     "MemoryJournal",
+    "RunIndex",
     "RunInfo",
     "RunRow",
     "RunStatus",
     "SqliteJournal",
     "SqliteStore",
     "StoreStatistics",
+    "Upkeep",
     "WaitRecord",
     "WaitRow",
+    "check_not_expired",
+    "gate_expired",
     "journal_from_url",
     "open_store",
+    "run_status",
     "store_url",
 ]

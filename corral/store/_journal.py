@@ -1,403 +1,396 @@
-"""The journal protocol: an append-only event log per run, and its in-memory implementation.
+"""The in-memory journal: every part of the contract, over dictionaries.
 
-Gates and waits are events too (``gate_opened``, ``gate_decided``, ``wait_started``,
-``wait_resolved``); a journal keeps indexes of them, updated with each append, so open
-gates, waiting runs and early webhook deliveries are found without reading every run.
+`MemoryJournal` keeps the same indexes as the SQLite store (runs, gates, one slot per
+correlation key for waits and early deliveries, leases, timers, blob references) and
+applies the same rules: the status of `run_status`, the deadline of
+`check_not_expired`, first delivery wins, ``run_finished`` releases the lease and clears
+the timer. Payloads and breaker states go through the shared JSON codec, so both
+backends return the same data. The conformance suite (`corral.store.testing`) runs
+against both.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Self, cast
 
-from ..errors import GateExpired
+from .._clock import Clock, SystemClock
+from ..errors import JournalError, UsageError
 from ..events import (
     Event,
     GateDecided,
     GateOpened,
     RunFinished,
     RunStarted,
+    ToolCallFinished,
     WaitResolved,
     WaitStarted,
 )
+from ._codec import from_json, to_json, with_seq
+from ._contract import (
+    GateRecord,
+    RunInfo,
+    RunStatus,
+    WaitRecord,
+    check_not_expired,
+    run_status,
+)
 
-__all__ = [
-    "GateRecord",
-    "Journal",
-    "MemoryJournal",
-    "RunInfo",
-    "RunStatus",
-    "WaitRecord",
-]
-
-RunStatus = Literal["running", "waiting", "finished"]
-"""``running`` (being driven, or ready to be), ``waiting`` (at a gate or a wait), ``finished``."""
+__all__ = ["MemoryJournal"]
 
 
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """One run as the journal's index knows it."""
+@dataclass(slots=True)
+class _Run:
+    """A run's row of the index."""
 
     run_id: str
     agent: str
     tenant: str
-    status: RunStatus
-    outcome: str | None
+    task: str
     created_at: float
     updated_at: float
-    task: str
-
-
-@dataclass(frozen=True, slots=True)
-class GateRecord:
-    """A gate with its decision, if any."""
-
-    run_id: str
-    opened: GateOpened
-    decided: GateDecided | None = None
+    outcome: str | None = None
+    finished: bool = False
+    open_gates: int = 0
+    open_waits: int = 0
+    owner: str | None = None
+    lease_until: float | None = None
+    wake_at: float | None = None
 
     @property
-    def status(self) -> Literal["open", "approved", "rejected", "expired"]:
-        """``open`` until decided."""
-        return "open" if self.decided is None else self.decided.decision
+    def status(self) -> RunStatus:
+        return run_status(
+            finished=self.finished, open_gates=self.open_gates > 0, open_waits=self.open_waits > 0
+        )
+
+    def info(self) -> RunInfo:
+        return RunInfo(
+            self.run_id,
+            self.agent,
+            self.tenant,
+            self.status,
+            self.outcome,
+            self.created_at,
+            self.updated_at,
+            self.task,
+            self.owner,
+            self.lease_until,
+            self.wake_at,
+        )
+
+    def free_for(self, owner: str, now: float) -> bool:
+        """Unfinished, and its lease free, expired (``lease_until <= now``) or `owner`'s."""
+        return not self.finished and (
+            self.owner is None
+            or self.owner == owner
+            or self.lease_until is None
+            or self.lease_until <= now
+        )
 
 
-@dataclass(frozen=True, slots=True)
-class WaitRecord:
-    """A run waiting for an external event."""
+@dataclass(slots=True)
+class _Key:
+    """A correlation key: a run's wait on it, a payload delivered for it, or both."""
 
-    run_id: str
-    started: WaitStarted
+    created_at: float
+    run_id: str | None = None
+    started: WaitStarted | None = None
+    payload: str | None = None
+    """The first payload delivered, as JSON text."""
+    delivered_at: float | None = None
+    resolved: bool = False
 
-
-def check_not_expired(decision: GateDecided, expires_at: float) -> None:
-    """Refuse an approval or rejection made at or after its gate's deadline.
-
-    Raises:
-        GateExpired: ``decision.ts >= expires_at`` and the decision is not an expiry.
-    """
-    if decision.decision != "expired" and decision.ts >= expires_at:
-        raise gate_expired(decision.gate_id, decision.run_id, expires_at)
-
-
-def gate_expired(gate_id: str, run_id: str, expires_at: float) -> GateExpired:
-    """The error for a decision on gate `gate_id` after it expired at `expires_at`."""
-    when = dt.datetime.fromtimestamp(expires_at, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return GateExpired(
-        f"gate {gate_id} (run {run_id}) expired at {when}: an expired gate counts as a "
-        "rejection, and can no longer be approved, rejected or edited",
-        gate_id=gate_id,
-        run_id=run_id,
-        expires_at=expires_at,
-    )
-
-
-@runtime_checkable
-class Journal(Protocol):
-    """Where run events go. Every implementation is append-only and ordered per run."""
-
-    async def append(self, event: Event, *, wait: bool = True) -> None:
-        """Append one event, assigning ``event.seq`` (1, 2, ... per run) before returning.
-
-        Args:
-            event: the event; its ``seq`` is overwritten.
-            wait: when True (the default) return only once the event is durable, so a
-                caller can write the intent (``tool_call_started``) before the act. When
-                False the event is queued and committed with the next batch, in order;
-                use it where losing the event in a crash only means redoing safe work.
-
-        Raises:
-            JournalError: the event (or an earlier ``wait=False`` one of its run) could
-                not be stored: a full disk, an I/O error, a lock held too long. The
-                runtime then stops driving the run and tells whoever waits for it; the
-                run stays unfinished, to be resumed once the journal can be written.
-        """
-        ...
-
-    async def flush(self) -> None:
-        """Return once every event appended so far is durable (``wait=False`` ones too)."""
-        ...
-
-    async def read(self, run_id: str) -> list[Event]:
-        """Return a run's events in order; empty for an unknown run."""
-        ...
-
-    async def read_lazily(self, run_id: str) -> Sequence[Event]:
-        """A run's events as `read` returns them, each decoded when first looked at.
-
-        A result's trail then costs nothing until someone reads it.
-        """
-        ...
-
-    async def unfinished_runs(self) -> list[str]:
-        """Return the ids of runs that started and have no ``run_finished`` event."""
-        ...
-
-    async def runs(self, *, status: RunStatus | None = None, limit: int = 100) -> list[RunInfo]:
-        """Return runs, newest first, optionally only those with `status`."""
-        ...
-
-    async def gates(
-        self, *, status: str | None = "open", run_id: str | None = None
-    ) -> list[GateRecord]:
-        """Return gates (by default the open ones, of every run), oldest first."""
-        ...
-
-    async def gate(self, gate_id: str) -> GateRecord | None:
-        """Return one gate, or None."""
-        ...
-
-    async def decide_gate(self, decision: GateDecided) -> bool:
-        """Append `decision` to the gate's run only if the gate is still open (atomically).
-
-        An approval or rejection whose ``ts`` is at or after the gate's ``expires_at`` is
-        refused in the same check, so a decision racing the deadline cannot win after it.
-
-        Returns:
-            False when the gate was already decided (by this or another process).
-
-        Raises:
-            GateExpired: the decision is not an expiry and came at or after the deadline.
-        """
-        ...
-
-    async def waits(self) -> list[WaitRecord]:
-        """Return the waits not yet resolved."""
-        ...
-
-    async def deliver(self, key: str, payload: Any, *, now: float) -> str | None:
-        """Deliver an external event by correlation key.
-
-        If a run waits on `key`, its ``wait_resolved`` event is appended and its id
-        returned. Otherwise the payload is kept until a run starts waiting on `key`;
-        delivering a key twice keeps the first payload.
-        """
-        ...
-
-    async def take_delivery(self, key: str) -> tuple[bool, Any]:
-        """Return ``(True, payload)`` for a delivery kept for `key` (and forget it)."""
-        ...
-
-    async def resolve_wait(self, resolution: WaitResolved) -> bool:
-        """Append `resolution` only if its wait is still open (atomically); else False."""
-        ...
-
-    async def claim(self, run_id: str, owner: str, *, lease_s: float, now: float) -> bool:
-        """Take the right to drive a run, unless another live owner holds it.
-
-        Appending the run's ``run_finished`` event releases the claim. Claiming a new run
-        whose first events were appended with ``wait=False`` makes them durable with the
-        claim (so starting a run costs one commit).
-        """
-        ...
-
-    async def claim_many(
-        self, run_ids: list[str], owner: str, *, lease_s: float, now: float
-    ) -> list[str]:
-        """Claim several runs at once (one transaction); return those claimed."""
-        ...
-
-    async def release(self, run_id: str, owner: str) -> None:
-        """Give up the right to drive a run."""
-        ...
-
-    async def put_blob(self, data: bytes) -> str:
-        """Store bytes once by content; return their SHA-256 hex digest."""
-        ...
-
-    async def save_breakers(self, states: Mapping[str, Mapping[str, Any]]) -> None:
-        """Replace the saved circuit-breaker states (tool -> plain data)."""
-        ...
-
-    async def load_breakers(self) -> dict[str, dict[str, Any]]:
-        """Return the saved circuit-breaker states."""
-        ...
-
-    async def get_blob(self, digest: str) -> bytes | None:
-        """Return stored bytes by digest, or None."""
-        ...
-
-    async def close(self) -> None:
-        """Flush and release resources. Appending after close is an error."""
-        ...
+    @property
+    def open(self) -> bool:
+        return self.started is not None and not self.resolved
 
 
 class MemoryJournal:
     """A journal held in memory: fast, for tests, benchmarks and one-shot embedding.
 
-    Nothing survives the process; use the SQLite store for durability.
+    Nothing survives the process; use the SQLite store for durability. `vacuum` has
+    nothing to give back and does nothing. Closing refuses later appends until the journal
+    is entered again (``async with``), with its contents kept.
+
+    Args:
+        clock: where `put_blob` reads the time (a blob's age, for `prune`). Default: the
+            system clock.
     """
 
-    def __init__(self) -> None:
-        self._events: defaultdict[str, list[Event]] = defaultdict(list)
-        self._info: dict[str, RunInfo] = {}
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._events: dict[str, list[Event]] = {}
+        self._runs: dict[str, _Run] = {}
         self._gates: dict[str, GateRecord] = {}
-        self._waits: dict[str, WaitRecord] = {}
-        self._deliveries: dict[str, Any] = {}
-        self._owners: dict[str, tuple[str, float]] = {}
-        self._blobs: dict[str, bytes] = {}
-        self._breakers: dict[str, dict[str, Any]] = {}
+        self._keys: dict[str, _Key] = {}
+        self._blobs: dict[str, tuple[bytes, float]] = {}
+        self._blob_refs: dict[str, set[str]] = {}
+        self._breakers: dict[str, str] = {}
+        self._closed = False
 
-    async def append(self, event: Event, *, wait: bool = True) -> None:
-        """Append an event, assign its sequence number, and update the indexes."""
-        self._append(event)
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._closed = False
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Refuse further appends (the contents stay). Closing twice is a no-op."""
+        self._closed = True
+
+    # -- the log --------------------------------------------------------------------------------
+
+    async def append(self, event: Event, *, wait: bool = True) -> Event:
+        """Append an event and update the indexes; return the stored copy with its seq.
+
+        Args:
+            event: the event; its ``seq`` is ignored, and it is not changed.
+            wait: ignored: every append is complete when it returns.
+
+        Raises:
+            JournalError: a ``wait_started`` on a key another run still waits on.
+            UsageError: the journal is closed.
+        """
+        return self._store(event)
 
     async def flush(self) -> None:
         """Nothing to do: every append is complete when it returns."""
 
-    def _append(self, event: Event) -> None:
-        events = self._events[event.run_id]
-        event.seq = len(events) + 1
-        events.append(event)
-        info = self._info.get(event.run_id)
+    def _store(self, event: Event) -> Event:
+        """Number, keep and index an event (every write comes through here)."""
+        if self._closed:
+            raise UsageError("the memory journal is closed")
+        if isinstance(event, WaitStarted):
+            slot = self._keys.get(event.key)
+            if slot is not None and slot.open and slot.run_id != event.run_id:
+                raise JournalError(
+                    f"run {event.run_id!r} cannot wait on {event.key!r}: run "
+                    f"{slot.run_id!r} already waits on it",
+                    run_id=event.run_id,
+                )
+        events = self._events.setdefault(event.run_id, [])
+        stored = with_seq(event, len(events) + 1)
+        events.append(stored)
+        self._index(stored)
+        return stored
+
+    def _index(self, event: Event) -> None:
         if isinstance(event, RunStarted):
-            self._info[event.run_id] = RunInfo(
-                event.run_id,
-                event.agent,
-                event.tenant,
-                "running",
-                None,
-                event.ts,
-                event.ts,
-                event.task,
+            self._runs[event.run_id] = _Run(
+                event.run_id, event.agent, event.tenant, event.task, event.ts, event.ts
             )
             return
-        if info is None:
+        run = self._runs.get(event.run_id)
+        if run is None:
             return
-        status: RunStatus = info.status
-        outcome = info.outcome
+        run.updated_at = max(run.updated_at, event.ts)
         if isinstance(event, GateOpened):
+            prior = self._gates.get(event.gate_id)
+            if prior is None or prior.decided is not None:
+                run.open_gates += 1
             self._gates[event.gate_id] = GateRecord(event.run_id, event)
-            status = "waiting"
         elif isinstance(event, GateDecided):
             record = self._gates.get(event.gate_id)
-            if record is not None:
+            if record is not None and record.decided is None:
                 self._gates[event.gate_id] = GateRecord(record.run_id, record.opened, event)
-            status = self._status_after_resolution(event.run_id)
+                self._runs[record.run_id].open_gates -= 1
         elif isinstance(event, WaitStarted):
-            self._waits[event.key] = WaitRecord(event.run_id, event)
-            status = "waiting"
+            slot = self._keys.get(event.key)
+            if slot is None or not slot.open:
+                run.open_waits += 1  # (an open one is this run's: `_store` refuses others)
+            if slot is None or slot.run_id is not None:  # a payload kept for no run stays
+                slot = self._keys[event.key] = _Key(event.ts)
+            slot.created_at, slot.run_id, slot.started = event.ts, event.run_id, event
+            slot.resolved = False
         elif isinstance(event, WaitResolved):
-            self._waits.pop(event.key, None)
-            status = self._status_after_resolution(event.run_id)
+            slot = self._keys.get(event.key)
+            if slot is not None and slot.open and slot.run_id == event.run_id:
+                slot.resolved = True  # its delivery, if any, is used up
+                run.open_waits -= 1
         elif isinstance(event, RunFinished):
-            status, outcome = "finished", event.outcome
-            self._owners.pop(event.run_id, None)
-        self._info[event.run_id] = RunInfo(
-            info.run_id,
-            info.agent,
-            info.tenant,
-            status,
-            outcome,
-            info.created_at,
-            event.ts,
-            info.task,
-        )
-
-    def _status_after_resolution(self, run_id: str) -> RunStatus:
-        still = any(g.run_id == run_id and g.decided is None for g in self._gates.values()) or any(
-            w.run_id == run_id for w in self._waits.values()
-        )
-        return "waiting" if still else "running"
+            run.finished, run.outcome = True, event.outcome
+            run.owner = run.lease_until = run.wake_at = None
+        elif isinstance(event, ToolCallFinished) and event.result_blob is not None:
+            self._blob_refs.setdefault(event.result_blob, set()).add(event.run_id)
 
     async def read(self, run_id: str) -> list[Event]:
-        """Return a copy of the run's events in order."""
+        """Return the run's stored events in order (a new list)."""
         return list(self._events.get(run_id, ()))
 
     async def read_lazily(self, run_id: str) -> Sequence[Event]:
-        """The run's events (kept as objects here: nothing to decode)."""
-        return tuple(self._events.get(run_id, ()))
+        """The run's events, as `read` (kept as objects here: nothing to decode)."""
+        return list(self._events.get(run_id, ()))
+
+    # -- the run index --------------------------------------------------------------------------
+
+    async def runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int | None = 100,
+        agents: Collection[str] | None = None,
+        updated_since: float | None = None,
+    ) -> list[RunInfo]:
+        """Return runs, newest first, with the filters given (see `RunIndex.runs`)."""
+        wanted = None if agents is None else set(agents)
+        found = [
+            run.info()
+            for run in reversed(self._runs.values())
+            if (status is None or run.status == status)
+            and (wanted is None or run.agent in wanted)
+            and (updated_since is None or run.updated_at >= updated_since)
+        ]
+        found.sort(key=lambda info: info.created_at, reverse=True)  # stable: newest created
+        return found if limit is None else found[:limit]
+
+    async def run(self, run_id: str) -> RunInfo | None:
+        """Return one run as the index knows it, or None."""
+        run = self._runs.get(run_id)
+        return None if run is None else run.info()
 
     async def unfinished_runs(self) -> list[str]:
         """Return runs started and not finished, oldest first."""
-        return [i.run_id for i in self._info.values() if i.status != "finished"]
+        return [run.run_id for run in self._oldest_first() if not run.finished]
 
-    async def runs(self, *, status: RunStatus | None = None, limit: int = 100) -> list[RunInfo]:
-        """Return runs, newest first."""
-        found = [i for i in self._info.values() if status is None or i.status == status]
-        return sorted(found, key=lambda i: i.created_at, reverse=True)[:limit]
+    def _oldest_first(self) -> list[_Run]:
+        return sorted(self._runs.values(), key=lambda run: run.created_at)
 
     async def gates(
         self, *, status: str | None = "open", run_id: str | None = None
     ) -> list[GateRecord]:
         """Return gates with `status` (None for all), of one run or all, oldest first."""
-        return [
+        found = [
             g
             for g in self._gates.values()
             if (status is None or g.status == status) and (run_id is None or g.run_id == run_id)
         ]
+        return sorted(found, key=lambda g: g.opened.ts)
 
     async def gate(self, gate_id: str) -> GateRecord | None:
-        """Return one gate."""
+        """Return one gate, or None."""
         return self._gates.get(gate_id)
 
     async def decide_gate(self, decision: GateDecided) -> bool:
-        """Append the decision if the gate is still open and, unless it is an expiry, due.
+        """Append the decision if the gate is still open and, unless it is an expiry, in time.
 
         Raises:
             GateExpired: an approval or rejection at or after the gate's ``expires_at``
                 (``decision.ts`` is the time of the decision).
+            UsageError: the gate belongs to another run than ``decision.run_id``.
         """
         record = self._gates.get(decision.gate_id)
         if record is None or record.decided is not None:
             return False
+        if record.run_id != decision.run_id:
+            raise UsageError(
+                f"gate {decision.gate_id!r} belongs to run {record.run_id!r}, "
+                f"not {decision.run_id!r}"
+            )
         check_not_expired(decision, record.opened.expires_at)
-        self._append(decision)
+        self._store(decision)
         return True
 
     async def waits(self) -> list[WaitRecord]:
-        """Return unresolved waits."""
-        return list(self._waits.values())
+        """Return unresolved waits, oldest first."""
+        return [
+            WaitRecord(slot.run_id, slot.started)
+            for slot in sorted(self._keys.values(), key=lambda s: s.created_at)
+            if slot.started is not None and slot.run_id is not None and not slot.resolved
+        ]
 
     async def deliver(self, key: str, payload: Any, *, now: float) -> str | None:
-        """Resolve the run waiting on `key`, or keep the payload for later."""
-        record = self._waits.get(key)
-        if record is None:
-            self._deliveries.setdefault(key, payload)
+        """Resolve the run waiting on `key`, or keep the payload for later (first one wins).
+
+        Raises:
+            UsageError: the payload cannot be serialised to JSON.
+        """
+        data = to_json(payload, what=f"the payload delivered to {key!r}")
+        slot = self._keys.get(key)
+        if slot is None:
+            self._keys[key] = _Key(now, payload=data, delivered_at=now)
             return None
-        await self.resolve_wait(
+        if not slot.open or slot.started is None or slot.run_id is None:
+            return None  # a delivery is already kept, or the wait is resolved
+        if slot.delivered_at is None:
+            slot.payload, slot.delivered_at = data, now
+        self._store(
             WaitResolved(
-                run_id=record.run_id,
+                run_id=slot.run_id,
                 ts=now,
-                call_id=record.started.call_id,
-                tool=record.started.tool,
+                call_id=slot.started.call_id,
+                tool=slot.started.tool,
                 key=key,
-                payload=payload,
+                payload=from_json(slot.payload or data),
             )
         )
-        return record.run_id
-
-    async def resolve_wait(self, resolution: WaitResolved) -> bool:
-        """Append the resolution if the wait is still open."""
-        record = self._waits.get(resolution.key)
-        if record is None or record.run_id != resolution.run_id:
-            return False
-        self._append(resolution)
-        return True
+        return slot.run_id
 
     async def take_delivery(self, key: str) -> tuple[bool, Any]:
-        """Pop a kept delivery."""
-        if key in self._deliveries:
-            return True, self._deliveries.pop(key)
-        return False, None
+        """Return a kept delivery not yet used up (resolving the wait uses it up)."""
+        slot = self._keys.get(key)
+        if slot is None or slot.delivered_at is None or slot.resolved or slot.payload is None:
+            return False, None
+        return True, from_json(slot.payload)
+
+    async def resolve_wait(self, resolution: WaitResolved) -> bool:
+        """Append the resolution if its run's wait on the key is still open."""
+        slot = self._keys.get(resolution.key)
+        if slot is None or not slot.open or slot.run_id != resolution.run_id:
+            return False
+        self._store(resolution)
+        return True
+
+    # -- leases and timers ----------------------------------------------------------------------
 
     async def claim(self, run_id: str, owner: str, *, lease_s: float, now: float) -> bool:
-        """Claim a run for `owner` unless another owner's lease is still live."""
-        holder = self._owners.get(run_id)
-        if holder is not None and holder[0] != owner and holder[1] > now:
+        """Claim an unfinished run for `owner` unless another owner's lease is still live."""
+        return self._claim(run_id, owner, now + lease_s, now)
+
+    def _claim(self, run_id: str, owner: str, until: float, now: float) -> bool:
+        run = self._runs.get(run_id)
+        if run is None or not run.free_for(owner, now):
             return False
-        self._owners[run_id] = (owner, now + lease_s)
+        run.owner, run.lease_until = owner, until
         return True
 
     async def claim_many(
         self, run_ids: list[str], owner: str, *, lease_s: float, now: float
     ) -> list[str]:
-        """Claim each run that is free."""
-        return [r for r in run_ids if await self.claim(r, owner, lease_s=lease_s, now=now)]
+        """Claim each run that `claim` would take; return them in the order given."""
+        return [r for r in run_ids if self._claim(r, owner, now + lease_s, now)]
+
+    async def claim_runs(
+        self,
+        owner: str,
+        *,
+        lease_s: float,
+        now: float,
+        limit: int = 100,
+        agents: Collection[str] | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[str]:
+        """Claim up to `limit` ready runs, oldest first (see `Leases.claim_runs`)."""
+        wanted = None if agents is None else set(agents)
+        skipped = set(exclude)
+        claimed: list[str] = []
+        for run in self._oldest_first():
+            if len(claimed) >= limit:
+                break
+            if (
+                run.status == "running"
+                and run.free_for(owner, now)
+                and (run.wake_at is None or run.wake_at <= now)
+                and (wanted is None or run.agent in wanted)
+                and run.run_id not in skipped
+            ):
+                run.owner, run.lease_until = owner, now + lease_s
+                claimed.append(run.run_id)
+        return claimed
 
     async def renew_leases(
         self,
@@ -412,37 +405,136 @@ class MemoryJournal:
         Returns:
             How many leases were renewed.
         """
-        held = [
-            run_id
-            for run_id, (holder, _) in self._owners.items()
-            if holder == owner and (run_ids is None or run_id in run_ids)
-        ]
-        for run_id in held:
-            self._owners[run_id] = (owner, now + lease_s)
-        return len(held)
+        only = None if run_ids is None else set(run_ids)
+        renewed = 0
+        for run in self._runs.values():
+            if run.owner == owner and not run.finished and (only is None or run.run_id in only):
+                run.lease_until = now + lease_s
+                renewed += 1
+        return renewed
 
     async def release(self, run_id: str, owner: str) -> None:
-        """Release `owner`'s claim."""
-        if self._owners.get(run_id, ("",))[0] == owner:
-            del self._owners[run_id]
+        """Release `owner`'s lease (nothing happens if it holds none)."""
+        run = self._runs.get(run_id)
+        if run is not None and run.owner == owner:
+            run.owner = run.lease_until = None
 
-    async def save_breakers(self, states: Mapping[str, Mapping[str, Any]]) -> None:
-        """Keep the breaker states."""
-        self._breakers = {tool: dict(state) for tool, state in states.items()}
+    async def set_wake(self, run_id: str, wake_at: float | None) -> bool:
+        """Set (or clear, with None) the run's timer; False for an unknown or finished run."""
+        run = self._runs.get(run_id)
+        if run is None or run.finished:
+            return False
+        run.wake_at = wake_at
+        return True
 
-    async def load_breakers(self) -> dict[str, dict[str, Any]]:
-        """Return the kept breaker states."""
-        return {tool: dict(state) for tool, state in self._breakers.items()}
+    async def due_runs(self, now: float, *, limit: int = 1000) -> list[str]:
+        """Return unfinished runs whose timer is due, earliest first."""
+        due = [
+            run
+            for run in self._runs.values()
+            if not run.finished and run.wake_at is not None and run.wake_at <= now
+        ]
+        due.sort(key=lambda run: run.wake_at or 0.0)
+        return [run.run_id for run in due[:limit]]
+
+    async def expire_gates(self, now: float, *, note: str = "") -> list[GateRecord]:
+        """Decide every open gate due at or before `now` as ``expired``; return them."""
+        expired: list[GateRecord] = []
+        for record in await self.gates(status="open"):
+            if record.opened.expires_at <= now:
+                gate_id = record.opened.gate_id
+                self._store(
+                    GateDecided(
+                        run_id=record.run_id,
+                        ts=now,
+                        gate_id=gate_id,
+                        call_id=record.opened.call_id,
+                        decision="expired",
+                        note=note,
+                    )
+                )
+                expired.append(self._gates[gate_id])  # now with its stored decision
+        return expired
+
+    async def expire_waits(self, now: float) -> list[WaitResolved]:
+        """Resolve every open wait due at or before `now` as timed out; return the events."""
+        resolved: list[WaitResolved] = []
+        for wait in await self.waits():
+            if wait.started.expires_at <= now:
+                stored = self._store(
+                    WaitResolved(
+                        run_id=wait.run_id,
+                        ts=now,
+                        call_id=wait.started.call_id,
+                        tool=wait.started.tool,
+                        key=wait.started.key,
+                        timed_out=True,
+                    )
+                )
+                resolved.append(cast(WaitResolved, stored))  # a copy: of the same class
+        return resolved
+
+    # -- blobs ----------------------------------------------------------------------------------
 
     async def put_blob(self, data: bytes) -> str:
-        """Keep bytes by content."""
+        """Keep bytes by content; return their SHA-256 hex digest."""
         digest = hashlib.sha256(data).hexdigest()
-        self._blobs.setdefault(digest, data)
+        self._blobs.setdefault(digest, (bytes(data), self._clock.now()))
         return digest
 
     async def get_blob(self, digest: str) -> bytes | None:
-        """Return bytes by digest."""
-        return self._blobs.get(digest)
+        """Return bytes by digest, or None."""
+        found = self._blobs.get(digest)
+        return None if found is None else found[0]
 
-    async def close(self) -> None:
-        """Nothing to release."""
+    # -- breakers and retention -----------------------------------------------------------------
+
+    async def save_breakers(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the kept breaker states.
+
+        Raises:
+            UsageError: a state cannot be serialised to JSON.
+        """
+        self._breakers = {
+            tool: to_json(dict(state), what=f"the state of breaker {tool!r}")
+            for tool, state in states.items()
+        }
+
+    async def load_breakers(self) -> dict[str, dict[str, Any]]:
+        """Return the kept breaker states (new copies)."""
+        return {tool: from_json(state) for tool, state in sorted(self._breakers.items())}
+
+    async def prune(self, *, older_than_s: float, now: float) -> int:
+        """Delete finished runs last updated before ``now - older_than_s``.
+
+        Their events, gates, waits and blob references go with them, as do blobs no run
+        uses any more and early deliveries nobody waited for, when older than the cutoff.
+        Unfinished runs are never pruned.
+
+        Returns:
+            The number of runs deleted.
+        """
+        cutoff = now - older_than_s
+        gone = {r.run_id for r in self._runs.values() if r.finished and r.updated_at < cutoff}
+        for run_id in gone:
+            del self._runs[run_id]
+            self._events.pop(run_id, None)
+        self._gates = {g: r for g, r in self._gates.items() if r.run_id not in gone}
+        self._keys = {
+            key: slot
+            for key, slot in self._keys.items()
+            if slot.run_id not in gone
+            and not (slot.run_id is None and (slot.delivered_at or 0.0) < cutoff)
+        }
+        for runs in self._blob_refs.values():
+            runs -= gone
+        self._blob_refs = {digest: runs for digest, runs in self._blob_refs.items() if runs}
+        self._blobs = {
+            digest: (data, created)
+            for digest, (data, created) in self._blobs.items()
+            if created >= cutoff or digest in self._blob_refs
+        }
+        return len(gone)
+
+    async def vacuum(self) -> None:
+        """Nothing to do: memory freed by `prune` is the interpreter's again at once."""

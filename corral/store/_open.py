@@ -25,7 +25,8 @@ from typing import Literal
 from urllib.parse import parse_qsl, unquote
 
 from ..errors import ConfigError
-from ._journal import Journal, MemoryJournal
+from ._contract import Journal
+from ._journal import MemoryJournal
 from ._sqlite import SqliteStore
 
 __all__ = ["DEFAULT_DB_URL", "journal_from_url", "open_store", "store_url"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ._journal import RunStatus
+from ._contract import RunStatus
 
 __all__ = ["RunRow", "StoreStatistics", "WaitRow"]
 

@@ -95,6 +95,15 @@ class SubAgent:
         self.name = name
         self.instructions = instructions
         self.tools: dict[str, Tool] = by_name
+        """The tools the model may call, by name."""
+        fallbacks: dict[str, Tool] = {}
+        for t in tools:
+            if t.fallback is not None and t.fallback.name not in by_name:
+                fallbacks.setdefault(t.fallback.name, t.fallback)
+        self.fallbacks: dict[str, Tool] = fallbacks
+        """The fallbacks of its tools that are not tools of the agent themselves, by name
+        (offered only while the breaker of the tool they stand in for is open)."""
+        self._callable: dict[str, Tool] = {**fallbacks, **by_name}
         self.model = model
         self.scopes = frozenset(scopes)
         self.limits = limits
@@ -106,6 +115,20 @@ class SubAgent:
         self.policies: tuple[ScopePolicy, ...] = tuple(policies)
         self.checks: tuple[CallCheck, ...] = checks
         self.specs: tuple[ToolSpec, ...] = tuple(t.spec() for t in tools)
+
+    def tool_for(self, name: str) -> Tool | None:
+        """The tool a call by this name runs: one of the agent's tools, or a fallback of one.
+
+        A fallback is offered to the model only while its tool's breaker is open, so a call
+        to it may outlive that step: waiting at a gate, or resumed after a restart.
+
+        Args:
+            name: the tool name, as a call or a gate names it.
+
+        Returns:
+            The tool, or None when no tool or fallback of the agent has that name.
+        """
+        return self._callable.get(name)
 
     def __repr__(self) -> str:
         return f"SubAgent({self.name!r}, tools={list(self.tools)}, model={self.model.name!r})"

@@ -4,6 +4,12 @@ ask the model -> check each proposed tool call -> run it under a timeout and ret
 -> feed back the result (or the error, in words the model can act on) -> repeat, until a
 final answer or a limit. Every decision is an event; the state is a fold over them, so a
 restarted actor resumes from the journal without repeating completed calls.
+
+Each concern is acted on in one place: `_record` journals every event (built with its
+final values), folds it into the state and tells the supervisor the errors it counted;
+`_failed_attempt` handles a failed model or tool attempt as the retry engine
+(`corral._retry.Attempts`) decides; `_act` turns the check chain's verdict into a
+rejection, a gate or a run of the call.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
 from .._clock import Clock
+from .._retry import Attempts, RetryDecision
 from .._task import new_id
 from .._timeout import CallAbandoned, within, within_isolated
 from ..actors import ActorRef, OneShotActor
@@ -31,12 +38,13 @@ from ..errors import (
 )
 from ..events import (
     Event,
+    GateDecided,
     GateOpened,
     GuardrailVerdict,
     ModelCalled,
     ModelFailed,
     Outcome,
-    RunFinished,
+    ResponseRecord,
     ToolCallFailed,
     ToolCallFinished,
     ToolCallProposed,
@@ -49,6 +57,7 @@ from ..guardrails import (
     ApprovalPolicy,
     CallCheck,
     CallContext,
+    ChainVerdict,
     CheckChain,
     InputScreen,
     ProposedCall,
@@ -57,14 +66,16 @@ from ..guardrails import (
     filter_result,
     redact_secrets,
 )
-from ..models import ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+from ..models import Model, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from ..models._tokens import TOOL_PROMPT, input_bound, token_bound, tools_token_bound
 from ..store import Journal
-from ..supervisor import (
+from ..supervisor import DEFAULT_GATE_TTL_S, Limits
+from ..supervisor._supervisor import (
     CallFailed,
     CloseRun,
+    Counted,
     Deny,
-    Limits,
+    Opened,
     OpenRun,
     ReserveModel,
     ReserveTool,
@@ -117,7 +128,7 @@ class RunServices:
     """Screens every tool result before the model sees it (injection arrives that way too)."""
     alert: Callable[[Verdict, ProposedCall], None] | None = None
     """Told of every call refused for permission or policy ("block it, log it, page someone")."""
-    gate_ttl_s: float = 48 * 3600.0
+    gate_ttl_s: float = DEFAULT_GATE_TTL_S
     """Seconds before an undecided gate expires into a rejection. Default 48 h."""
     supervisor_timeout: float = 10.0
     """Seconds to wait for the supervisor's answer before failing the step."""
@@ -155,6 +166,30 @@ class _Pause(Exception):
     """Internal: the run waits for a person or an external event."""
 
 
+class _Checked(NamedTuple):
+    """One proposed call, what the check chain said of it, and where the call stands."""
+
+    call: ToolCall
+    tool: Tool | None
+    """The tool offered under the call's name, or None."""
+    proposed: ProposedCall | None
+    """The call as policies see it; None when `tool` is."""
+    step: int
+    """The model step the call came from."""
+    key: str
+    """The call's identity (tool and canonical arguments), for loop detection."""
+    verdict: ChainVerdict
+    """What the check chain decided, with every verdict that was not a plain allow."""
+    first_pass: bool
+    """True when the call was proposed in this pass (False when checked again on resume)."""
+    decided: GateDecided | None
+    """The latest decision of a person at the call's gate, if any."""
+    started: ToolCallStarted | None
+    """The call's attempt that started and has no outcome yet, if any."""
+    use_fallback: bool
+    """The tool's breaker is open: run its fallback instead."""
+
+
 class RunActor(OneShotActor):
     """Drives one run of one sub-agent, from its journal, to an outcome."""
 
@@ -179,6 +214,9 @@ class RunActor(OneShotActor):
         self._offered: dict[str, Tool] = agent.tools
         """Tools callable at the current step (open breakers out, their fallbacks in)."""
         self._unavailable: frozenset[str] = frozenset()
+        self._unreserved: set[str] = set()
+        """Calls journaled as proposed whose reservation left no trace (the process
+        stopped in between): the supervisor is asked again before they go on."""
         self._price_cache: dict[str, tuple[float, float]] = {}
 
     async def run_once(self) -> None:
@@ -201,10 +239,24 @@ class RunActor(OneShotActor):
     # -- plumbing -----------------------------------------------------------------------
 
     async def _record(self, state: RunState, event: Event, *, wait: bool = True) -> None:
-        event.ts = self.s.clock.now()
-        await self.s.journal.append(event, wait=wait)
-        state.apply(event)
-        self.s.publish(event)
+        """Journal an event, fold it into the state, tell the supervisor the errors it counted.
+
+        (The supervisor learns of each proposed call from its `ReserveTool`, of each
+        model call's usage from its `SettleModel`.)
+        """
+        stored = await self.s.journal.append(event, wait=wait)  # `event` with its seq
+        errors = state.errors
+        state.apply(stored)
+        if state.errors != errors:
+            await self._tell(Counted(self.run_id, state.errors - errors))
+        self.s.publish(stored)
+
+    async def _tell(self, message: Any) -> None:
+        """Tell the supervisor; wait for room only if its mailbox is full (it rarely is)."""
+        try:
+            self.s.supervisor.tell_nowait(message)
+        except MailboxFullError:
+            await self.s.supervisor.tell(message)
 
     def _request_stop(self, outcome: Outcome, reason: str) -> None:
         if self._stop_requested is None:
@@ -220,8 +272,10 @@ class RunActor(OneShotActor):
         if state.done:
             self.after_stop = lambda: self.s.on_finished(state)
             return
+        self._unreserved = {c.id for c in state.pending if _unreserved(state, c.id)}
+        counted = len(self._unreserved)  # the supervisor counts them again when asked
         limits = self.limits
-        await self.s.supervisor.ask(
+        opened: Opened = await self.s.supervisor.ask(
             OpenRun(
                 run_id=self.run_id,
                 limits=limits,
@@ -229,16 +283,17 @@ class RunActor(OneShotActor):
                 stop=self._request_stop,
                 used_tokens=state.tokens + state.budget_used_tokens,
                 used_cost=state.cost_usd + state.budget_used_cost,
-                tool_calls=state.tool_calls,
+                tool_calls=state.tool_calls - counted,
                 errors=state.errors,
-                last_tools=tuple(state.recent_tools),
+                last_tools=tuple(state.recent_tools[: len(state.recent_tools) - counted]),
                 failed_calls=frozenset(state.failed_calls),
                 tenant=state.tenant,
                 budget_key=state.budget_key,
             ),
             timeout=self.s.supervisor_timeout,
         )
-        remaining = state.active_since + limits.max_wall_clock_s - self.s.clock.now()
+        # The supervisor owns the wall-clock limit; this scope interrupts a call in flight.
+        remaining = opened.deadline - self.s.clock.now()
         outcome: Outcome = "completed"
         reason = ""
         output: str | None = None
@@ -273,8 +328,7 @@ class RunActor(OneShotActor):
             if self._stop_requested is not None:
                 outcome, reason = self._stop_requested
             else:
-                outcome = "stopped_budget"
-                reason = f"wall-clock limit of {limits.max_wall_clock_s:g} s reached"
+                outcome, reason = opened.expired.outcome, opened.expired.reason
         with anyio.move_on_after(_SHIELD_S, shield=True):
             await self._finish(state, outcome, output, reason)
             await self.s.supervisor.tell(CloseRun(self.run_id))
@@ -284,16 +338,8 @@ class RunActor(OneShotActor):
     async def _finish(
         self, state: RunState, outcome: Outcome, output: str | None, reason: str
     ) -> None:
-        finished = RunFinished(
-            run_id=self.run_id,
-            outcome=outcome,
-            output=output if output is not None else (state.last_text or None),
-            reason=reason,
-            steps=state.tool_calls,
-            model_calls=state.model_calls,
-            tokens=state.tokens,
-            cost_usd=state.cost_usd,
-            duration_s=max(self.s.clock.now() - state.active_since, 0.0),
+        finished = state.finished_event(
+            outcome, reason=reason, ts=self.s.clock.now(), output=output
         )
         await self._record(state, finished)
         self.after_stop = lambda: self.s.on_finished(state)
@@ -380,16 +426,15 @@ class RunActor(OneShotActor):
                 output_price=output_price,
             )
         )
-        policy = limits.model_retry
-        attempt = 0
-        used = 0
-        cost = 0.0
+        attempts = Attempts(limits.model_retry, rng=self.s.rng, retry_unknown=False)
+        called: ModelCalled | None = None
         try:
             if permit.notice is not None:
                 await self._record(
                     state,
                     GuardrailVerdict(
                         run_id=self.run_id,
+                        ts=self.s.clock.now(),
                         guardrail=BUDGET_NOTICE,
                         decision="flag",
                         reason=permit.notice,
@@ -406,89 +451,58 @@ class RunActor(OneShotActor):
                 step=step,
             )
             while True:
-                attempt += 1
+                attempts.start()
                 started = time.perf_counter()
                 try:
-                    try:
-                        response = await within(
-                            partial(model.request, request), limits.model_timeout_s
-                        )
-                    except TimeoutError as exc:
-                        raise ModelTimeout(
-                            f"model {model.name!r} did not answer within "
-                            f"{limits.model_timeout_s:g} s"
-                        ) from exc
-                    if not isinstance(response, ModelResponse):
-                        raise ModelContractError(
-                            f"model {model.name!r} broke the model protocol: request() "
-                            f"returned {type(response).__name__}, not a ModelResponse"
-                        )
+                    response = await self._request(model, request)
                 except BaseException as exc:
                     if isinstance(exc, anyio.get_cancelled_exc_class()):
                         raise  # this run is being stopped
                     # A provider error may be retried; any other Exception (a bug in an
                     # adapter, a script that ran out) fails the run with its reason; a
                     # KeyboardInterrupt, SystemExit or the like also stops the runtime.
-                    fatal = not isinstance(exc, Exception)
-                    retryable = isinstance(exc, CallError) and exc.retryable
-                    retry = retryable and attempt <= policy.max_retries
-                    delay = 0.0
-                    if retry:
-                        assert isinstance(exc, CallError)
-                        delay = policy.delay(attempt, retry_after=exc.retry_after, rng=self.s.rng)
-                    await self._record(
+                    decided = await self._failed_attempt(
                         state,
-                        ModelFailed(
-                            run_id=self.run_id,
-                            step=step,
-                            model=model.name,
-                            error=redact_secrets(str(exc)) or type(exc).__name__,
-                            error_type=type(exc).__name__,
-                            attempt=attempt,
-                            will_retry=retry,
-                            delay_s=delay,
-                        ),
+                        attempts,
+                        exc,
+                        f"model {model.name!r}",
+                        partial(self._model_failed, step, model.name, exc),
                     )
-                    if fatal:
-                        raise _Fatal(
-                            f"model {model.name!r} raised {type(exc).__name__}", exc
-                        ) from exc
-                    if not retry:
-                        why = f"{exc}" if isinstance(exc, CallError) else f"{exc!r}"
-                        why = redact_secrets(why)
-                        raise _Stop(
-                            "failed", f"model call failed after {attempt} attempt(s): {why}"
-                        ) from exc
-                    await self.s.clock.sleep(delay)
-                    continue
+                    if decided.will_retry:
+                        continue
+                    why = redact_secrets(f"{exc}" if isinstance(exc, CallError) else f"{exc!r}")
+                    raise _Stop(
+                        "failed", f"model call failed after {decided.attempt} attempt(s): {why}"
+                    ) from exc
                 break
             duration = time.perf_counter() - started
-            used = response.usage.total_tokens
-            cost = float(self.s.cost(response.model or model.name, response.usage))
+            called = ModelCalled(
+                run_id=self.run_id,
+                ts=self.s.clock.now(),
+                step=step,
+                model=response.model or model.name,
+                response=ResponseRecord.from_response(response),
+                duration_s=duration,
+                attempt=attempts.attempt,
+                cost_usd=float(self.s.cost(response.model or model.name, response.usage)),
+                reserved_tokens=permit.reserved,
+                max_tokens=permit.max_tokens,
+            )
             await self._record(
                 state,
-                ModelCalled(
-                    run_id=self.run_id,
-                    step=step,
-                    model=response.model or model.name,
-                    response=response,
-                    duration_s=duration,
-                    attempt=attempt,
-                    cost_usd=cost,
-                    reserved_tokens=permit.reserved,
-                    max_tokens=permit.max_tokens,
-                ),
+                called,
                 # Committed with the next batch, and at the latest before the next side
                 # effect, gate or end of run (whose own appends wait): a crash can only
                 # make the runtime ask the model again, never repeat a side effect.
                 wait=False,
             )
         finally:
+            # The supervisor's figures are the recorded event's (0 when the call failed).
             settle = SettleModel(
                 self.run_id,
                 reserved=permit.reserved,
-                used=used,
-                cost_usd=cost,
+                used=called.response.usage.total_tokens if called is not None else 0,
+                cost_usd=called.cost_usd if called is not None else 0.0,
                 reserved_cost=permit.reserved_cost,
             )
             try:
@@ -497,6 +511,75 @@ class RunActor(OneShotActor):
                 with anyio.CancelScope(shield=True):  # a reservation must never leak
                     await self.s.supervisor.tell(settle)
         return response
+
+    async def _request(self, model: Model, request: ModelRequest) -> ModelResponse:
+        """One attempt of a model call, under the model timeout.
+
+        Raises:
+            ModelTimeout: the model did not answer in time.
+            ModelContractError: it answered something that is not a `ModelResponse`.
+        """
+        timeout = self.limits.model_timeout_s
+        try:
+            response = await within(partial(model.request, request), timeout)
+        except TimeoutError as exc:
+            raise ModelTimeout(f"model {model.name!r} did not answer within {timeout:g} s") from exc
+        if not isinstance(response, ModelResponse):
+            raise ModelContractError(
+                f"model {model.name!r} broke the model protocol: request() "
+                f"returned {type(response).__name__}, not a ModelResponse"
+            )
+        return response
+
+    async def _failed_attempt(
+        self,
+        state: RunState,
+        attempts: Attempts,
+        error: BaseException,
+        what: str,
+        failure: Callable[[RetryDecision], Event],
+    ) -> RetryDecision:
+        """Handle one failed attempt, of a model call or a tool call, the one way.
+
+        The retry engine decides what follows; its decision is journaled (the event
+        `failure` builds from it), then the run waits out the delay of a retry.
+
+        Args:
+            state: the run's state.
+            attempts: the call's attempts (the failed one is the last started).
+            error: what the attempt raised.
+            what: the callee, for the reason of a fatal stop (``tool 'x'``).
+            failure: builds the ``model_failed`` or ``tool_call_failed`` event.
+
+        Returns:
+            The decision: retry (already waited for), fall back, or give up.
+
+        Raises:
+            _Fatal: the error is a `BaseException` that is not an `Exception`.
+        """
+        decided = attempts.failed(error)
+        await self._record(state, failure(decided))
+        if decided.fatal:
+            raise _Fatal(f"{what} raised {type(error).__name__}", error) from error
+        if decided.will_retry:
+            await self.s.clock.sleep(decided.delay)
+        return decided
+
+    def _model_failed(
+        self, step: int, model: str, error: BaseException, decided: RetryDecision
+    ) -> ModelFailed:
+        """The event for a failed model attempt; the error's text has its secrets redacted."""
+        return ModelFailed(
+            run_id=self.run_id,
+            ts=self.s.clock.now(),
+            step=step,
+            model=model,
+            error=redact_secrets(str(error)) or type(error).__name__,
+            error_type=type(error).__name__,
+            attempt=decided.attempt,
+            will_retry=decided.will_retry,
+            delay_s=decided.delay,
+        )
 
     def _tool_tokens(self) -> int:
         """Bound on the tokens of whatever tools `_offer` offers (cached).
@@ -507,12 +590,8 @@ class RunActor(OneShotActor):
         cached: int | None = getattr(self, "_tool_tokens_cache", None)
         if cached is None:
             tools = self.agent.tools
-            fallbacks = {
-                t.fallback.name: t.fallback.spec()
-                for t in tools.values()
-                if t.fallback is not None and t.fallback.name not in tools
-            }
-            cached = tools_token_bound([*self.agent.specs, *fallbacks.values()])
+            fallbacks = [t.spec() for t in self.agent.fallbacks.values()]
+            cached = tools_token_bound([*self.agent.specs, *fallbacks])
             cached += len("\n\nNote: ")
             for name, t in tools.items():
                 # An unavailable tool's spec gives way to its note (the longer wording, and
@@ -530,16 +609,17 @@ class RunActor(OneShotActor):
             return  # still waiting for a person or an event
         agent = self.agent
         step = state.pending_step
-        offered = self._offered
-        tool = offered.get(call.name)
-        use_fallback = False
         key = state.proposed.get(call.id)
         first_pass = key is None
+        offered = self._offered if first_pass else self._offered_when_proposed(state, call.id)
+        tool = offered.get(call.name)
+        use_fallback = False
         if key is None:
             await self._record(
                 state,
                 ToolCallProposed(
                     run_id=self.run_id,
+                    ts=self.s.clock.now(),
                     step=step,
                     call_id=call.id,
                     tool=call.name,
@@ -550,6 +630,8 @@ class RunActor(OneShotActor):
                 wait=False,
             )
             key = state.proposed[call.id]  # the call's identity, as the fold computed it
+        if first_pass or call.id in self._unreserved:
+            self._unreserved.discard(call.id)
             permit = await self._ask_supervisor(
                 ReserveTool(
                     self.run_id,
@@ -560,7 +642,7 @@ class RunActor(OneShotActor):
                 )
             )
             use_fallback = permit.use_fallback
-        decision = state.decisions.get(call.id)
+        decided = state.decisions.get(call.id)
         started = state.in_flight.get(call.id)
         proposed: ProposedCall | None = None
         if tool is not None:
@@ -583,32 +665,66 @@ class RunActor(OneShotActor):
                 proposed=proposed,
                 offered=offered,
                 unavailable=self._unavailable,
-                approval_settled=decision is not None or started is not None,
+                approval_settled=decided is not None or started is not None,
             )
         )
-        # The one place that acts on the chain's verdict.
-        verdict = checked.verdict
-        if first_pass and checked.verdicts:
+        await self._act(
+            state,
+            _Checked(
+                call, tool, proposed, step, key, checked, first_pass, decided, started, use_fallback
+            ),
+        )
+
+    def _offered_when_proposed(self, state: RunState, call_id: str) -> Mapping[str, Tool]:
+        """The tools offered when a call was proposed, for a call checked again on resume.
+
+        A fallback offered while its tool's breaker was open stays callable for the calls
+        proposed then, after a gate or a restart, though the breaker may have closed.
+        """
+        names = state.offered.get(call_id)
+        if not names:  # a journal from before `offered` was recorded
+            return self._offered
+        tools: dict[str, Tool] = {}
+        for name in names:
+            tool = self.agent.tool_for(name)
+            if tool is not None:
+                tools[name] = tool
+        return tools
+
+    async def _act(self, state: RunState, checked: _Checked) -> None:
+        """The one place that acts on the check chain's verdict for a call.
+
+        Flags are journaled (once, when the call is first proposed); a block rejects the
+        call, telling the model why; an ``approve`` opens a gate, as does an attempt that
+        may or may not have happened (durability rule 3); a person's rejection rejects
+        it; anything else runs it, with the arguments a person may have edited.
+
+        Args:
+            state: the run's state.
+            checked: the call, its tool, the chain's verdict, and where the call stands.
+        """
+        call, tool, proposed, step, key, chain, first_pass, decided, started, use_fallback = checked
+        verdict = chain.verdict
+        if first_pass and chain.verdicts:
             # Flags are journaled once, when the call is proposed; a resumed run re-runs
             # the checks without journaling them again.
-            for note in checked.notes:
+            for note in chain.notes:
                 await self._verdict(state, note, step, call.id)
         if verdict.blocked or tool is None or proposed is None:
-            if checked.alert and proposed is not None and self.s.alert is not None:
+            if chain.alert and proposed is not None and self.s.alert is not None:
                 self.s.alert(verdict, proposed)
             message = verdict.message or (
                 f"The call to {call.name!r} was refused by the {verdict.guardrail!r} check"
                 + (f": {verdict.reason}" if verdict.reason else "")
                 + ". Do not retry it; continue without it or explain what is needed."
             )
-            await self._reject(state, call, step, verdict.guardrail, verdict.reason, message)
-            await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
+            await self._reject(state, call, step, key, verdict.guardrail, verdict.reason, message)
             return
         if (
             started is not None
             and started.side_effect != "read"
             and not tool.idempotent
-            and (decision is None or decision.seq < started.seq)
+            and (decided is None or decided.seq < started.seq)
         ):
             # Durability rule 3: it may or may not have happened. Never guess; ask.
             await self._open_gate(
@@ -622,38 +738,36 @@ class RunActor(OneShotActor):
                 "report it as failed",
             )
             return
-        if verdict.decision == "approve" and decision is None and started is None:
-            for approval in checked.approvals:  # which checks asked for a person, and why
+        if verdict.decision == "approve" and decided is None and started is None:
+            for approval in chain.approvals:  # which checks asked for a person, and why
                 await self._verdict(state, approval, step, call.id)
             await self._open_gate(state, call, tool, step, verdict.reason)
             return
         arguments = call.arguments
-        if decision is not None:
-            if decision.decision != "approved":
-                why = decision.note or (
-                    "the gate expired" if decision.decision == "expired" else ""
-                )
-                who = f" by {decision.by}" if decision.by else ""
+        if decided is not None:
+            if decided.decision != "approved":
+                why = decided.note or ("the gate expired" if decided.decision == "expired" else "")
+                who = f" by {decided.by}" if decided.by else ""
                 await self._reject(
                     state,
                     call,
                     step,
+                    key,
                     "approval",
-                    f"{decision.decision}{who}: {why}".rstrip(": "),
-                    f"A person did not approve calling {call.name!r} ({decision.decision}{who})"
+                    f"{decided.decision}{who}: {why}".rstrip(": "),
+                    f"A person did not approve calling {call.name!r} ({decided.decision}{who})"
                     + (f": {why}" if why else "")
                     + ". Do not retry it; continue without it or explain what is needed.",
                 )
-                await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="rejected"))
                 return
-            if decision.arguments is not None:
-                arguments = decision.arguments
+            if decided.arguments is not None:
+                arguments = decided.arguments
         idempotency_key = f"{self.run_id}/{step}/{state.call_index.get(call.id, 0)}"
         ok = await self._execute(
-            state, call, tool, step, idempotency_key, key, arguments, use_fallback=use_fallback
+            state, call, tool, step, idempotency_key, arguments, use_fallback=use_fallback
         )
         if not ok:
-            await self.s.supervisor.tell(CallFailed(self.run_id, key, kind="failed"))
+            await self._tell(CallFailed(self.run_id, key))
 
     def _check_chain(self) -> CheckChain:
         """The checks before each call of this run, built once per run."""
@@ -670,12 +784,21 @@ class RunActor(OneShotActor):
         return chain
 
     async def _reject(
-        self, state: RunState, call: ToolCall, step: int, guardrail: str, reason: str, message: str
+        self,
+        state: RunState,
+        call: ToolCall,
+        step: int,
+        key: str,
+        guardrail: str,
+        reason: str,
+        message: str,
     ) -> None:
+        """Refuse a call: journal why, and tell the supervisor (the same call again is a loop)."""
         await self._record(
             state,
             ToolCallRejected(
                 run_id=self.run_id,
+                ts=self.s.clock.now(),
                 step=step,
                 call_id=call.id,
                 tool=call.name,
@@ -685,6 +808,7 @@ class RunActor(OneShotActor):
             ),
             wait=False,
         )
+        await self._tell(CallFailed(self.run_id, key))
 
     async def _open_gate(
         self, state: RunState, call: ToolCall, tool: Tool, step: int, reason: str
@@ -694,6 +818,7 @@ class RunActor(OneShotActor):
             state,
             GateOpened(
                 run_id=self.run_id,
+                ts=now,
                 step=step,
                 call_id=call.id,
                 gate_id=new_id("gate"),
@@ -712,7 +837,6 @@ class RunActor(OneShotActor):
         tool: Tool,
         step: int,
         key: str,
-        identity: str,
         arguments: Mapping[str, Any],
         *,
         use_fallback: bool,
@@ -722,16 +846,23 @@ class RunActor(OneShotActor):
         fallback_for: str | None = None
         if use_fallback and tool.fallback is not None:
             fallback_for, tool = tool.name, tool.fallback
-            await self.s.supervisor.tell(CallFailed(self.run_id, identity, kind="fallback"))
-        attempt = state.attempts.get(call.id, 0)
-        tries_left = tool.retry.max_retries + 1 - (attempt if fallback_for is None else 0)
-        tries_left = max(tries_left, 1)
+        attempts = Attempts(
+            tool.retry,
+            rng=self.s.rng,
+            retry_unknown=True,  # a tool is arbitrary code: an unknown error may pass
+            attempt=state.attempts.get(call.id, 0),
+            tried=0 if fallback_for is not None else None,
+            fallback=(
+                original.fallback.retry
+                if fallback_for is None and original.fallback is not None
+                else None
+            ),
+        )
         due = state.retry_due.pop(call.id, None)
         if due is not None:  # a retry scheduled before a restart: keep its time
             await self.s.clock.sleep(due - self.s.clock.now())
         while True:
-            attempt += 1
-            tries_left -= 1
+            attempt = attempts.start()
             context = ToolContext(
                 run_id=self.run_id,
                 call_id=call.id,
@@ -743,6 +874,7 @@ class RunActor(OneShotActor):
                 state,
                 ToolCallStarted(
                     run_id=self.run_id,
+                    ts=self.s.clock.now(),
                     step=step,
                     call_id=call.id,
                     tool=tool.name,
@@ -754,7 +886,7 @@ class RunActor(OneShotActor):
                 wait=tool.side_effect != "read",
             )
             started = time.perf_counter()
-            error: Exception
+            error: BaseException
             try:
                 value = await within_isolated(
                     partial(tool.invoke, arguments, context),
@@ -773,12 +905,9 @@ class RunActor(OneShotActor):
             except BaseException as exc:
                 if isinstance(exc, anyio.get_cancelled_exc_class()):
                     raise  # this run is being stopped: the tool was cancelled with it
-                fatal = self._tool_failed(call, tool, step, attempt, exc, retryable=False)
-                fatal.message = f"Tool {call.name!r} raised {type(exc).__name__}; the run stops."
-                await self._record(state, fatal)
-                raise _Fatal(f"tool {tool.name!r} raised {type(exc).__name__}", exc) from exc
+                error = exc  # KeyboardInterrupt, SystemExit...: the run stops
             else:
-                await self.s.supervisor.tell(ToolOutcome(tool.name, ok=True, run_id=self.run_id))
+                await self._tell(ToolOutcome(tool.name, ok=True))
                 if isinstance(value, WaitFor):
                     await self._start_wait(state, call, tool, step, value)
                     return True
@@ -789,6 +918,7 @@ class RunActor(OneShotActor):
                     state,
                     ToolCallFinished(
                         run_id=self.run_id,
+                        ts=self.s.clock.now(),
                         step=step,
                         call_id=call.id,
                         tool=tool.name,
@@ -802,40 +932,20 @@ class RunActor(OneShotActor):
                     wait=tool.side_effect != "read",
                 )
                 return True
-            await self.s.supervisor.tell(ToolOutcome(tool.name, ok=False, run_id=self.run_id))
-            retryable = error.retryable if isinstance(error, CallError) else True
-            retry_after = error.retry_after if isinstance(error, CallError) else None
-            will_retry = retryable and tries_left > 0
-            delay = (
-                tool.retry.delay(
-                    tool.retry.max_retries - tries_left + 1, retry_after=retry_after, rng=self.s.rng
-                )
-                if will_retry
-                else 0.0
-            )
-            falls_back = not will_retry and fallback_for is None and original.fallback is not None
-            failed = self._tool_failed(
-                call,
-                tool,
-                step,
-                attempt,
+            if isinstance(error, Exception):  # the breakers count a tool's failures
+                await self._tell(ToolOutcome(tool.name, ok=False))
+            decided = await self._failed_attempt(
+                state,
+                attempts,
                 error,
-                retryable=retryable,
-                will_retry=will_retry,
-                delay=delay,
-                final=not will_retry and not falls_back,
+                f"tool {tool.name!r}",
+                partial(self._tool_failed, call, tool, step, error),
             )
-            if failed.final:
-                failed.message = self._failure_message(call, tool, error, attempt, retryable)
-            await self._record(state, failed)
-            if will_retry:
-                await self.s.clock.sleep(delay)
+            if decided.will_retry:
                 continue
-            if falls_back:
-                assert original.fallback is not None
+            if decided.action == "fall_back" and original.fallback is not None:
+                attempts.fall_back()
                 fallback_for, tool = original.name, original.fallback
-                tries_left = tool.retry.max_retries + 1
-                await self.s.supervisor.tell(CallFailed(self.run_id, identity, kind="fallback"))
                 continue
             return False
 
@@ -890,6 +1000,7 @@ class RunActor(OneShotActor):
             state,
             GuardrailVerdict(
                 run_id=self.run_id,
+                ts=self.s.clock.now(),
                 guardrail=verdict.guardrail,
                 decision=verdict.decision,
                 reason=redact_secrets(verdict.reason),
@@ -907,6 +1018,7 @@ class RunActor(OneShotActor):
             state,
             WaitStarted(
                 run_id=self.run_id,
+                ts=now,
                 step=step,
                 call_id=call.id,
                 tool=tool.name,
@@ -920,6 +1032,7 @@ class RunActor(OneShotActor):
                 state,
                 WaitResolved(
                     run_id=self.run_id,
+                    ts=self.s.clock.now(),
                     call_id=call.id,
                     tool=tool.name,
                     key=wait.key,
@@ -928,44 +1041,50 @@ class RunActor(OneShotActor):
             )
 
     def _tool_failed(
-        self,
-        call: ToolCall,
-        tool: Tool,
-        step: int,
-        attempt: int,
-        error: BaseException,
-        *,
-        retryable: bool,
-        will_retry: bool = False,
-        delay: float = 0.0,
-        final: bool = True,
+        self, call: ToolCall, tool: Tool, step: int, error: BaseException, decided: RetryDecision
     ) -> ToolCallFailed:
-        """The event for a failed attempt; the error's text has its secrets redacted."""
-        return ToolCallFailed(
-            run_id=self.run_id,
-            step=step,
-            call_id=call.id,
-            tool=tool.name,
-            attempt=attempt,
-            error=redact_secrets(str(error)) or type(error).__name__,
-            error_type=type(error).__name__,
-            retryable=retryable,
-            will_retry=will_retry,
-            delay_s=delay,
-            final=final,
-        )
+        """The event for a failed attempt, with what the model is told if it is the last.
 
-    @staticmethod
-    def _failure_message(
-        call: ToolCall, tool: Tool, error: Exception, attempts: int, retryable: bool
-    ) -> str:
+        The error's text has its secrets redacted.
+        """
         detail = redact_secrets(str(error)) or type(error).__name__
-        if not retryable:
-            return (
+        message = ""
+        if decided.fatal:
+            message = f"Tool {call.name!r} raised {type(error).__name__}; the run stops."
+        elif decided.final and not decided.retryable:
+            message = (
                 f"Tool {call.name!r} failed: {detail}. Retrying the same call will not help; "
                 "change the arguments or take another approach."
             )
-        return (
-            f"Tool {call.name!r} failed after {attempts} attempt(s): {detail}. It is not "
-            "available right now; continue without it or report that it failed."
+        elif decided.final:
+            message = (
+                f"Tool {call.name!r} failed after {decided.attempt} attempt(s): {detail}. It "
+                "is not available right now; continue without it or report that it failed."
+            )
+        return ToolCallFailed(
+            run_id=self.run_id,
+            ts=self.s.clock.now(),
+            step=step,
+            call_id=call.id,
+            tool=tool.name,
+            attempt=decided.attempt,
+            error=detail,
+            error_type=type(error).__name__,
+            retryable=decided.retryable,
+            will_retry=decided.will_retry,
+            delay_s=decided.delay,
+            final=decided.final,
+            message=message,
         )
+
+
+def _unreserved(state: RunState, call_id: str) -> bool:
+    """True for a proposed call with nothing journaled after its proposal."""
+    return (
+        call_id in state.proposed
+        and call_id not in state.in_flight
+        and call_id not in state.attempts
+        and call_id not in state.open_gates
+        and call_id not in state.decisions
+        and call_id not in state.waiting
+    )

@@ -3,6 +3,10 @@
 The live loop and a replay after a crash use the same `RunState.apply`, so a resumed run
 continues exactly where the journal says it was: completed model and tool calls are
 never repeated, their recorded results are used.
+
+`RunState.apply` is the one owner of a run's figures (tool calls, model calls, tokens,
+cost, errors): the supervisor is told what it counted, and `RunState.finished_event`
+builds every ``run_finished`` from them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ..events import (
     GateOpened,
     GuardrailVerdict,
     ModelCalled,
+    Outcome,
     RunFinished,
     RunStarted,
     ToolCallFailed,
@@ -31,7 +36,6 @@ from ..events import (
     WaitStarted,
 )
 from ..models import (
-    AssistantMessage,
     Message,
     ToolCall,
     ToolResultMessage,
@@ -103,6 +107,9 @@ class RunState:
     """Position of each of the last response's calls in that response, by call id."""
     proposed: dict[str, str] = field(default_factory=dict)
     """Call key by call id, for calls already proposed (counted by the supervisor)."""
+    offered: dict[str, list[str]] = field(default_factory=dict)
+    """The tools offered when each call was proposed, by call id (a resumed call is checked
+    against them)."""
     errors: int = 0
     """Failed attempts, rejected calls and fallbacks so far (the run breaker's count)."""
     failed_calls: set[str] = field(default_factory=set)
@@ -118,8 +125,14 @@ class RunState:
     model_calls: int = 0
     tool_calls: int = 0
     """Tool calls proposed, rejected ones included."""
-    usage: Usage = field(default_factory=Usage)
-    tokens: int = 0
+    input_tokens: int = 0
+    """Prompt tokens of the run's model calls billed at the normal rate."""
+    output_tokens: int = 0
+    """Tokens the run's model calls generated."""
+    cache_read_tokens: int = 0
+    """Prompt tokens of the run's model calls served from the provider's cache."""
+    cache_write_tokens: int = 0
+    """Prompt tokens of the run's model calls written to the provider's cache."""
     cost_usd: float = 0.0
     last_text: str = ""
     """The model's latest text (the partial answer if the run is stopped)."""
@@ -170,33 +183,31 @@ class RunState:
         self.last_seq = event.seq or self.last_seq + 1
         if isinstance(event, ModelCalled):
             response = event.response
+            usage = response.usage
             self.model_calls = max(self.model_calls, event.step)
-            self.usage = self.usage + response.usage
-            self.tokens += response.usage.total_tokens
+            self.input_tokens += usage.input_tokens
+            self.output_tokens += usage.output_tokens
+            self.cache_read_tokens += usage.cache_read_tokens
+            self.cache_write_tokens += usage.cache_write_tokens
             self.cost_usd += event.cost_usd
             if response.text:
                 self.last_text = response.text
-            usage = response.usage
             reported = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
             self.reported_input = max(reported, 0)
             self.added_tokens = 0  # the request was everything so far; its answer follows
-            self._add_message(
-                AssistantMessage(
-                    text=response.text,
-                    tool_calls=response.tool_calls,
-                    provider_data=response.provider_data,
-                )
-            )
-            self.pending = list(response.tool_calls)
+            turn = response.to_message()
+            self._add_message(turn)
+            self.pending = list(turn.tool_calls)
             self.pending_step = event.step
-            if not response.tool_calls:
+            if not turn.tool_calls:
                 self.answer = response.text
-            self.call_index = {c.id: i for i, c in enumerate(response.tool_calls)}
+            self.call_index = {c.id: i for i, c in enumerate(turn.tool_calls)}
         elif isinstance(event, ToolCallProposed):
             self.tool_calls += 1
             self.proposed[event.call_id] = call_key(
                 event.tool, event.arguments, parse_error=event.parse_error, call_id=event.call_id
             )
+            self.offered[event.call_id] = event.offered
             if self.recent_tools and self.recent_tools[-1] == event.tool:
                 self.recent_tools.append(event.tool)
             else:
@@ -269,6 +280,57 @@ class RunState:
         if self.paused_since is not None and not self.open_gates and not self.waiting:
             self.paused_total += max(ts - self.paused_since, 0.0)
             self.paused_since = None
+
+    def finished_event(
+        self, outcome: Outcome, *, reason: str, ts: float, output: str | None = None
+    ) -> RunFinished:
+        """The ``run_finished`` event that ends this run, its figures taken from this state.
+
+        Args:
+            outcome: how the run ended.
+            reason: why, in words (empty for a plain completion).
+            ts: when it ends, Unix seconds; the duration runs to it, pauses left out.
+            output: the final answer. Default: the model's latest text, if any (the
+                partial answer of a stopped run).
+
+        Returns:
+            The event, to journal and then `apply`.
+        """
+        paused = self.paused_total
+        if self.paused_since is not None:  # ended while paused: that pause is not run time
+            paused += max(ts - self.paused_since, 0.0)
+        return RunFinished(
+            run_id=self.run_id,
+            ts=ts,
+            outcome=outcome,
+            output=output if output is not None else (self.last_text or None),
+            reason=reason,
+            steps=self.tool_calls,
+            model_calls=self.model_calls,
+            tokens=self.tokens,
+            cost_usd=self.cost_usd,
+            duration_s=max(ts - self.started_at - paused, 0.0),
+        )
+
+    @property
+    def tokens(self) -> int:
+        """All tokens of the run's model calls, the figure budgets are counted in."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+    @property
+    def usage(self) -> Usage:
+        """The tokens of the run's model calls, as one `Usage`."""
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+        )
 
     @property
     def active_since(self) -> float:

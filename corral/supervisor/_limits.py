@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..tools import RetryPolicy
+from .._retry import RetryPolicy
 
-__all__ = ["BreakerPolicy", "Limits", "TenantLimits"]
+__all__ = ["DEFAULT_GATE_TTL_S", "BreakerPolicy", "Limits", "TenantLimits"]
+
+DEFAULT_GATE_TTL_S = 48 * 3600.0
+"""Seconds before an undecided gate expires into a rejection: 48 h. The one default for
+every gate (a sub-agent run's and a workflow's); `Runtime` takes it as a setting."""
 
 
 class Limits(BaseModel):

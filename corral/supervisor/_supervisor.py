@@ -8,6 +8,25 @@ Every limit is enforced by reservation before the call and settlement after: a m
 reserves its estimated input (times a margin) plus its output cap, in tokens and in USD,
 against the run's budget and its tenant's daily budget, so no in-flight call can push
 either past its cap.
+
+Who owns which number:
+
+* A run's facts (tool calls proposed, errors, tokens and cost used) are counted in one
+  place, `corral.subagents.RunState.apply`, from the run's events. The supervisor never
+  decides what counts: it adds what the run tells it of them, each message sent for one
+  recorded event (`ReserveTool` for each ``tool_call_proposed``, `Counted` for the errors
+  the state counted, `SettleModel` with a ``model_called``'s tokens and cost), and it is
+  seeded from the state when a run opens (`OpenRun`, after a restart). What it keeps is
+  the budget those numbers fill: shared by the runs of one budget key, with what is
+  reserved and in flight, which only it knows.
+* The wall-clock limit is the supervisor's alone: `OpenRun` fixes the run's deadline and
+  answers it (`Opened`), every reservation refuses a run past it, and the run arms its
+  own cancel scope with that deadline to interrupt a call in flight when it falls.
+
+The messages of every step (`ReserveModel`, `SettleModel`, `ReserveTool`, `ToolOutcome`,
+`Counted`, `CallFailed`) and the `Permit` answer are `NamedTuple`s, several times
+cheaper to build than frozen dataclasses (as `corral.guardrails.CallContext` is); the
+others are frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -16,7 +35,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .._clock import Clock
 from ..actors import NOT_INLINE, Actor
@@ -29,11 +48,13 @@ __all__ = [
     "BreakerState",
     "CallFailed",
     "CloseRun",
+    "Counted",
     "Deny",
     "GetBreakers",
     "GetTenantUsage",
     "GetUsage",
     "OpenRun",
+    "Opened",
     "Permit",
     "ReserveModel",
     "ReserveTool",
@@ -53,11 +74,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class OpenRun:
-    """Register a run before its first step (ask)."""
+    """Register a run before its first step (ask); answered with `Opened`."""
 
     run_id: str
     limits: Limits
     started_at: float
+    """When the run started, moved later by the time it spent paused (Unix seconds)."""
     tenant: str = "default"
     budget_key: str | None = None
     """Runs with the same key share one budget (a workflow's sub-agent runs). Default: run_id."""
@@ -66,8 +88,11 @@ class OpenRun:
     used_tokens: int = 0
     """Tokens already used (when a run is resumed from its journal)."""
     used_cost: float = 0.0
+    """USD already spent (when a run is resumed from its journal)."""
     tool_calls: int = 0
+    """Tool calls already proposed, as the run's state counted them."""
     errors: int = 0
+    """Errors so far, as the run's state counted them (the run breaker's count)."""
     last_tools: tuple[str, ...] = ()
     """The run's most recent consecutive same-tool calls, for loop detection on resume."""
     failed_calls: frozenset[str] = frozenset()
@@ -75,7 +100,29 @@ class OpenRun:
 
 
 @dataclass(frozen=True, slots=True)
-class ReserveModel:
+class Opened:
+    """The answer to `OpenRun`: when the run's wall-clock limit falls, and what follows."""
+
+    deadline: float
+    """Unix seconds on the supervisor's clock: the run's start plus its wall-clock limit."""
+    expired: Deny
+    """How the run ends when the deadline falls with a call in flight."""
+
+
+class Counted(NamedTuple):
+    """Errors the run's state counted from an event it just recorded (tell).
+
+    The run sends it after each event that changed its count: a failed attempt, a
+    rejected call, a fall back (`corral.subagents.RunState.apply` decides what counts);
+    the supervisor adds it to the run breaker's count.
+    """
+
+    run_id: str
+    errors: int
+    """Failed attempts, rejected calls and fallbacks."""
+
+
+class ReserveModel(NamedTuple):
     """Ask to make a model call (ask); answered with `Permit` or `Deny`."""
 
     run_id: str
@@ -87,49 +134,48 @@ class ReserveModel:
     """USD per output token of the model about to be called."""
 
 
-@dataclass(frozen=True, slots=True)
-class SettleModel:
+class SettleModel(NamedTuple):
     """Replace a model call's reservation by its real usage (tell)."""
 
     run_id: str
     reserved: int
+    """Tokens the call's `Permit` reserved."""
     used: int
+    """Tokens the call used, as the run's state counted them (0 if it failed)."""
     cost_usd: float = 0.0
+    """USD the call cost, as the run's state counted it."""
     reserved_cost: float = 0.0
+    """USD the call's `Permit` reserved."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveTool:
-    """Ask to run a proposed tool call (ask); answered with `Permit` or `Deny`."""
+class ReserveTool(NamedTuple):
+    """Tell of a proposed tool call and ask to run it (ask); answered with `Permit` or `Deny`.
+
+    Sent once for each ``tool_call_proposed`` the run records: each counts as a tool call,
+    as the run's state counts it, whatever the answer.
+    """
 
     run_id: str
     tool: str
     registered: bool = True
-    """False for a name the agent does not have: counted, but no breaker applies."""
+    """False for a name the agent does not have: no breaker applies."""
     has_fallback: bool = False
     call_key: str = ""
     """Tool name plus canonical arguments: the same key after a failure is a loop."""
 
 
-@dataclass(frozen=True, slots=True)
-class ToolOutcome:
+class ToolOutcome(NamedTuple):
     """Report one tool attempt's success or failure, for the breakers (tell)."""
 
     tool: str
     ok: bool
-    run_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class CallFailed:
-    """A proposed call was rejected, failed for good, or fell back (tell)."""
+class CallFailed(NamedTuple):
+    """A proposed call was rejected, or failed for good: the same key again is a loop (tell)."""
 
     run_id: str
     call_key: str
-    kind: Literal["rejected", "failed", "fallback"] = "rejected"
-    """``rejected`` by a check (an error, and the key is remembered), ``failed`` for good
-    after its attempts (each attempt was already counted; the key is remembered), or fell
-    back to its fallback tool (an error; the call itself did not fail)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +230,7 @@ class SeedTenant:
     cost_usd: float
 
 
-@dataclass(frozen=True, slots=True)
-class Permit:
+class Permit(NamedTuple):
     """The call may go ahead."""
 
     max_tokens: int = 0
@@ -246,6 +291,10 @@ class BreakerState:
     opened_at: float | None
 
 
+_PERMIT = Permit()
+"""The plain permit (for a tool call whose breaker is closed): one instance serves all."""
+
+
 # -- state ----------------------------------------------------------------------------------
 
 
@@ -282,6 +331,8 @@ class _Run:
     budget: _Budget
     tenant: _Tenant
     started_at: float
+    deadline: float
+    """When the wall-clock limit falls: `started_at` plus the limit, Unix seconds."""
     stop: Callable[[Outcome, str], None] | None
     reserved: int = 0
     """Tokens this run has reserved and not settled (released if the run closes)."""
@@ -355,12 +406,11 @@ class Supervisor(Actor):
 
     # -- runs ---------------------------------------------------------------------------
 
-    def _tenant(self, name: str) -> _Tenant:
+    def _tenant(self, name: str, now: float) -> _Tenant:
         tenant = self._tenants.get(name)
         if tenant is None:
             limits = self._tenant_limits.get(name, self._default_tenant_limits)
             tenant = self._tenants[name] = _Tenant(name, limits)
-        now = self._clock.now()
         if now >= tenant.day_ends:  # a new day: yesterday's usage no longer counts
             today = _day(now)
             if tenant.day != today:
@@ -368,7 +418,7 @@ class Supervisor(Actor):
             tenant.day_ends = _day_end(now)
         return tenant
 
-    def _open(self, m: OpenRun) -> None:
+    def _open(self, m: OpenRun) -> Opened:
         if m.run_id in self._runs:  # re-opened by a restarted run actor: start clean
             self._close(CloseRun(m.run_id))
         key = m.budget_key or m.run_id
@@ -383,12 +433,16 @@ class Supervisor(Actor):
                 errors=m.errors,
             )
         budget.runs += 1
-        run = _Run(m.run_id, budget, self._tenant(m.tenant), m.started_at, m.stop)
+        limit = m.limits.max_wall_clock_s
+        deadline = m.started_at + limit
+        tenant = self._tenant(m.tenant, self._clock.now())
+        run = _Run(m.run_id, budget, tenant, m.started_at, deadline, m.stop)
         run.failed_calls.update(m.failed_calls)
         if m.last_tools:
             run.last_tool = m.last_tools[-1]
             run.same_tool_streak = len(m.last_tools)
         self._runs[m.run_id] = run
+        return Opened(deadline, Deny("stopped_budget", f"wall-clock limit of {limit:g} s reached"))
 
     def _close(self, m: CloseRun) -> None:
         run = self._runs.pop(m.run_id, None)
@@ -417,16 +471,16 @@ class Supervisor(Actor):
             run.stop(m.outcome, m.reason)
         return True
 
-    def _common_checks(self, run: _Run) -> Deny | None:
+    def _common_checks(self, run: _Run, now: float) -> Deny | None:
         if run.stopped is not None:
             return Deny(*run.stopped)
         budget = run.budget
         limits = budget.limits
-        elapsed = self._clock.now() - run.started_at
-        if elapsed >= limits.max_wall_clock_s:
+        if now >= run.deadline:
             return Deny(
                 "stopped_budget",
-                f"wall-clock limit reached: {elapsed:.1f} s of {limits.max_wall_clock_s:g} s",
+                f"wall-clock limit reached: {now - run.started_at:.1f} s of "
+                f"{limits.max_wall_clock_s:g} s",
             )
         if budget.errors > limits.max_errors:
             return Deny(
@@ -440,14 +494,15 @@ class Supervisor(Actor):
 
     def _reserve_model(self, m: ReserveModel) -> Permit | Deny:
         run = self._run(m.run_id)
-        denied = self._common_checks(run)
+        now = self._clock.now()
+        denied = self._common_checks(run, now)
         if denied is not None:
             return denied
-        budget, tenant = run.budget, self._tenant(run.tenant.name)
+        budget, tenant = run.budget, self._tenant(run.tenant.name, now)
         limits = budget.limits
         # Decided on what is used and reserved before this call; the notice goes into the
         # request, so its own tokens are part of what this call reserves.
-        notice = self._notice(run)
+        notice = self._notice(run, now)
         estimated = m.estimated_input
         if notice is not None:
             estimated += token_bound(notice) + FRAMING_PER_MESSAGE
@@ -492,7 +547,7 @@ class Supervisor(Actor):
             reserved=reserved,
             reserved_cost=reserved_cost,
             notice=notice,
-            unavailable=self._unavailable(),
+            unavailable=self._unavailable(now),
         )
 
     def _exhausted(self, which: str, run: _Run, tenant: _Tenant, input_tokens: int) -> str:
@@ -521,21 +576,21 @@ class Supervisor(Actor):
             f"${tenant.reserved_cost:.4f} reserved of ${tl.daily_cost_usd:.4f} today"
         )
 
-    def _notice(self, run: _Run) -> str | None:
+    def _notice(self, run: _Run, now: float) -> str | None:
         """Once a budget passes the warning level, tell the model what remains (once)."""
         budget = run.budget
         if budget.warned:
             return None
         limits = budget.limits
-        elapsed = self._clock.now() - run.started_at
-        fractions = [
+        elapsed = now - run.started_at
+        used = max(
             (budget.tokens + budget.reserved) / limits.max_tokens,
             budget.tool_calls / limits.max_tool_calls,
             elapsed / limits.max_wall_clock_s,
-        ]
+        )
         if limits.max_cost_usd is not None:
-            fractions.append((budget.cost + budget.reserved_cost) / limits.max_cost_usd)
-        if max(fractions) < limits.warn_at:
+            used = max(used, (budget.cost + budget.reserved_cost) / limits.max_cost_usd)
+        if used < limits.warn_at:
             return None
         budget.warned = True
         left_tokens = max(limits.max_tokens - budget.tokens - budget.reserved, 0)
@@ -545,15 +600,14 @@ class Supervisor(Actor):
         if limits.max_cost_usd is not None:
             cost = f", ${max(limits.max_cost_usd - budget.cost - budget.reserved_cost, 0):.4f}"
         return (
-            f"Budget notice: this run has used {max(fractions):.0%} of a limit. Remaining: "
+            f"Budget notice: this run has used {used:.0%} of a limit. Remaining: "
             f"{left_tokens:,} tokens, {left_calls} tool calls, {left_s:.0f} s{cost}. "
             "Wrap up now: give the most useful answer you can with what you have."
         )
 
-    def _unavailable(self) -> frozenset[str]:
+    def _unavailable(self, now: float) -> frozenset[str]:
         if not self._breakers:
             return frozenset()
-        now = self._clock.now()
         return frozenset(
             tool
             for tool, b in self._breakers.items()
@@ -564,7 +618,7 @@ class Supervisor(Actor):
         run = self._runs.get(m.run_id)
         if run is None:
             return
-        budget, tenant = run.budget, self._tenant(run.tenant.name)
+        budget, tenant = run.budget, self._tenant(run.tenant.name, self._clock.now())
         budget.reserved -= m.reserved
         budget.reserved_cost -= m.reserved_cost
         run.reserved -= m.reserved
@@ -580,15 +634,17 @@ class Supervisor(Actor):
 
     def _reserve_tool(self, m: ReserveTool) -> Permit | Deny:
         run = self._run(m.run_id)
-        denied = self._common_checks(run)
+        denied = self._common_checks(run, self._clock.now())
         if denied is not None:
+            run.budget.tool_calls += 1
             return denied
         budget = run.budget
         limits = budget.limits
-        if budget.tool_calls >= limits.max_tool_calls:
+        budget.tool_calls += 1
+        if budget.tool_calls > limits.max_tool_calls:
             return Deny(
                 "stopped_steps",
-                f"tool-call limit reached: {budget.tool_calls} of {limits.max_tool_calls}",
+                f"tool-call limit reached: {budget.tool_calls - 1} of {limits.max_tool_calls}",
             )
         if m.call_key and m.call_key in run.failed_calls:
             return Deny(
@@ -606,15 +662,14 @@ class Supervisor(Actor):
                 f"loop detected: {m.tool!r} called {run.same_tool_streak} times in a row "
                 f"(limit {cap})",
             )
-        budget.tool_calls += 1
         if not m.registered:
-            return Permit()
+            return _PERMIT
         return self._breaker_permit(m.tool, m.has_fallback)
 
     def _breaker_permit(self, tool: str, has_fallback: bool) -> Permit | Deny:
         breaker = self._breakers.get(tool)
         if breaker is None or breaker.opened_at is None:
-            return Permit()
+            return _PERMIT
         now = self._clock.now()
         waited = now - breaker.opened_at
         trial_due = breaker.trial_at is None or now - breaker.trial_at >= self._policy.cooldown_s
@@ -632,10 +687,6 @@ class Supervisor(Actor):
         )
 
     def _tool_outcome(self, m: ToolOutcome) -> None:
-        if not m.ok and m.run_id:
-            run = self._runs.get(m.run_id)
-            if run is not None:
-                run.budget.errors += 1
         breaker = self._breakers.get(m.tool)
         if m.ok:
             if breaker is not None:
@@ -653,12 +704,13 @@ class Supervisor(Actor):
 
     def _call_failed(self, m: CallFailed) -> None:
         run = self._runs.get(m.run_id)
-        if run is None:
-            return
-        if m.kind != "failed":
-            run.budget.errors += 1
-        if m.kind != "fallback":
+        if run is not None:
             run.failed_calls.add(m.call_key)
+
+    def _counted(self, m: Counted) -> None:
+        run = self._runs.get(m.run_id)
+        if run is not None:
+            run.budget.errors += m.errors
 
     # -- queries ------------------------------------------------------------------------
 
@@ -678,7 +730,7 @@ class Supervisor(Actor):
         )
 
     def _tenant_usage(self, m: GetTenantUsage) -> TenantUsage:
-        t = self._tenant(m.tenant)
+        t = self._tenant(m.tenant, self._clock.now())
         return TenantUsage(t.name, t.day, t.tokens, t.reserved, t.cost, t.limits)
 
     def _seed_breakers(self, m: SeedBreakers) -> None:
@@ -692,7 +744,7 @@ class Supervisor(Actor):
             )
 
     def _seed_tenant(self, m: SeedTenant) -> None:
-        tenant = self._tenant(m.tenant)
+        tenant = self._tenant(m.tenant, self._clock.now())
         if tenant.day == m.day:
             tenant.tokens = max(tenant.tokens, m.tokens)
             tenant.cost = max(tenant.cost, m.cost_usd)
@@ -715,6 +767,7 @@ class Supervisor(Actor):
         ReserveTool: _reserve_tool,
         ToolOutcome: _tool_outcome,
         CallFailed: _call_failed,
+        Counted: _counted,
         GetUsage: _usage,
         GetTenantUsage: _tenant_usage,
         GetBreakers: _breaker_states,

@@ -1,7 +1,10 @@
-"""Tools: functions the model may call, with strict schemas, side-effect levels and policies."""
+"""Tools: functions the model may call, with strict schemas, side-effect levels and policies.
 
+`RetryPolicy` lives with the retry engine (`corral._retry`) and is re-exported here.
+"""
+
+from .._retry import RetryPolicy as RetryPolicy
 from ._tool import SIDE_EFFECTS as SIDE_EFFECTS
-from ._tool import RetryPolicy as RetryPolicy
 from ._tool import SchemaViolation as SchemaViolation
 from ._tool import SideEffect as SideEffect
 from ._tool import Tool as Tool

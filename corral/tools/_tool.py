@@ -1,13 +1,13 @@
-"""Tools: a name, a description, a strict JSON Schema, a side-effect level and a call policy."""
+"""Tools: a name, a description, a strict JSON Schema, a side-effect level and a call policy.
+
+A tool's retry policy is a `corral.RetryPolicy`, the one retry engine's (`corral._retry`).
+"""
 
 from __future__ import annotations
 
 import copy
-import email.utils
 import inspect
 import math
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints, overload
@@ -18,13 +18,13 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, create_model
 
+from .._retry import RetryPolicy, parse_retry_after
 from .._timeout import run_sync_in_thread
 from ..errors import ConfigError, RateLimited, ToolError
 from ..models import ToolSpec
 
 __all__ = [
     "SIDE_EFFECTS",
-    "RetryPolicy",
     "SchemaViolation",
     "SideEffect",
     "Tool",
@@ -38,57 +38,6 @@ SideEffect = Literal["read", "write", "external", "destructive"]
 """What a tool does to the world: reads only, writes our state, calls out, or destroys."""
 
 SIDE_EFFECTS: tuple[SideEffect, ...] = ("read", "write", "external", "destructive")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How a failed tool call is retried.
-
-    With the defaults the delays before retries 1, 2 and 3 are about 1 s, 4 s and 16 s.
-    """
-
-    max_retries: int = 3
-    """Retries after the first attempt (so at most `max_retries + 1` attempts). Default 3."""
-    initial_delay: float = 1.0
-    """Delay before the first retry, in seconds. Default 1 s."""
-    multiplier: float = 4.0
-    """Each further delay is the previous one times this. Default 4."""
-    max_delay: float = 60.0
-    """Cap on one delay, in seconds (a `Retry-After` above it is honoured anyway). Default 60 s."""
-    jitter: float = 0.1
-    """Random spread of each delay, as a fraction (0.1 = ±10 %). Default 0.1."""
-
-    def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ConfigError(f"RetryPolicy.max_retries must be >= 0, got {self.max_retries}")
-        if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
-            raise ConfigError(
-                "RetryPolicy delays must be >= 0 and multiplier >= 1, got "
-                f"initial_delay={self.initial_delay}, max_delay={self.max_delay}, "
-                f"multiplier={self.multiplier}"
-            )
-        if not 0 <= self.jitter < 1:
-            raise ConfigError(f"RetryPolicy.jitter must be in [0, 1), got {self.jitter}")
-
-    def delay(
-        self, retry: int, *, retry_after: float | None = None, rng: random.Random | None = None
-    ) -> float:
-        """Seconds to wait before retry number `retry` (1-based).
-
-        Args:
-            retry: which retry this is, starting at 1.
-            retry_after: the server's `Retry-After`, honoured when longer than the backoff.
-            rng: random source for jitter (seed it for repeatable tests).
-
-        Returns:
-            The delay in seconds.
-        """
-        base = min(self.initial_delay * self.multiplier ** (retry - 1), self.max_delay)
-        if self.jitter:
-            base *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
-        if retry_after is not None:
-            return max(base, retry_after)
-        return base
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,25 +121,15 @@ def _json_path(path: Iterable[Any]) -> str:
 
 
 def retry_after_from_response(response: httpx.Response) -> float | None:
-    """Read a `Retry-After` (seconds or HTTP date) or `retry-after-ms` header, in seconds."""
-    ms = response.headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+    """Read how long an HTTP response asked us to wait, in seconds (see `parse_retry_after`).
+
+    Args:
+        response: the response (a 429 or a 503, usually).
+
+    Returns:
+        The delay in seconds (0 or more), or None when there is none worth honouring.
+    """
+    return parse_retry_after(response.headers)
 
 
 class Tool:

@@ -1,9 +1,11 @@
 """Workflows: sequential chains, parallel fan-outs and human gates, written in code.
 
 Public: `Workflow`, `Step` (with `Step.call`, `Step.agent`, `Step.gate`, `Step.wait`,
-`Step.fan_out`), and the engine's `WorkflowActor` / `WorkflowState` used by the runtime.
+`Step.fan_out`), the engine's `WorkflowActor` / `WorkflowState`, and `WorkflowHost` (with
+`ChildOutcome`): what the engine needs from the runtime hosting it.
 """
 
+from ._engine import ChildOutcome as ChildOutcome
 from ._engine import WorkflowActor as WorkflowActor
 from ._engine import WorkflowHost as WorkflowHost
 from ._engine import WorkflowState as WorkflowState
@@ -18,6 +20,7 @@ from ._workflow import Workflow as Workflow
 __all__ = [
     "AgentStep",
     "CallStep",
+    "ChildOutcome",
     "FanOut",
     "GateStep",
     "Step",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import anyio
 
@@ -43,31 +43,66 @@ from ._workflow import (
     call_fn,
 )
 
-__all__ = ["WorkflowActor", "WorkflowHost", "WorkflowState"]
+__all__ = ["ChildOutcome", "WorkflowActor", "WorkflowHost", "WorkflowState"]
 
 _FOREVER = 10 * 365 * 86_400.0
 _SHIELD_S = 5.0
 
 
+class ChildOutcome(NamedTuple):
+    """Where a workflow's sub-agent run stands, as `WorkflowHost.wait_child` reports it."""
+
+    status: str
+    """``finished``, or ``waiting`` at a gate or for an event."""
+    outcome: str | None
+    output: str | None
+    reason: str
+
+
 class WorkflowHost(Protocol):
-    """What the workflow engine needs from the runtime."""
+    """What the workflow engine needs from the runtime that hosts it (`corral.Runtime`).
 
-    journal: Journal
-    clock: Clock
+    The engine journals through `record`, starts and waits for sub-agent runs through
+    `start_child` and `wait_child`, and pauses on the key `child_done_key` names until the
+    host delivers a child's end there.
+    """
 
-    def _publish(self, event: Event) -> None: ...
-
-    async def _submit_child(
-        self, *, run_id: str, agent: str, task: str, parent_run_id: str, tenant: str
-    ) -> None: ...
-
-    async def _wait_child(self, run_id: str) -> tuple[str, str | None, str | None, str]:
-        """Return (status, outcome, output, reason) once the child finishes or pauses."""
+    @property
+    def journal(self) -> Journal:
+        """The journal the workflow's events go to."""
         ...
 
-    async def deliver(self, key: str, payload: Any = None) -> str | None: ...
+    @property
+    def clock(self) -> Clock:
+        """The runtime's clock: every event's timestamp and every deadline."""
+        ...
 
-    async def _on_workflow_done(self, run_id: str) -> None: ...
+    @property
+    def gate_ttl_s(self) -> float:
+        """Seconds before an undecided gate step expires into a rejection."""
+        ...
+
+    async def record(self, event: Event) -> Event:
+        """Journal `event` durably and tell the runtime's subscribers; return it as stored."""
+        ...
+
+    async def start_child(
+        self, *, run_id: str, agent: str, task: str, parent_run_id: str, tenant: str
+    ) -> None:
+        """Start sub-agent run `run_id` for a step (nothing happens if it already exists)."""
+        ...
+
+    async def wait_child(self, run_id: str) -> ChildOutcome:
+        """Return where the child run stands once it finishes or pauses."""
+        ...
+
+    def child_done_key(self, run_id: str) -> str:
+        """The correlation key under which the host delivers the end of child `run_id`."""
+        ...
+
+    async def workflow_stopped(self, run_id: str) -> None:
+        """Called once the workflow's actor has stopped (finished or paused)."""
+        ...
 
 
 @dataclass
@@ -147,11 +182,10 @@ class WorkflowActor(OneShotActor):
         """Drive the workflow from its journal to its end or a pause."""
         await self._drive()
 
-    async def _record(self, state: WorkflowState, event: Event) -> None:
-        event.ts = self.host.clock.now()
-        await self.host.journal.append(event)
-        state.apply(event)
-        self.host._publish(event)
+    async def _record(self, state: WorkflowState, kind: type[Event], **fields: Any) -> None:
+        """Make an event of `kind` for this run, stamped now, journal it and apply it."""
+        event = kind(run_id=self.run_id, ts=self.host.clock.now(), **fields)
+        state.apply(await self.host.record(event))
 
     async def _drive(self) -> None:
         state = WorkflowState(self.run_id)
@@ -160,7 +194,7 @@ class WorkflowActor(OneShotActor):
             events = await self.host.journal.read(self.run_id)
         for event in events:
             state.apply(event)
-        self.after_stop = lambda: self.host._on_workflow_done(self.run_id)
+        self.after_stop = lambda: self.host.workflow_stopped(self.run_id)
         if state.finished is not None:
             return
         try:
@@ -172,9 +206,7 @@ class WorkflowActor(OneShotActor):
                     output: Any = await self._fan_out(step, state)
                 else:
                     output = await self._run_step(step, step.name, inputs, state)
-                await self._record(
-                    state, StepFinished(run_id=self.run_id, step=step.name, output=output)
-                )
+                await self._record(state, StepFinished, step=step.name, output=output)
         except _Pause:
             return
         except _Failed as failed:
@@ -197,13 +229,11 @@ class WorkflowActor(OneShotActor):
         with anyio.move_on_after(_SHIELD_S, shield=True):
             await self._record(
                 state,
-                RunFinished(
-                    run_id=self.run_id,
-                    outcome=outcome,
-                    output=output,
-                    reason=reason,
-                    steps=len(state.outputs),
-                ),
+                RunFinished,
+                outcome=outcome,
+                output=output,
+                reason=reason,
+                steps=len(state.outputs),
             )
 
     def _inputs(self, step: Step, state: WorkflowState) -> Inputs:
@@ -227,7 +257,7 @@ class WorkflowActor(OneShotActor):
                 except _Failed as exc:
                     failures.append(exc)
                     return
-                await self._record(state, StepFinished(run_id=self.run_id, step=full, output=out))
+                await self._record(state, StepFinished, step=full, output=out)
 
         async with anyio.create_task_group() as tg:
             for b in fan.branches:
@@ -240,7 +270,7 @@ class WorkflowActor(OneShotActor):
 
     async def _run_step(self, step: Step, name: str, inputs: Inputs, state: WorkflowState) -> Any:
         if isinstance(step, CallStep):
-            await self._record(state, StepStarted(run_id=self.run_id, step=name))
+            await self._record(state, StepStarted, step=name)
             try:
                 output = await call_fn(step.fn, inputs)
             except Exception as exc:
@@ -249,7 +279,7 @@ class WorkflowActor(OneShotActor):
                 if _jsonable(output):
                     return output
                 error = f"its output is not JSON-serialisable: {type(output).__name__}"
-            await self._record(state, StepFailed(run_id=self.run_id, step=name, error=error))
+            await self._record(state, StepFailed, step=name, error=error)
             raise _Failed(name, error)
         if isinstance(step, AgentStep):
             return await self._agent_step(step, name, inputs, state)
@@ -267,10 +297,8 @@ class WorkflowActor(OneShotActor):
         child = state.children.get(name)
         if child is None:
             child = new_id("run")
-            await self._record(
-                state, StepStarted(run_id=self.run_id, step=name, child_run_id=child)
-            )
-            await self.host._submit_child(
+            await self._record(state, StepStarted, step=name, child_run_id=child)
+            await self.host.start_child(
                 run_id=child,
                 agent=step.agent_name,
                 task=step.render(inputs),
@@ -279,32 +307,28 @@ class WorkflowActor(OneShotActor):
             )
         tool = f"agent:{step.agent_name}"
         while True:
-            status, outcome, output, reason = await self.host._wait_child(child)
+            status, outcome, output, reason = await self.host.wait_child(child)
             if status != "waiting":
                 break
             # The child paused: pause too. Its end is delivered under this key; a delivery
             # made while we were getting here is found at once.
-            key = f"child:{child}"
+            key = self.host.child_done_key(child)
             await self._record(
                 state,
-                WaitStarted(
-                    run_id=self.run_id,
-                    step=0,
-                    call_id=name,
-                    tool=tool,
-                    key=key,
-                    expires_at=self.host.clock.now() + _FOREVER,
-                ),
+                WaitStarted,
+                step=0,
+                call_id=name,
+                tool=tool,
+                key=key,
+                expires_at=self.host.clock.now() + _FOREVER,
             )
             found, _ = await self.host.journal.take_delivery(key)
             if not found:
                 raise _Pause()
-            await self._record(
-                state, WaitResolved(run_id=self.run_id, call_id=name, tool=tool, key=key)
-            )
+            await self._record(state, WaitResolved, call_id=name, tool=tool, key=key)
         if outcome != "completed":
             error = f"run {child} of agent {step.agent_name!r} ended {outcome}: {reason}"
-            await self._record(state, StepFailed(run_id=self.run_id, step=name, error=error))
+            await self._record(state, StepFailed, step=name, error=error)
             raise _Failed(name, error)
         return output
 
@@ -317,27 +341,22 @@ class WorkflowActor(OneShotActor):
                 return {"approved_by": decision.by, "note": decision.note}
             error = f"{decision.decision}" + (f" by {decision.by}" if decision.by else "")
             error += f": {decision.note}" if decision.note else ""
-            await self._record(state, StepFailed(run_id=self.run_id, step=name, error=error))
+            await self._record(state, StepFailed, step=name, error=error)
             raise _Failed(name, error)
         if name not in state.open_gates:
             await self._record(
                 state,
-                GateOpened(
-                    run_id=self.run_id,
-                    step=0,
-                    call_id=name,
-                    gate_id=new_id("gate"),
-                    tool=f"workflow:{self.workflow.name}/{name}",
-                    arguments={k: v for k, v in inputs.items() if _jsonable(v)},
-                    side_effect="write",
-                    reason=step.prompt,
-                    expires_at=self.host.clock.now() + self._gate_ttl(),
-                ),
+                GateOpened,
+                step=0,
+                call_id=name,
+                gate_id=new_id("gate"),
+                tool=f"workflow:{self.workflow.name}/{name}",
+                arguments={k: v for k, v in inputs.items() if _jsonable(v)},
+                side_effect="write",
+                reason=step.prompt,
+                expires_at=self.host.clock.now() + self.host.gate_ttl_s,
             )
         raise _Pause()
-
-    def _gate_ttl(self) -> float:
-        return float(getattr(self.host, "_gate_ttl_s", 48 * 3600.0))
 
     async def _wait_step(
         self, step: WaitStep, name: str, inputs: Inputs, state: WorkflowState
@@ -346,7 +365,7 @@ class WorkflowActor(OneShotActor):
         if resolved is not None:
             if resolved.timed_out:
                 error = f"the event {resolved.key!r} did not arrive within {step.timeout_s:g} s"
-                await self._record(state, StepFailed(run_id=self.run_id, step=name, error=error))
+                await self._record(state, StepFailed, step=name, error=error)
                 raise _Failed(name, error)
             return resolved.payload
         if name in state.waiting:
@@ -354,27 +373,23 @@ class WorkflowActor(OneShotActor):
         key = step.render_key(inputs)
         await self._record(
             state,
-            WaitStarted(
-                run_id=self.run_id,
-                step=0,
-                call_id=name,
-                tool=f"workflow:{self.workflow.name}",
-                key=key,
-                expires_at=self.host.clock.now() + step.timeout_s,
-            ),
+            WaitStarted,
+            step=0,
+            call_id=name,
+            tool=f"workflow:{self.workflow.name}",
+            key=key,
+            expires_at=self.host.clock.now() + step.timeout_s,
         )
         found, payload = await self.host.journal.take_delivery(key)
         if not found:
             raise _Pause()
         await self._record(
             state,
-            WaitResolved(
-                run_id=self.run_id,
-                call_id=name,
-                tool=f"workflow:{self.workflow.name}",
-                key=key,
-                payload=payload,
-            ),
+            WaitResolved,
+            call_id=name,
+            tool=f"workflow:{self.workflow.name}",
+            key=key,
+            payload=payload,
         )
         return payload
 

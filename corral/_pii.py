@@ -31,8 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from ..errors import ConfigError
 from ._verdict import Verdict
+from .errors import ConfigError
 
 __all__ = [
     "ALL_KINDS",

@@ -1,0 +1,178 @@
+"""Keeping durable runs moving: the poller's tick, expiries, leases, retention, breakers.
+
+Each part of a tick is one batched journal call (`expire_gates`, `expire_waits`,
+`renew_leases`, `prune`, `claim_runs`), so a tick costs the same with ten runs in the
+journal as with a million. A failing part is logged and the others still run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from ..actors import Actor
+from ..events import ModelCalled
+from ..supervisor import BreakerState
+from ..supervisor._supervisor import GetBreakers, SeedBreakers, SeedTenant
+from ._approvals import Approvals
+from ._base import log
+
+__all__ = ["Maintenance", "Poller"]
+
+_PRUNE_EVERY_S = 3600.0
+"""How often the poller prunes finished runs past their retention."""
+
+
+class _Tick:
+    """Message the poller sends itself."""
+
+
+class Poller(Actor):
+    """Wakes the runtime every `interval` seconds: expiries, approvals from elsewhere, leases."""
+
+    def __init__(self, runtime: Maintenance, interval: float) -> None:
+        self._runtime = runtime
+        self._interval = interval
+
+    async def started(self) -> None:
+        await self.ref.tell(_Tick())
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, _Tick):
+            await anyio.sleep(self._interval)
+            if self._runtime._system is None:
+                return None  # the runtime is stopping: no more ticks
+            try:
+                await self._runtime._tick()  # each failing part is logged there
+            except Exception as exc:  # a bad tick must not stop the polling
+                log.error("runtime.tick_failed", part="tick", error=repr(exc))
+            await self.ref.tell(_Tick())
+            return None
+        return await super().receive(message)
+
+
+class Maintenance(Approvals):
+    """The periodic duties of a runtime, and breaker and budget state across restarts."""
+
+    async def tick(self) -> None:
+        """Expire overdue gates and waits, renew leases, and drive runs ready but idle here.
+
+        Called every `Durability.poll_interval_s` seconds; tests call it after moving a
+        `MockClock`. Every part runs even when an earlier one fails (each failure is
+        logged as ``runtime.tick_failed``).
+
+        Raises:
+            Exception: the first part's failure, once every part has run.
+        """
+        failures = await self._tick()
+        if failures:
+            raise failures[0]
+
+    async def _tick(self) -> list[Exception]:
+        """One tick; returns the failures (logged), so the poller never stops on one."""
+        self._require_running()
+        now = self.clock.now()
+        failures: list[Exception] = []
+        parts: list[tuple[str, Callable[[float], Awaitable[None]]]] = [
+            ("expire_gates", self._expire_gates),
+            ("expire_waits", self._expire_waits),
+            ("renew_leases", self._renew_leases),
+            ("save_breakers", self._tick_save_breakers),
+            ("prune", self._prune),
+            ("resume", self._tick_resume),
+        ]
+        for name, part in parts:
+            try:
+                await part(now)
+            except Exception as exc:
+                log.error("runtime.tick_failed", part=name, error=repr(exc))
+                failures.append(exc)
+        self._wake_all_waiters()  # runs driven elsewhere may have moved on: look again
+        return failures
+
+    async def _expire_gates(self, now: float) -> None:
+        for gate in await self.journal.expire_gates(now, note=self._expiry_note()):
+            if gate.decided is not None:
+                self._publish(gate.decided)
+
+    async def _expire_waits(self, now: float) -> None:
+        for resolved in await self.journal.expire_waits(now):
+            self._publish(resolved)
+
+    async def _renew_leases(self, now: float) -> None:
+        """Extend the leases of the runs driven here, and only while this process holds them.
+
+        A snapshot: runs start and pause while this awaits. A run that paused meanwhile
+        left `_active` before releasing its lease, and the renewal only extends a lease
+        still held, so a paused run is never claimed again here (after a crash, another
+        process would otherwise wait for that lease to run out).
+        """
+        active = list(self._active)
+        if active:
+            await self.journal.renew_leases(
+                self.owner, lease_s=self.durability.lease_s, now=now, run_ids=active
+            )
+
+    async def renew_leases(self) -> None:
+        """Extend the leases of the runs driven here now, as every tick does.
+
+        For a process that drives runs without a poller (``poll_interval_s=None``), such
+        as the ``corral`` command while it follows a decided run.
+
+        Raises:
+            JournalError: the journal could not be written (the leases then run out).
+        """
+        self._require_running()
+        await self._renew_leases(self.clock.now())
+
+    async def _tick_save_breakers(self, now: float) -> None:
+        await self._save_breakers()
+
+    async def _prune(self, now: float) -> None:
+        days = self.durability.retention_days
+        if days is None or now - self._pruned_at < _PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        pruned = await self.journal.prune(older_than_s=days * 86_400, now=now)
+        if pruned:
+            log.info("runtime.pruned", runs=pruned)
+
+    async def _tick_resume(self, now: float) -> None:
+        await self.resume()
+
+    async def _restore_supervisor(self) -> None:
+        """After a restart: breaker states, and what each budgeted tenant spent today."""
+        supervisor = self._require_supervisor()
+        saved = await self.journal.load_breakers()
+        if saved:
+            states = {tool: BreakerState(**state) for tool, state in saved.items()}
+            await supervisor.ask(SeedBreakers(states))
+            self._saved_breakers = states
+        if not self.tenants.budgeted:
+            return
+        day = dt.datetime.fromtimestamp(self.clock.now(), tz=dt.UTC)
+        midnight = day.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        spent: dict[str, list[float]] = {}
+        for info in await self.journal.runs(updated_since=midnight, limit=None):
+            for event in await self.journal.read(info.run_id):
+                if isinstance(event, ModelCalled) and event.ts >= midnight:
+                    total = spent.setdefault(info.tenant, [0, 0.0])
+                    total[0] += event.response.usage.total_tokens
+                    total[1] += event.cost_usd
+        for tenant, (tokens, cost) in spent.items():
+            await supervisor.ask(SeedTenant(tenant, day.date().isoformat(), int(tokens), cost))
+
+    async def _save_breakers(self) -> None:
+        """Keep breaker states in the journal, so they survive a restart."""
+        if self._supervisor is None:
+            return
+        states: dict[str, BreakerState] = await self._supervisor.ask(GetBreakers())
+        if states != self._saved_breakers:
+            await self.journal.save_breakers(
+                {tool: dataclasses.asdict(state) for tool, state in states.items()}
+            )
+            self._saved_breakers = states

@@ -1,0 +1,447 @@
+"""The SQLite store's queries and conditional writes: one job per contract method.
+
+Each function runs on an aiosqlite connection's thread (`corral.store._sqlite_sql.call`)
+with a plain `sqlite3.Connection`. Reads run on the read-only connection; writes run in
+`transaction`, so a check and the append it guards (a gate decision, a delivery, an
+expiry) cannot be separated by another process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Collection
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel
+
+from ..errors import CorralError, UsageError
+from ..events import GateDecided, GateOpened, WaitResolved, WaitStarted
+from ._codec import decode_as, from_json
+from ._contract import GateRecord, RunInfo, RunStatus, check_not_expired
+from ._sqlite_sql import append_in_transaction, transaction
+
+__all__ = [
+    "GATE_SELECT",
+    "SET_OWNER",
+    "claim",
+    "claim_many",
+    "claim_runs",
+    "decide_gate",
+    "deliver",
+    "execute_count",
+    "expire_gates",
+    "expire_waits",
+    "fetch_all",
+    "fetch_column",
+    "gate_record",
+    "get_blob",
+    "open_wait_run",
+    "prune_some",
+    "put_blob",
+    "renew_leases",
+    "replace_breakers",
+    "resolve_wait",
+    "select_run",
+    "select_runs",
+    "size_bytes",
+    "vacuum",
+]
+
+_M = TypeVar("_M", bound=BaseModel)
+
+SET_OWNER = "UPDATE runs SET owner = ?, lease_until = ? WHERE run_id = ?"
+"""Give a run's lease to an owner until a time."""
+_INFO_COLUMNS = (
+    "run_id, agent, tenant, status, outcome, created_at, updated_at, task, owner, lease_until, "
+    "wake_at"
+)
+"""The ``runs`` columns of a `RunInfo`, in its field order."""
+GATE_SELECT = """
+    SELECT g.run_id, g.opened_seq, o.payload, g.decided_seq, d.payload FROM gates g
+    JOIN events o ON o.run_id = g.run_id AND o.seq = g.opened_seq
+    LEFT JOIN events d ON d.run_id = g.run_id AND d.seq = g.decided_seq
+"""
+"""Gates with their opening and deciding events (rows for `gate_record`)."""
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def fetch_all(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    """Every row of a query."""
+    return conn.execute(sql, args).fetchall()
+
+
+def fetch_column(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    """The first column of every row of a query."""
+    return [row[0] for row in conn.execute(sql, args)]
+
+
+def select_runs(
+    conn: sqlite3.Connection,
+    status: RunStatus | None,
+    limit: int | None,
+    agents: list[str] | None,
+    updated_since: float | None,
+) -> list[RunInfo]:
+    """Runs of the index, newest first, with the filters of `RunIndex.runs`."""
+    where: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        where.append("status = ?")
+        args.append(status)
+    if agents is not None:
+        where.append("agent IN (SELECT value FROM json_each(?))")
+        args.append(json.dumps(agents))
+    if updated_since is not None:
+        where.append("updated_at >= ?")
+        args.append(updated_since)
+    sql = f"SELECT {_INFO_COLUMNS} FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, rowid DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return [RunInfo(*row) for row in conn.execute(sql, args)]
+
+
+def select_run(conn: sqlite3.Connection, run_id: str) -> RunInfo | None:
+    """One run of the index, or None."""
+    row = conn.execute(f"SELECT {_INFO_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else RunInfo(*row)
+
+
+def gate_record(
+    path: str,
+    run_id: str,
+    opened_seq: int,
+    opened: str,
+    decided_seq: int | None,
+    decided: str | None,
+) -> GateRecord:
+    """A `GateRecord` from a row of `GATE_SELECT`."""
+    return GateRecord(
+        run_id,
+        decode_as(path, run_id, opened_seq, opened, GateOpened),
+        None
+        if decided_seq is None or decided is None
+        else decode_as(path, run_id, decided_seq, decided, GateDecided),
+    )
+
+
+def _load(conn: sqlite3.Connection, path: str, run_id: str, seq: int, cls: type[_M]) -> _M:
+    row = conn.execute(
+        "SELECT payload FROM events WHERE run_id = ? AND seq = ?", (run_id, seq)
+    ).fetchone()
+    if row is None:
+        raise CorralError(f"journal {path}: event {seq} of run {run_id!r} is missing")
+    return decode_as(path, run_id, seq, row[0], cls)
+
+
+# -- conditional appends: gates and waits --------------------------------------------------------
+
+
+def decide_gate(conn: sqlite3.Connection, path: str, decision: GateDecided) -> bool:
+    """Append `decision` if its gate is open and the decision is in time (see `Journal`).
+
+    Raises:
+        UsageError: the gate belongs to another run.
+        GateExpired: an approval or rejection at or after the deadline.
+    """
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT run_id, status, expires_at FROM gates WHERE gate_id = ?",
+            (decision.gate_id,),
+        ).fetchone()
+        if row is None or row[1] != "open":
+            return False
+        if row[0] != decision.run_id:
+            raise UsageError(
+                f"gate {decision.gate_id!r} belongs to run {row[0]!r}, not {decision.run_id!r}"
+            )
+        check_not_expired(decision, float(row[2]))
+        append_in_transaction(conn, decision)
+        return True
+
+
+def expire_gates(
+    conn: sqlite3.Connection, path: str, gate_ids: list[str], now: float, note: str
+) -> list[GateRecord]:
+    """Decide each of `gate_ids` still open and overdue as ``expired``; return them."""
+    expired: list[GateRecord] = []
+    with transaction(conn):
+        for gate_id in gate_ids:
+            row = conn.execute(
+                "SELECT run_id, call_id, opened_seq FROM gates "
+                "WHERE gate_id = ? AND status = 'open' AND expires_at <= ?",
+                (gate_id, now),
+            ).fetchone()
+            if row is None:
+                continue
+            run_id, call_id, opened_seq = row
+            decided = append_in_transaction(
+                conn,
+                GateDecided(
+                    run_id=run_id,
+                    ts=now,
+                    gate_id=gate_id,
+                    call_id=call_id,
+                    decision="expired",
+                    note=note,
+                ),
+            )
+            opened = _load(conn, path, run_id, opened_seq, GateOpened)
+            expired.append(GateRecord(run_id, opened, cast(GateDecided, decided)))
+    return expired
+
+
+def open_wait_run(conn: sqlite3.Connection, key: str) -> str | None:
+    """The run whose wait on `key` is open, or None."""
+    row = conn.execute(
+        "SELECT run_id FROM waits WHERE key = ? AND run_id IS NOT NULL AND resolved_seq IS NULL",
+        (key,),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def deliver(
+    conn: sqlite3.Connection, path: str, key: str, data: str, now: float, expected: str | None
+) -> tuple[str, str | None]:
+    """Keep or deliver a payload (JSON text) for `key`, if the run waiting is `expected`.
+
+    Returns:
+        ``("retry", None)`` when another run (or none) waits now than `expected`;
+        ``("kept", None)``, ``("ignored", None)`` or ``("resolved", run_id)`` otherwise.
+    """
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT run_id, started_seq, payload, delivered_at, resolved_seq FROM waits "
+            "WHERE key = ?",
+            (key,),
+        ).fetchone()
+        open_run = row[0] if row is not None and row[0] is not None and row[4] is None else None
+        if open_run != expected:
+            return "retry", None  # not the run whose appends we held back
+        if row is None:
+            conn.execute(
+                "INSERT INTO waits (key, run_id, created_at, payload, delivered_at) "
+                "VALUES (?, NULL, ?, ?, ?)",
+                (key, now, data, now),
+            )
+            return "kept", None
+        if open_run is None:
+            return "ignored", None  # a delivery is already kept, or the wait is resolved
+        if row[3] is None:
+            conn.execute(
+                "UPDATE waits SET payload = ?, delivered_at = ? WHERE key = ?", (data, now, key)
+            )
+        else:
+            data = row[2]  # delivered before the wait started: the first payload wins
+        started = _load(conn, path, open_run, row[1], WaitStarted)
+        resolved = WaitResolved(
+            run_id=open_run,
+            ts=now,
+            call_id=started.call_id,
+            tool=started.tool,
+            key=key,
+            payload=from_json(data),
+        )
+        append_in_transaction(conn, resolved)
+        return "resolved", open_run
+
+
+def resolve_wait(conn: sqlite3.Connection, path: str, resolution: WaitResolved) -> bool:
+    """Append `resolution` if its run's wait on the key is open."""
+    with transaction(conn):
+        if open_wait_run(conn, resolution.key) != resolution.run_id:
+            return False
+        append_in_transaction(conn, resolution)
+        return True
+
+
+def expire_waits(
+    conn: sqlite3.Connection, path: str, keys: list[str], now: float
+) -> list[WaitResolved]:
+    """Resolve each wait on `keys` still open and overdue as timed out; return the events."""
+    resolved: list[WaitResolved] = []
+    with transaction(conn):
+        for key in keys:
+            row = conn.execute(
+                "SELECT run_id, started_seq FROM waits WHERE key = ? AND run_id IS NOT NULL "
+                "AND resolved_seq IS NULL AND expires_at <= ?",
+                (key, now),
+            ).fetchone()
+            if row is None:
+                continue
+            started = _load(conn, path, row[0], row[1], WaitStarted)
+            event = WaitResolved(
+                run_id=row[0],
+                ts=now,
+                call_id=started.call_id,
+                tool=started.tool,
+                key=key,
+                timed_out=True,
+            )
+            resolved.append(cast(WaitResolved, append_in_transaction(conn, event)))
+    return resolved
+
+
+# -- leases --------------------------------------------------------------------------------------
+
+
+_LEASE_FREE = "(owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until <= ?)"
+
+
+def claim(
+    conn: sqlite3.Connection, run_id: str, owner: str, until: float, now: float
+) -> tuple[bool, bool]:
+    """Return (claimed, fresh): fresh when the run was not already `owner`'s."""
+    with transaction(conn):
+        row = conn.execute(
+            f"SELECT owner FROM runs WHERE run_id = ? AND status != 'finished' AND {_LEASE_FREE}",
+            (run_id, owner, now),
+        ).fetchone()
+        if row is None:
+            return False, False
+        conn.execute(SET_OWNER, (owner, until, run_id))
+        return True, row[0] != owner
+
+
+def claim_many(
+    conn: sqlite3.Connection, run_ids: list[str], owner: str, until: float, now: float
+) -> list[tuple[str, bool]]:
+    """`claim` each run in one transaction; return (run_id, fresh) of those claimed."""
+    claimed: list[tuple[str, bool]] = []
+    with transaction(conn):
+        for run_id in run_ids:
+            row = conn.execute(
+                f"SELECT owner FROM runs WHERE run_id = ? AND status != 'finished' "
+                f"AND {_LEASE_FREE}",
+                (run_id, owner, now),
+            ).fetchone()
+            if row is not None:
+                conn.execute(SET_OWNER, (owner, until, run_id))
+                claimed.append((run_id, row[0] != owner))
+    return claimed
+
+
+def claim_runs(
+    conn: sqlite3.Connection,
+    owner: str,
+    until: float,
+    now: float,
+    limit: int,
+    agents: list[str] | None,
+    exclude: list[str],
+) -> list[tuple[str, bool]]:
+    """Claim up to `limit` ready runs, oldest first; return (run_id, fresh) of each."""
+    sql = (
+        f"SELECT run_id, owner FROM runs WHERE status = 'running' AND {_LEASE_FREE} "
+        "AND (wake_at IS NULL OR wake_at <= ?)"
+    )
+    args: list[Any] = [owner, now, now]
+    if agents is not None:
+        sql += " AND agent IN (SELECT value FROM json_each(?))"
+        args.append(json.dumps(agents))
+    if exclude:
+        sql += " AND run_id NOT IN (SELECT value FROM json_each(?))"
+        args.append(json.dumps(exclude))
+    sql += " ORDER BY created_at, rowid LIMIT ?"
+    args.append(limit)
+    with transaction(conn):
+        rows = conn.execute(sql, args).fetchall()
+        conn.executemany(SET_OWNER, [(owner, until, run_id) for run_id, _ in rows])
+    return [(run_id, previous != owner) for run_id, previous in rows]
+
+
+_RENEW = "UPDATE runs SET lease_until = ? WHERE owner = ? AND status != 'finished'"
+_RENEW_ONE = (
+    "UPDATE runs SET lease_until = ? WHERE run_id = ? AND owner = ? AND status != 'finished'"
+)
+
+
+def renew_leases(
+    conn: sqlite3.Connection, owner: str, until: float, run_ids: Collection[str] | None
+) -> int:
+    """Extend `owner`'s leases (of `run_ids` only, if given) to `until`; return how many."""
+    with transaction(conn):
+        if run_ids is None:
+            return int(conn.execute(_RENEW, (until, owner)).rowcount)
+        rows = [(until, run_id, owner) for run_id in run_ids]
+        return int(conn.executemany(_RENEW_ONE, rows).rowcount)
+
+
+def execute_count(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
+    """Run one write statement in a transaction; return the rows it changed."""
+    with transaction(conn):
+        return int(conn.execute(sql, args).rowcount)
+
+
+# -- blobs, breakers, retention ------------------------------------------------------------------
+
+
+def put_blob(conn: sqlite3.Connection, data: bytes, now: float) -> str:
+    """Store bytes by content, once; return their SHA-256 hex digest."""
+    digest = hashlib.sha256(data).hexdigest()  # here: hashing releases the GIL off the loop
+    with transaction(conn):
+        conn.execute(
+            "INSERT OR IGNORE INTO blobs (digest, size, data, created_at) VALUES (?, ?, ?, ?)",
+            (digest, len(data), data, now),
+        )
+    return digest
+
+
+def get_blob(conn: sqlite3.Connection, digest: str) -> bytes | None:
+    """Stored bytes by digest, or None."""
+    row = conn.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def replace_breakers(conn: sqlite3.Connection, rows: list[tuple[str, str, float]]) -> None:
+    """Replace every saved breaker state with `rows` (tool, state JSON, time)."""
+    with transaction(conn):
+        conn.execute("DELETE FROM breakers")
+        conn.executemany("INSERT INTO breakers (tool, state, updated_at) VALUES (?, ?, ?)", rows)
+
+
+def prune_some(conn: sqlite3.Connection, cutoff: float, limit: int) -> int:
+    """Delete up to `limit` finished runs last updated before `cutoff`; return how many.
+
+    The last round (fewer than `limit`) also drops blobs no run uses and early deliveries
+    nobody waited for, when older than the cutoff.
+    """
+    with transaction(conn):
+        ids = [
+            (row[0],)
+            for row in conn.execute(
+                "SELECT run_id FROM runs WHERE status = 'finished' AND updated_at < ? LIMIT ?",
+                (cutoff, limit),
+            )
+        ]
+        for table in ("events", "gates", "waits", "blob_refs", "runs"):
+            conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+        if len(ids) < limit:  # the last round: what no run uses any more
+            conn.execute(
+                "DELETE FROM blobs WHERE created_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM blob_refs WHERE blob_refs.digest = blobs.digest)",
+                (cutoff,),
+            )
+            conn.execute("DELETE FROM waits WHERE run_id IS NULL AND delivered_at < ?", (cutoff,))
+    return len(ids)
+
+
+def vacuum(conn: sqlite3.Connection) -> None:
+    """Rebuild the file without free pages, and truncate the write-ahead log."""
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def size_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes in use: pages in use times the page size."""
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    return (pages - free) * size
