@@ -8,7 +8,11 @@ Prints the median cost of:
   typical tool call;
 * the whole `CheckChain` the agent loop runs before a call (registered name, arguments,
   schema, permission, policies, approval), context included;
-* the chain per tool call: checks before the call, then filter and screen the result.
+* the chain per tool call: checks before the call, then filter and screen the result;
+* the provenance check on that call with ten 2 KB results in the run's context: once the
+  results are normalised (each is, once, on the first trace after it arrives), and
+  including that normalisation of all ten (the worst case: every result new). The
+  issue's target is under 50 µs per call.
 
 The issue's target for the whole chain is a median under 200 µs for a typical call with
 a 2 KB result. Figures only; nothing is asserted.
@@ -43,6 +47,7 @@ from corral.guardrails import (  # noqa: E402
 )
 from corral.guardrails._chain import CallContext, CheckChain  # noqa: E402
 from corral.guardrails._detector import InjectionDetector  # noqa: E402
+from corral.guardrails._provenance import Origin, ProvenanceCheck, Sources  # noqa: E402
 from corral.guardrails._results import filter_result  # noqa: E402
 from corral.guardrails._screen import InputScreen  # noqa: E402
 from corral.models import ToolCall  # noqa: E402
@@ -180,6 +185,26 @@ def chain() -> None:
     SCREEN_NO_PII.screen(filtered.content, source="tool_result")
 
 
+PROVENANCE = ProvenanceCheck(instructions="You are a billing agent. Refund what is owed.")
+RESULTS = [
+    (json.dumps(ROWS[i % 3 :]).replace("Acme", f"Acme {i}"), Origin("tool", "search", f"c{i}", i))
+    for i in range(10)
+]
+PROVENANCE_CTX = CallContext(
+    call=TOOL_CALL,
+    tool=refund,
+    proposed=CALL,
+    offered=OFFERED,
+    sources=Sources([("Refund what INV-000102 was overcharged.", Origin("task")), *RESULTS]),
+)
+
+
+def provenance_cold() -> None:
+    """The check when all ten results are new to it (each is normalised on this trace)."""
+    ctx = PROVENANCE_CTX._replace(sources=Sources(RESULTS))
+    PROVENANCE.check(ctx)
+
+
 def main() -> None:
     print(f"2 KB JSON result: {len(RESULT_TEXT):,} chars; prose: {len(PROSE):,} chars")
     figures = [
@@ -205,6 +230,11 @@ def main() -> None:
         ("all call checks", call_checks),
         ("check chain per call (CheckChain.run, 7 checks)", chain_run),
         ("chain: call checks + filter_result + screen (2 KB)", chain),
+        (
+            "provenance check, 10 x 2 KB results in context",
+            lambda: PROVENANCE.check(PROVENANCE_CTX),
+        ),
+        ("  same, the ten results new (normalised on the call)", provenance_cold),
     ]
     width = max(len(name) for name, _ in figures)
     for name, fn in figures:

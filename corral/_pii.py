@@ -71,11 +71,14 @@ PIIAction = Literal["redact", "flag", "block"]
 ALL_KINDS: tuple[PIIKind, ...] = get_args(PIIKind)
 """Every kind, in the order above."""
 SECRET_KINDS: frozenset[PIIKind] = frozenset(
-    {"api_key", "jwt", "bearer_token", "private_key", "secret"}
+    {"api_key", "jwt", "bearer_token", "private_key", "secret", "card"}
 )
-"""Credentials: never useful to a model, always worth redacting."""
-PERSONAL_KINDS: frozenset[PIIKind] = frozenset({"email", "phone", "card", "iban", "ssn"})
-"""Personal and payment data."""
+"""Credentials and payment card numbers: whoever reads one can use it, and a task never
+needs the model to see one, so they are redacted wherever text leaves a tool or an error
+(`redact_secrets`), and before the model sees a task unless screening is off."""
+PERSONAL_KINDS: frozenset[PIIKind] = frozenset({"email", "phone", "iban", "ssn"})
+"""Personal data a task may legitimately need (pay this IBAN, write to this address):
+flagged by default, redacted when asked."""
 
 # Higher wins when two findings overlap.
 _PRIORITY: dict[str, int] = {
@@ -869,6 +872,8 @@ def _counts(findings: Iterable[PIIFinding]) -> dict[str, int]:
 
 _SECRETS = PIIDetector(SECRET_KINDS, name="secrets")
 _TOKEN_RUN = b"a" * 16
+_CARD_RUN = b"ddddsdddd"
+"""Two groups of four digits with a separator between: how a card number is written."""
 
 
 def redact_secrets(text: str) -> str:
@@ -876,13 +881,15 @@ def redact_secrets(text: str) -> str:
 
     The same detector rules the result filter applies to tool results, restricted to
     `SECRET_KINDS` (API keys, JWTs, bearer tokens, PEM private keys, ``password=...``
-    values and URL passwords): for error messages, exception text and provider bodies
-    before they reach the journal, the model, the CLI or a log. Personal data is left as
-    it is (an error naming a missing customer's address stays useful).
+    values, URL passwords and payment card numbers): for error messages, exception text
+    and provider bodies before they reach the journal, the model, the CLI or a log.
+    Personal data is left as it is (an error naming a missing customer's address stays
+    useful).
 
-    Fast path: a text with nothing a secret needs (a run of 16 token characters, a
-    ``-----BEGIN`` line, a ``://`` or a secret-like name before ``:`` or ``=``) is
-    returned as it is after a few C-speed scans, about a microsecond for a short message.
+    Fast path: a text with nothing a secret needs (a run of 16 token characters, digits
+    grouped like a card number, a ``-----BEGIN`` line, a ``://`` or a secret-like name
+    before ``:`` or ``=``) is returned as it is after a few C-speed scans, about a
+    microsecond for a short message.
 
     Args:
         text: the text.
@@ -895,6 +902,7 @@ def redact_secrets(text: str) -> str:
     raw = text.encode("ascii", "replace")  # one byte per character, as `PIIDetector.find`
     if (
         _TOKEN_RUN not in raw.translate(_TOKEN_MASK)
+        and _CARD_RUN not in raw.translate(_NUMERIC_MASK)
         and b"://" not in raw
         and b"-----BEGIN" not in raw
         and not ((b"=" in raw or b":" in raw) and any(stem in raw.lower() for stem in _NAME_STEMS))

@@ -21,7 +21,7 @@ The tree::
     └── RunError                      a run did not complete (`RunResult.raise_for_outcome`)
         ├── BudgetExceeded            token, cost or wall-clock budget reached
         ├── StepLimitExceeded         tool-call cap reached
-        ├── LoopDetected              the same tool called too many times in a row
+        ├── LoopDetected              the run repeated itself: a call, or results it had seen
         ├── CircuitOpen               a breaker is open and no fallback exists
         └── RunCancelled              somebody stopped the run
 
@@ -278,7 +278,11 @@ class StepLimitExceeded(RunError):
 
 
 class LoopDetected(RunError):
-    """The run repeated itself (the same tool too many times in a row)."""
+    """The run repeated itself.
+
+    A failed call again, the same call with the same answer, or a tool's results it had
+    already seen (see `corral.Limits`).
+    """
 
     outcome = "stopped_loop"
 

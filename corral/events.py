@@ -22,7 +22,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 from .models import AssistantMessage, ModelResponse, StopReason
 
@@ -357,6 +364,19 @@ class GateOpened(_EventBase):
     """Why a person must decide, in words."""
     expires_at: float = 0.0
     """When an undecided gate turns into a rejection, Unix seconds."""
+    provenance: list[dict[str, Any]] = Field(default_factory=list)
+    """Where the call's argument values were found, when a check traced them: one entry
+    per value (``argument``, ``value``, ``trusted``, ``sources``: each ``source``,
+    ``tool``, ``call_id``, ``step``), from `corral.guardrails.ProvenanceCheck`. Left out
+    of the stored JSON when empty, so gates journaled before it existed read back as
+    they were written."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_provenance(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("provenance"):
+            data.pop("provenance", None)
+        return data
 
 
 class GateDecided(_EventBase):

@@ -271,7 +271,7 @@ async def test_your_check_can_send_a_call_to_a_person(where: str) -> None:
         result = await rt.wait(paused.run_id, timeout=5)
     assert world.ran == []
     (rejected,) = of_kind(result.events, "tool_call_rejected")
-    assert rejected.guardrail == "approval" and rejected.reason == "rejected by ana: not today"
+    assert rejected.guardrail == "person" and rejected.reason == "rejected by ana: not today"
     assert check.seen == [gate.opened.call_id, gate.opened.call_id]  # re-run on resume
 
 
@@ -459,8 +459,11 @@ async def test_every_verdict_that_is_not_a_plain_allow_is_journaled() -> None:
     assert expected <= journaled | rejected
     # ...and the built-in checks' verdicts too: the unknown tool's rejection.
     assert (calls[4].id, "registered", "block", "unknown tool 'void_invoice'") in rejected
-    # Nothing else was journaled as a verdict (the allows are not).
-    assert journaled == {e for e in expected if e[2] != "block"}
+    # Nothing else was journaled as a verdict (the allows are not), but the provenance
+    # check's: the gated refund's invoice id came from the lookup's result.
+    provenance = {e for e in journaled if e[1] == "provenance"}
+    assert [(e[0], e[2]) for e in provenance] == [(calls[1].id, "approve")]
+    assert journaled - provenance == {e for e in expected if e[2] != "block"}
     assert [g.opened.call_id for g in paused.gates] == [calls[1].id]
     assert world.ran == [
         ("lookup", {"invoice_id": "INV-9"}),

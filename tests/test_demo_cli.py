@@ -88,7 +88,7 @@ def test_corral_demo_stops_at_the_gate_and_approve_finishes_it(
     out = capsys.readouterr().out
     assert "approved by ana@example.com: checked" in out
     summary = next(line for line in out.splitlines() if line.startswith("completed"))
-    assert "steps=11" in summary and "model_calls=11" in summary and "time=" in summary
+    assert "steps=9" in summary and "model_calls=11" in summary and "time=" in summary
     assert "2 discrepancies found, 2 flagged" in out
 
     assert main(["runs", "list", "--db", db, "--json"]) == 0
@@ -117,7 +117,7 @@ def test_rejecting_a_gate_is_fed_back_and_the_run_finishes(
     assert main(["runs", "show", payload["result"]["run_id"], "--db", db, "--json"]) == 0
     events = json.loads(capsys.readouterr().out)
     rejected = [
-        e for e in events if e["kind"] == "tool_call_rejected" and e["guardrail"] == "approval"
+        e for e in events if e["kind"] == "tool_call_rejected" and e["guardrail"] == "person"
     ]
     assert rejected and "already credited" in rejected[0]["reason"]
 

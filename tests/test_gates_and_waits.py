@@ -116,7 +116,7 @@ async def test_rejection_is_fed_back_with_its_reason_and_nothing_runs() -> None:
         "manager. Do not retry it; continue without it or explain what is needed."
     )
     (rejected,) = of_kind(result.events, "tool_call_rejected")
-    assert rejected.guardrail == "approval"
+    assert rejected.guardrail == "person"
 
 
 async def test_gate_expires_into_a_rejection() -> None:

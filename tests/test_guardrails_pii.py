@@ -9,6 +9,7 @@ import pytest
 
 from corral._pii import (
     ALL_KINDS,
+    PERSONAL_KINDS,
     SECRET_KINDS,
     PIIDetector,
     iban_valid,
@@ -337,8 +338,8 @@ def test_overlaps_keep_the_most_specific_kind() -> None:
 
 def test_kinds_can_be_restricted_per_detector_and_per_call() -> None:
     text = f"jane@example.com {AWS} 4111 1111 1111 1111"
-    secrets_only = PIIDetector(SECRET_KINDS)
-    assert [f.kind for f in secrets_only.find(text)] == ["api_key"]
+    secrets_only = PIIDetector(SECRET_KINDS)  # card numbers are secrets (issue 12, item 6)
+    assert [f.kind for f in secrets_only.find(text)] == ["api_key", "card"]
     assert [f.kind for f in DETECTOR.find(text, kinds=["email", "card"])] == ["email", "card"]
     redacted, _ = DETECTOR.redact(text, kinds=["email"])
     assert redacted == f"[REDACTED:EMAIL] {AWS} 4111 1111 1111 1111"
@@ -415,3 +416,10 @@ def test_pathological_inputs_stay_fast(text: str) -> None:
     started = time.perf_counter()
     DETECTOR.redact(text)
     assert time.perf_counter() - started < 3.0
+
+
+def test_secret_and_personal_kinds_split_the_kinds() -> None:
+    assert SECRET_KINDS == {"api_key", "jwt", "bearer_token", "private_key", "secret", "card"}
+    assert PERSONAL_KINDS == {"email", "phone", "iban", "ssn"}
+    assert SECRET_KINDS | PERSONAL_KINDS == set(ALL_KINDS)
+    assert not SECRET_KINDS & PERSONAL_KINDS

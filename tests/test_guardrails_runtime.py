@@ -527,9 +527,7 @@ async def test_hostile_task_is_blocked_before_the_first_step(
     assert model.requests == [] and sum(world.ran.values()) == 0
 
 
-async def test_secrets_and_pii_in_a_task_are_redacted_before_the_model_or_the_journal_sees_them() -> (
-    None
-):
+async def test_secrets_in_a_task_are_redacted_and_its_personal_data_kept_and_flagged() -> None:
     world = World()
     model = scripted(call("query_db", record_id="1"))
     agent = SubAgent("ops", instructions="x", tools=world.tools(), model=model, scopes=ALL_SCOPES)
@@ -537,14 +535,13 @@ async def test_secrets_and_pii_in_a_task_are_redacted_before_the_model_or_the_jo
     async with runtime(agent) as rt:
         result = await rt.run(text)
     started = result.events[0]
-    assert (
-        "jane.doe" not in started.task
-        and "4111" not in started.task
-        and "sk-ant" not in started.task
-    )
-    assert "[REDACTED:EMAIL]" in model.requests[0].messages[0].content
-    (verdict,) = kinds(result.events, "guardrail_verdict")
-    assert verdict.guardrail == "pii" and verdict.decision == "redact"
+    # The task keeps the data it needs (the customer's address); card numbers and keys
+    # never reach the model or the journal.
+    assert "jane.doe@example.com" in started.task
+    assert "4111" not in started.task and "sk-ant" not in started.task
+    assert "jane.doe@example.com" in model.requests[0].messages[0].content
+    verdicts = [(v.guardrail, v.decision) for v in kinds(result.events, "guardrail_verdict")]
+    assert verdicts == [("pii", "redact"), ("pii", "flag")]
 
 
 RESULT_INJECTIONS: list[tuple[str, str]] = [
@@ -661,10 +658,15 @@ async def test_a_tenant_exhausting_its_daily_budget_across_concurrent_runs() -> 
     assert usage.tokens == sum(r.tokens for r in results) <= 5000
 
 
-async def test_same_tool_four_times_in_a_row_is_a_loop() -> None:
+async def test_with_the_streak_rule_the_same_tool_four_times_in_a_row_is_a_loop() -> None:
     world = World()
     agent = SubAgent(
-        "ops", instructions="x", tools=world.tools(), model=forever("query_db"), scopes=ALL_SCOPES
+        "ops",
+        instructions="x",
+        tools=world.tools(),
+        model=forever("query_db"),
+        scopes=ALL_SCOPES,
+        limits=Limits(max_consecutive_same_tool=3),  # the old default, now a setting
     )
     async with runtime(agent) as rt:
         result = await rt.run("loop")

@@ -204,7 +204,7 @@ def fold_problems(fixture: Fixture) -> list[str]:
             "outcome": finished.outcome if finished is not None else None,
             "output": finished.output if finished is not None else state.last_text or None,
             "reason": finished.reason if finished is not None else "",
-            "steps": state.tool_calls,
+            "steps": state.executed_calls,
             "model_calls": state.model_calls,
             "tokens": state.tokens,
             "cost_usd": state.cost_usd,

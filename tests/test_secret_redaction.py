@@ -229,3 +229,17 @@ async def test_a_model_exception_leaves_no_trace_of_the_key() -> None:
     assert "[REDACTED:API_KEY]" in result.reason
     dumped = json.dumps([EventAdapter.dump_python(e, mode="json") for e in result.events])
     assert "sk-ant" not in dumped and "sk-ant" not in result.reason
+
+
+def test_card_numbers_are_secrets_in_errors_too() -> None:
+    # Issue 12, item 6: card numbers are redacted wherever secrets are.
+    for text in [
+        "charge failed for card 4111 1111 1111 1111 (declined)",
+        "charge failed for card 4111-1111-1111-1111",
+        "charge failed for card 4111111111111111",
+    ]:
+        redacted = redact_secrets(text)
+        assert "4111" not in redacted and "[REDACTED:CARD]" in redacted
+    # grouped digits that are not a card (an order number, a date) stay
+    text = "order 2024 0412 shipped on 2024-05-01"
+    assert redact_secrets(text) is text

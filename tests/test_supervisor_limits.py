@@ -11,9 +11,16 @@ from corral import BreakerPolicy, Limits, MockClock, SubAgent, tool
 from corral.actors import ActorSystem
 from corral.errors import ConfigError, ToolError
 from corral.events import Event
-from corral.models import FunctionModel, ModelRequest, ScriptedModel, call, reply
+from corral.models import (
+    FunctionModel,
+    ModelRequest,
+    ScriptedModel,
+    ToolResultMessage,
+    call,
+    reply,
+)
 from corral.store import MemoryJournal
-from corral.supervisor import Supervisor
+from corral.supervisor import BreakerState, Supervisor
 from corral.supervisor._supervisor import Deny, OpenRun, ReserveModel, SettleModel
 from corral.tools import RetryPolicy
 
@@ -56,10 +63,63 @@ async def test_step_cap_stops_the_run_and_keeps_the_partial_answer() -> None:
     assert result.events[-1].kind == "run_finished"
 
 
+async def test_steps_count_the_calls_that_ran_not_the_refused_proposals() -> None:
+    ran: list[str] = []
+
+    def alternate(request: ModelRequest) -> Any:
+        n = sum(isinstance(m, ToolResultMessage) for m in request.messages)
+        return [call("alpha" if n % 2 == 0 else "beta", n=n)]
+
+    limits = Limits(max_tool_calls=20)
+    async with runtime(agent(counting_tools(ran), FunctionModel(alternate), limits=limits)) as rt:
+        capped = await rt.run("never stop")
+    assert capped.outcome == "stopped_steps" and len(ran) == 20
+    assert len(of_kind(capped.events, "tool_call_proposed")) == 21  # the 21st was refused
+    assert capped.steps == 20
+
+    model = ScriptedModel([call("gamma"), call("alpha", n=1), reply("done")])
+    async with runtime(agent(counting_tools([]), model)) as rt:
+        refused = await rt.run("one unknown tool, one real one")
+    assert of_kind(refused.events, "tool_call_rejected")[0].tool == "gamma"
+    assert refused.outcome == "completed" and refused.steps == 1
+
+
+async def test_breaker_states_report_every_tool_closed_ones_too() -> None:
+    @tool(timeout=5, retry=NO_RETRY)
+    async def payments(order: str) -> str:
+        """Payment API."""
+        raise ToolError("payments 503")
+
+    @tool(timeout=5)
+    async def cached_ledger(order: str) -> str:
+        """Ledger copy."""
+        return "ok"
+
+    @tool(timeout=5, fallback=cached_ledger)
+    async def ledger(order: str) -> str:
+        """Ledger lookup."""
+        return "ok"
+
+    model = ScriptedModel([call("payments", order="1"), reply("failed")])
+    async with runtime(agent([payments, ledger], model)) as rt:
+        closed = BreakerState("closed", 0, None)
+        before = await rt.breaker_states()
+        assert before == {"cached_ledger": closed, "ledger": closed, "payments": closed}
+        await rt.run("pay")
+        after = await rt.breaker_states()
+    assert after == {
+        "cached_ledger": closed,
+        "ledger": closed,
+        "payments": BreakerState("closed", 1, None),  # one failure: not open yet
+    }
+
+
 async def test_same_tool_more_than_three_times_in_a_row_is_a_loop() -> None:
+    # The old streak rule is a setting now (off by default): a sweep is not a loop.
     ran: list[str] = []
     model = ScriptedModel([call("alpha", n=i) for i in range(10)])
-    async with runtime(agent(counting_tools(ran), model)) as rt:
+    limits = Limits(max_consecutive_same_tool=3)
+    async with runtime(agent(counting_tools(ran), model, limits=limits)) as rt:
         result = await rt.run("loop")
     assert result.outcome == "stopped_loop"
     assert "'alpha' called 4 times in a row (limit 3)" in result.reason
@@ -79,7 +139,10 @@ async def test_token_budget_is_never_overshot_and_output_cap_shrinks_to_fit() ->
         )
 
     model = FunctionModel(chatty)
-    limits = Limits(max_tokens=3000, output_tokens=1000, min_output_tokens=50)
+    # alpha(), beta(), alpha(), ... is a loop the identical-call rule would stop first.
+    limits = Limits(
+        max_tokens=3000, output_tokens=1000, min_output_tokens=50, max_repeated_calls=None
+    )
     async with runtime(agent(counting_tools(ran), model, limits=limits)) as rt:
         result = await rt.run("spend")
     assert result.outcome == "stopped_budget"
@@ -201,7 +264,8 @@ async def test_open_breaker_offers_the_fallback_and_half_open_trial_closes_it() 
         healthy["up"] = True
         r2 = await rt.run("q2")  # cooldown over: offered again; one trial call succeeds
         assert attempts[-1] == "live"
-        assert await rt.breaker_states() == {}
+        closed = BreakerState("closed", 0, None)  # every tool is reported, closed ones too
+        assert await rt.breaker_states() == {"cached_quote": closed, "quote": closed}
     assert r2.output == "answer: live"
 
 

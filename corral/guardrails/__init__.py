@@ -6,7 +6,9 @@
   (`ArgumentPolicy` and its rules in `_arguments`, the rules against hostile strings in
   `_hostile`, argument paths in `_argpath`) and user scope policies (`ScopePolicy`,
   judging a `ProposedCall`, in `_scope`); your own checks; and the `ApprovalPolicy` that
-  opens human gates (`_approval`).
+  opens human gates (`_approval`), after `ProvenanceCheck` (`_provenance`): a
+  side-effecting call whose argument values came only from untrusted tool output waits
+  for a person, whatever the approval rules say.
 * Input: `InputScreen` (`_screen`) screens a task before its first step and every tool
   result before it reaches the model (size, prompt injection, PII and secrets, user
   `InputPolicy`s). Prompt injection is `InjectionDetector` and `InjectionGuard`
@@ -72,6 +74,14 @@ from ._patterns import load_patterns as load_patterns
 from ._permission import PermissionPolicy as PermissionPolicy
 from ._permission import check_permission as check_permission
 from ._permission import scope_covers as scope_covers
+from ._provenance import ArgumentOrigin as ArgumentOrigin
+from ._provenance import Origin as Origin
+from ._provenance import ProvenanceCheck as ProvenanceCheck
+from ._provenance import ProvenancePolicy as ProvenancePolicy
+from ._provenance import SourceKind as SourceKind
+from ._provenance import SourceRule as SourceRule
+from ._provenance import Sources as Sources
+from ._provenance import trace_arguments as trace_arguments
 from ._results import FilteredResult as FilteredResult
 from ._results import filter_result as filter_result
 from ._scope import ProposedCall as ProposedCall
@@ -80,6 +90,7 @@ from ._scope import check_policies as check_policies
 from ._scope import policy_from_callable as policy_from_callable
 from ._screen import InputPolicy as InputPolicy
 from ._screen import InputScreen as InputScreen
+from ._screen import ResultScreen as ResultScreen
 from ._screen import ScreenResult as ScreenResult
 from ._screen import input_policy_from_callable as input_policy_from_callable
 from ._toolcall import check_arguments_parsed as check_arguments_parsed
@@ -99,6 +110,7 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalPolicy",
     "ApprovalRule",
+    "ArgumentOrigin",
     "ArgumentPolicy",
     "ArgumentRule",
     "ArgumentsParsedCheck",
@@ -119,6 +131,7 @@ __all__ = [
     "InputScreen",
     "NoPathTraversal",
     "NoSQLFragments",
+    "Origin",
     "PIIDetector",
     "PIIFinding",
     "PIIKind",
@@ -127,11 +140,17 @@ __all__ = [
     "PermissionPolicy",
     "PolicyCheck",
     "ProposedCall",
+    "ProvenanceCheck",
+    "ProvenancePolicy",
     "Range",
     "RegisteredCheck",
+    "ResultScreen",
     "SchemaCheck",
     "ScopePolicy",
     "ScreenResult",
+    "SourceKind",
+    "SourceRule",
+    "Sources",
     "Verdict",
     "check_arguments_parsed",
     "check_permission",
@@ -149,4 +168,5 @@ __all__ = [
     "redact_secrets",
     "scope_covers",
     "ssn_valid",
+    "trace_arguments",
 ]

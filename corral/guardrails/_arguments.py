@@ -342,7 +342,9 @@ class Range(ArgumentRule):
     """The value must be a number within bounds (inclusive unless ``exclusive=True``).
 
     Strings such as ``"100"`` and booleans are not numbers here: a type-confused
-    argument is a violation, not a conversion.
+    argument is a violation, not a conversion. ``NaN`` and ``Infinity`` are refused
+    whatever the bounds (every comparison with ``NaN`` is false, so a plain bounds check
+    would let it through).
 
     Example::
 
@@ -374,6 +376,9 @@ class Range(ArgumentRule):
         super().__init__(path, tools=tools, required=required, name=name)
         if min is None and max is None:
             raise ConfigError(f"Range({path!r}) needs min, max or both")
+        if (min is not None and math.isnan(min)) or (max is not None and math.isnan(max)):
+            # Every comparison with NaN is false: such a bound would refuse everything.
+            raise ConfigError(f"Range({path!r}): min and max must be numbers, not NaN, or None")
         if min is not None and max is not None and min > max:
             raise ConfigError(f"Range({path!r}): min {min} is above max {max}")
         self.min = min

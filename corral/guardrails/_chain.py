@@ -10,14 +10,17 @@ runtime builds one chain per run, in this order:
    side-effect level;
 5. one `PolicyCheck` per scope or argument policy: the agent's, then the runtime's;
 6. your own checks: ``SubAgent(checks=...)``, then ``Runtime(checks=...)``;
-7. `ApprovalCheck` (``approval``): the `ApprovalPolicy` runs the call, gates it or blocks it.
+7. `ProvenanceCheck` (``provenance``): a side-effecting call whose argument values came
+   only from untrusted tool output is sent to a person (`corral.guardrails.ProvenancePolicy`);
+8. `ApprovalCheck` (``approval``): the `ApprovalPolicy` runs the call, gates it or blocks it.
 
 `CheckChain.run` combines the verdicts: the first ``block`` ends the chain and wins;
 otherwise any ``approve`` sends the call to a person (the reasons of every check that
-asked are joined); ``flag`` (or any other decision) is noted and the call goes on. The
-agent loop acts on the result in one place and journals every verdict that is not a plain
-allow: a block as the call's ``tool_call_rejected``, the others as ``guardrail_verdict``
-events (the approvals just before the ``gate_opened`` they cause).
+asked are joined), so an auto-approve rule never overrides a check that asked; ``flag``
+(or any other decision) is noted and the call goes on. The agent loop acts on the result
+in one place and journals every verdict that is not a plain allow: a block as the call's
+``tool_call_rejected``, the others as ``guardrail_verdict`` events (the approvals just
+before the ``gate_opened`` they cause).
 
 A check that raises, or returns something that is not a `Verdict`, blocks the call (fail
 closed). Checks must be pure and fast, like scope policies: they run before every call,
@@ -37,6 +40,7 @@ from ..models import ToolCall
 from ..tools import SideEffect, Tool
 from ._approval import ApprovalPolicy
 from ._permission import PermissionPolicy
+from ._provenance import ProvenanceCheck, Sources
 from ._scope import ProposedCall, ScopePolicy, policy_failed
 from ._toolcall import check_arguments_parsed, check_registered, check_schema
 
@@ -77,6 +81,9 @@ class CallContext(NamedTuple):
     """True when a person already decided on this call, or it already started once (so it
     was let through before): the approval check stands aside, and an ``approve`` from any
     check opens no second gate."""
+    sources: Sources | None = None
+    """The texts of the run's context with where each came from (`ProvenanceCheck`
+    traces argument values to them); None when the caller has none."""
 
 
 @runtime_checkable
@@ -295,16 +302,19 @@ class CheckChain:
         checks: Iterable[CallCheck] = (),
         approval: ApprovalPolicy | None = None,
         allowed_side_effects: Collection[SideEffect] | None = None,
+        provenance: ProvenanceCheck | None = None,
     ) -> CheckChain:
         """The runtime's chain, in the documented order.
 
-        Registered name, arguments, schema, permission, each policy, your checks, approval.
+        Registered name, arguments, schema, permission, each policy, your checks,
+        provenance, approval.
 
         Args:
             policies: scope and argument policies, in order.
             checks: your own checks, run after the policies and before approval.
             approval: the approval policy. Default `ApprovalPolicy()`.
             allowed_side_effects: the levels the agent may use. None: any.
+            provenance: the provenance check. Default: none (the runtime passes one).
 
         Returns:
             The chain.
@@ -317,6 +327,7 @@ class CheckChain:
                 PermissionCheck(allowed_side_effects),
                 *(PolicyCheck(p) for p in policies),
                 *checks,
+                *((provenance,) if provenance is not None else ()),
                 ApprovalCheck(approval),
             )
         )

@@ -1,7 +1,8 @@
 r"""Hidden payloads: encoded blobs and escapes, decoded to text for another scan.
 
-An attacker may hide instructions in base64 (standard or URL-safe), hex, or in
-``%XX``, ``\uXXXX``, ``\xXX`` and ``&#NN;`` escapes. `blob_candidates` finds runs that
+An attacker may hide instructions in base64 (standard or URL-safe), hex, rot13, or in
+``%XX``, ``\uXXXX``, ``\xXX`` and ``&#NN;`` escapes. `ROT13` is the table the detector
+rotates a whole text with (one C-speed ``bytes.translate``). `blob_candidates` finds runs that
 may be base64 or hex (a C-speed gate first), `decode_blob` turns one into readable text
 or None (binary data is not text), and `escape_tokens` / `decode_escapes` find and
 decode the escapes in place. The detector scans what they decode, to a bounded depth.
@@ -15,7 +16,13 @@ import html
 import re
 from collections.abc import Iterable
 
-__all__ = ["blob_candidates", "decode_blob", "decode_escapes", "escape_tokens"]
+__all__ = ["ROT13", "blob_candidates", "decode_blob", "decode_escapes", "escape_tokens"]
+
+ROT13 = bytes.maketrans(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    b"nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM",
+)
+"""``bytes.translate`` table rotating ASCII letters by 13 (its own inverse)."""
 
 _CANDIDATE_RE = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
 _B64_MASK = bytes(

@@ -4,8 +4,12 @@ Before the patterns run, a text is normalised: NFKC compatibility forms (fullwid
 mathematical letters), diacritics dropped, a confusables fold (Cyrillic ``і`` → ``i``,
 Greek ``ο`` → ``o``, small capitals ...), invisible characters removed and tag characters
 decoded, then lower-cased. So ``"іgnore"`` with a Cyrillic ``і`` matches like
-``"ignore"``. `Normalized` keeps a lazy map back to the original offsets, so findings
-point at the text that was scanned; `fold_for_display` folds look-alikes for ``strip``.
+``"ignore"``. `Normalized` keeps a lazy map back to the original offsets (an `OffsetMap`:
+one breakpoint per non-ASCII character, so a 10 MB ASCII text costs nothing to map), so
+findings point at the text that was scanned; `fold_for_display` folds look-alikes for
+``strip``. `rewrite` makes the detector's other readings (misspellings corrected,
+spaced letters joined) with their own maps back, and `native_reading` is the reading
+for scripts with no ASCII letters (Cyrillic, Chinese, Japanese).
 
 The character classes the Unicode heuristics look for (`ZERO_WIDTH`, the bidi controls,
 `CONFUSABLE_NON_LATIN`) are defined here, beside the fold that removes or folds them.
@@ -16,7 +20,9 @@ non-ASCII runs at C speed; each code point's reading is computed once and rememb
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import re
 import unicodedata
 
 __all__ = [
@@ -26,8 +32,11 @@ __all__ = [
     "CONFUSABLE_NON_LATIN",
     "ZERO_WIDTH",
     "Normalized",
+    "OffsetMap",
     "fold_for_display",
+    "native_reading",
     "normalize_text",
+    "rewrite",
 ]
 
 # Look-alike letters folded to Latin before matching (a practical subset of Unicode's
@@ -74,6 +83,7 @@ BIDI_EMBED = "\u202a\u202b\u2066\u2067\u2068"
 BIDI_OTHER = "\u200e\u200f\u061c\u202c\u2069"
 """Bidi marks and terminators (LRM, RLM, ALM, PDF, PDI)."""
 
+_INVISIBLE_SET = frozenset(ZERO_WIDTH + BIDI_OVERRIDE + BIDI_EMBED + BIDI_OTHER)
 _INVISIBLE_CHARS = frozenset(
     ZERO_WIDTH
     + BIDI_OVERRIDE
@@ -142,6 +152,87 @@ def _fold_ascii(text: str) -> str:
     return text.translate(_FOLD)
 
 
+class OffsetMap:
+    """Maps offsets of a rewritten text back to the text it was rewritten from.
+
+    A rewrite replaces a few spans and copies the rest, so the map stores one breakpoint
+    per replaced span (its start in both texts and both lengths) and answers with a
+    binary search: building it costs time in proportion to the replacements, not to the
+    text (a per-character table for a 10 MB result would be 10 million list entries).
+    Inside a replacement every offset maps to the start of the replaced span.
+
+    Args:
+        points: ``(new_start, old_start, new_length, old_length)`` per replaced span, in
+            text order and not overlapping.
+        old_length: length of the text that was rewritten.
+    """
+
+    __slots__ = ("_new", "_points", "old_length")
+
+    def __init__(self, points: list[tuple[int, int, int, int]], old_length: int) -> None:
+        self._points = points
+        self._new = [p[0] for p in points]
+        self.old_length = old_length
+
+    def to_old(self, offset: int) -> int:
+        """The offset in the old text that `offset` in the new text was read from."""
+        i = bisect.bisect_right(self._new, offset) - 1
+        if i < 0:
+            return min(offset, self.old_length)
+        new_start, old_start, new_len, old_len = self._points[i]
+        if offset < new_start + new_len:
+            return old_start
+        return min(old_start + old_len + offset - new_start - new_len, self.old_length)
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The old span a new span ``[start, end)`` was read from (never empty if it was not).
+
+        Args:
+            start: start offset in the new text.
+            end: end offset in the new text (exclusive).
+
+        Returns:
+            The start and end (exclusive) in the old text.
+        """
+        old_start = self.to_old(start)
+        if end <= start:
+            return old_start, old_start
+        i = bisect.bisect_right(self._new, end - 1) - 1
+        if i >= 0:
+            new_start, old_begin, new_len, old_len = self._points[i]
+            if end - 1 < new_start + new_len:  # the span ends inside a replacement
+                return old_start, max(old_start, old_begin + old_len)
+        return old_start, max(old_start, self.to_old(end - 1) + 1)
+
+
+def rewrite(text: str, edits: list[tuple[int, int, str]]) -> tuple[str, OffsetMap]:
+    """Apply non-overlapping replacements and keep the way back to the old offsets.
+
+    Args:
+        text: the text to rewrite.
+        edits: ``(start, end, replacement)`` spans of `text`, sorted and not overlapping.
+
+    Returns:
+        The rewritten text and the map from its offsets to those of `text`.
+    """
+    parts: list[str] = []
+    points: list[tuple[int, int, int, int]] = []
+    pos = 0
+    size = 0
+    for start, end, replacement in edits:
+        parts.append(text[pos:start])
+        size += start - pos
+        points.append((size, start, len(replacement), end - start))
+        parts.append(replacement)
+        size += len(replacement)
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts), OffsetMap(points, len(text))
+
+
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
+
+
 class Normalized:
     """The normalised, lower-cased text, with a lazy map back to original offsets.
 
@@ -149,13 +240,13 @@ class Normalized:
         original: the text as it was scanned.
     """
 
-    __slots__ = ("_offsets", "identity", "original", "text")
+    __slots__ = ("_map", "identity", "original", "text")
 
     def __init__(self, original: str) -> None:
         self.original = original
         self.identity = original.isascii()
         self.text = original.lower() if self.identity else _fold_ascii(original).lower()
-        self._offsets: list[int] | None = None
+        self._map: OffsetMap | None = None
 
     def to_original(self, start: int, end: int) -> tuple[int, int]:
         """Map a span of the normalised text to the span of the original it came from.
@@ -169,19 +260,18 @@ class Normalized:
         """
         if self.identity:
             return start, end
-        if self._offsets is None:
-            offsets: list[int] = []
-            for i, ch in enumerate(self.original):
-                if ch.isascii():
-                    offsets.append(i)
-                else:
-                    offsets.extend([i] * len(_FOLD[ord(ch)]))
-            offsets.append(len(self.original))
-            self._offsets = offsets
-        offsets = self._offsets
-        if end <= start:
-            return offsets[start], offsets[start]
-        return offsets[start], offsets[end - 1] + 1
+        if self._map is None:
+            # Only non-ASCII characters change length when folded: one breakpoint per
+            # character of each non-ASCII run (a run is rare and short in most text).
+            points: list[tuple[int, int, int, int]] = []
+            shift = 0
+            for m in _NON_ASCII_RE.finditer(self.original):
+                for i in range(m.start(), m.end()):
+                    folded = len(_FOLD[ord(self.original[i])])
+                    points.append((i + shift, i, folded, 1))
+                    shift += folded - 1
+            self._map = OffsetMap(points, len(self.original))
+        return self._map.span(start, end)
 
 
 def normalize_text(text: str) -> str:
@@ -196,6 +286,45 @@ def normalize_text(text: str) -> str:
         a character with no ASCII reading (such as ``日``) becomes U+001A.
     """
     return Normalized(text).text
+
+
+_INVISIBLE_TABLE = dict.fromkeys(map(ord, ZERO_WIDTH + BIDI_OVERRIDE + BIDI_EMBED + BIDI_OTHER))
+
+
+def native_reading(text: str) -> tuple[str, OffsetMap | None]:
+    """The text lower-cased in its own script, for patterns written in Cyrillic or CJK.
+
+    The folded reading cannot serve those scripts: Cyrillic letters with a Latin
+    look-alike fold to it (so that ``"іgnore"`` reads as ``"ignore"``) and CJK characters
+    have no ASCII reading at all. This reading keeps every letter, lower-cased, drops
+    zero-width and bidi characters (they hide inside words of any script) and applies
+    the compatibility forms (fullwidth Latin, halfwidth katakana).
+
+    Args:
+        text: any text.
+
+    Returns:
+        The reading, and the map from its offsets to `text` (None when they are equal).
+    """
+    if text.isascii():
+        return text.lower(), None
+    invisible = not _INVISIBLE_SET.isdisjoint(text)
+    cleaned = text.translate(_INVISIBLE_TABLE) if invisible else text
+    reading = unicodedata.normalize("NFKC", cleaned).lower()
+    if not invisible and len(reading) == len(text):
+        return reading, None
+    # Rare (invisible characters, or a form that changes length, such as "㈱"): rewrite
+    # each non-ASCII run in pieces of at most 64 characters, so a span found in the
+    # reading maps back to within 64 characters of where it was read.
+    edits: list[tuple[int, int, str]] = []
+    for m in _NON_ASCII_RE.finditer(text):
+        for start in range(m.start(), m.end(), 64):
+            piece = text[start : min(start + 64, m.end())]
+            form = unicodedata.normalize("NFKC", piece.translate(_INVISIBLE_TABLE)).lower()
+            if form != piece:
+                edits.append((start, start + len(piece), form))
+    reading, offsets = rewrite(text, edits)
+    return reading.lower(), offsets
 
 
 def fold_for_display(text: str) -> str:

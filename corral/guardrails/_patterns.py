@@ -1,11 +1,13 @@
 """Prompt-injection patterns: the pattern type, the TOML loader, the packaged set.
 
 An `InjectionPattern` is one compiled regex with its category, weight, keyword
-pre-filter, anchor and strip extent. `load_patterns` reads a set written in the format of
-``patterns/injection.toml``; `default_patterns` is Corral's maintained set, read from the
-package once, on first use (call it at start-up to pay that early), and
-`default_patterns_version` its version, recorded in verdict details. Each packaged pattern
-carries examples and counter-examples that the test-suite checks.
+pre-filter, anchor, strip extent and the reading of the text it runs on (`Form`).
+`load_patterns` reads a set written in the format of ``patterns/injection.toml``;
+`default_patterns` is Corral's maintained set, read from the package once, on first use
+(call it at start-up to pay that early), `default_patterns_version` its version, recorded
+in verdict details, and `default_typo_words` the words whose misspellings the detector
+reads as the word. Each packaged pattern carries examples and counter-examples that the
+test-suite checks.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from ..errors import ConfigError
 __all__ = [
     "Anchor",
     "Extent",
+    "Form",
     "InjectionCategory",
     "InjectionPattern",
     "default_patterns",
     "default_patterns_version",
+    "default_typo_words",
     "load_patterns",
+    "load_typo_words",
 ]
 
 InjectionCategory = Literal[
@@ -47,6 +52,8 @@ Extent = Literal["match", "sentence", "paragraph"]
 """What ``strip`` removes around a match: the match, its sentence or its paragraph."""
 Anchor = Literal["start", "line", "search"]
 """Where a pattern's matches begin (see `InjectionPattern.anchor`)."""
+Form = Literal["folded", "native"]
+"""Which reading of the text a pattern runs on (see `InjectionPattern.form`)."""
 
 _PATTERN_CATEGORIES = frozenset({"override", "role", "role_marker", "exfiltration", "tool_hijack"})
 
@@ -65,7 +72,11 @@ class InjectionPattern:
     weight: float
     """How sure one match makes us, in [0, 1]; weights combine as a noisy OR."""
     regex: re.Pattern[str]
-    """Compiled with ``re.VERBOSE | re.MULTILINE``; runs on the normalised, lower-cased text."""
+    """Compiled with ``re.VERBOSE | re.MULTILINE``; runs on the normalised, lower-cased text.
+
+    ``\\b`` is a boundary between a letter or digit and anything else: an underscore
+    separates words here (AgentDojo's Slack suite names a channel ``External_`` followed
+    by the injection, so ``"External_Ignore"`` holds the word ``ignore``)."""
     keywords: tuple[tuple[str, ...], ...] = ()
     """Pre-filter groups: the regex runs only when every group has a hit in the text.
 
@@ -78,6 +89,11 @@ class InjectionPattern:
     """What ``strip`` removes: to the end of the sentence or of the paragraph."""
     description: str = ""
     """Free text for people."""
+    form: Form = "folded"
+    """The reading the regex runs on: ``folded`` (ASCII, look-alikes folded, diacritics
+    dropped: for Latin-script languages; the default) or ``native`` (lower-cased in its
+    own script: for Cyrillic, Chinese, Japanese and other scripts with no ASCII reading).
+    A native pattern's keywords are substrings in that script."""
     examples: tuple[str, ...] = ()
     """Texts the pattern must match (checked by the tests)."""
     counter_examples: tuple[str, ...] = ()
@@ -95,6 +111,7 @@ class InjectionPattern:
         anchor: Anchor = "search",
         extent: Extent = "sentence",
         description: str = "",
+        form: Form = "folded",
         examples: Iterable[str] = (),
         counter_examples: Iterable[str] = (),
     ) -> InjectionPattern:
@@ -112,6 +129,7 @@ class InjectionPattern:
                 (at the start of a line holding one) or ``search``.
             extent: what ``strip`` removes around a match.
             description: free text.
+            form: the reading it runs on: ``folded`` (default) or ``native``.
             examples: texts the pattern must match.
             counter_examples: texts it must not match.
 
@@ -133,7 +151,7 @@ class InjectionPattern:
                 f"injection pattern {id!r}: extent must be match, sentence or paragraph"
             )
         try:
-            compiled = re.compile(regex, re.VERBOSE | re.MULTILINE)
+            compiled = re.compile(_alnum_boundaries(regex), re.VERBOSE | re.MULTILINE)
         except re.error as exc:
             raise ConfigError(f"injection pattern {id!r}: invalid regex: {exc}") from exc
         groups: list[tuple[str, ...]] = []
@@ -151,6 +169,8 @@ class InjectionPattern:
             raise ConfigError(f"injection pattern {id!r}: anchor must be start, line or search")
         if anchor != "search" and not groups:
             raise ConfigError(f"injection pattern {id!r}: anchor {anchor!r} needs keywords")
+        if form not in ("folded", "native"):
+            raise ConfigError(f"injection pattern {id!r}: form must be folded or native")
         return cls(
             id=id,
             category=category,
@@ -160,9 +180,35 @@ class InjectionPattern:
             anchor=anchor,
             extent=extent,
             description=description,
+            form=form,
             examples=tuple(examples),
             counter_examples=tuple(counter_examples),
         )
+
+
+_BOUNDARY = r"(?:(?<![^\W_])(?=[^\W_])|(?<=[^\W_])(?![^\W_]))"
+"""A word boundary where words are letters and digits (``\\b`` counts ``_`` as a letter)."""
+
+
+def _alnum_boundaries(regex: str) -> str:
+    r"""Rewrite each ``\b`` of a regex (outside character classes) as `_BOUNDARY`."""
+    out: list[str] = []
+    i = 0
+    in_class = False
+    while i < len(regex):
+        ch = regex[i]
+        if ch == "\\" and i + 1 < len(regex):
+            pair = regex[i : i + 2]
+            out.append(_BOUNDARY if pair == "\\b" and not in_class else pair)
+            i += 2
+            continue
+        if ch == "[" and not in_class:
+            in_class = True
+        elif ch == "]" and in_class:
+            in_class = False
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def load_patterns(toml_text: str) -> tuple[InjectionPattern, ...]:
@@ -209,6 +255,7 @@ def load_patterns(toml_text: str) -> tuple[InjectionPattern, ...]:
                 anchor=cast(Anchor, entry.get("anchor", "search")),
                 extent=cast(Extent, entry.get("span", "sentence")),
                 description=str(entry.get("description", "")),
+                form=cast(Form, entry.get("form", "folded")),
                 examples=[str(e) for e in entry.get("examples", [])],
                 counter_examples=[str(e) for e in entry.get("counter_examples", [])],
             )
@@ -216,12 +263,36 @@ def load_patterns(toml_text: str) -> tuple[InjectionPattern, ...]:
     return tuple(out)
 
 
+def load_typo_words(toml_text: str) -> tuple[str, ...]:
+    """The ``[typos] words`` list of a pattern set (empty when it has none).
+
+    Args:
+        toml_text: the TOML document.
+
+    Returns:
+        The words, lower-cased, in file order.
+
+    Raises:
+        ConfigError: the TOML is invalid, or the list holds something other than words.
+    """
+    try:
+        data = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"injection patterns: invalid TOML: {exc}") from exc
+    words = data.get("typos", {}).get("words", [])
+    if not isinstance(words, list) or not all(
+        isinstance(w, str) and w.isascii() and w.isalpha() for w in words
+    ):
+        raise ConfigError("injection patterns: [typos] words must be a list of ASCII words")
+    return tuple(w.lower() for w in words)
+
+
 @cache
-def _default_pattern_file() -> tuple[str, tuple[InjectionPattern, ...]]:
+def _default_pattern_file() -> tuple[str, tuple[InjectionPattern, ...], tuple[str, ...]]:
     path = resources.files("corral.guardrails").joinpath("patterns/injection.toml")
     text = path.read_text("utf-8")
     version = str(tomllib.loads(text).get("version", ""))
-    return version, load_patterns(text)
+    return version, load_patterns(text), load_typo_words(text)
 
 
 def default_patterns() -> tuple[InjectionPattern, ...]:
@@ -232,3 +303,8 @@ def default_patterns() -> tuple[InjectionPattern, ...]:
 def default_patterns_version() -> str:
     """Version string of the packaged pattern set, recorded in verdict details."""
     return _default_pattern_file()[0]
+
+
+def default_typo_words() -> tuple[str, ...]:
+    """The words of the packaged set whose misspellings the detector reads as the word."""
+    return _default_pattern_file()[2]

@@ -2,6 +2,11 @@
 
 Permission (scopes, side-effect levels) is `check_permission` in `_permission`.
 
+The adapters already refuse arguments no tool can use (``NaN``, ``Infinity``, nesting
+past 32 levels, lone surrogates: `corral.models.ToolCall` sets ``parse_error``); the
+arguments and schema checks look again, so a call that reached them another way (built
+with ``model_construct``) is refused too: JSON Schema's ``number`` admits ``NaN``.
+
 Each returns a `Verdict`; a blocking verdict's `message` is written for the model, so
 it can correct itself on the next turn.
 """
@@ -12,6 +17,7 @@ from collections.abc import Collection, Mapping
 
 from .._verdict import Verdict
 from ..models import ToolCall
+from ..models._decode import argument_problem
 from ..tools import Tool
 
 __all__ = ["check_arguments_parsed", "check_registered", "check_schema"]
@@ -63,22 +69,45 @@ def check_registered(
 
 
 def check_arguments_parsed(call: ToolCall) -> Verdict:
-    """Block a call whose arguments the provider could not decode as a JSON object."""
-    if call.parse_error is None:
+    """Block a call whose arguments the provider could not decode as a JSON object.
+
+    Also blocks arguments that decoded but hold what JSON has no value for (``NaN``,
+    ``Infinity``), nest past 32 levels or hold a lone surrogate.
+    """
+    error = call.parse_error
+    if error is None and call.arguments:
+        error = argument_problem(call.arguments)
+    if error is None:
         return _PARSED
     return Verdict(
         "arguments",
         "block",
-        reason=f"arguments are not a JSON object: {call.parse_error}",
+        reason=f"arguments are not a JSON object: {error}",
         message=(
-            f"The arguments for {call.name!r} are not valid JSON ({call.parse_error}). "
+            f"The arguments for {call.name!r} are not valid JSON ({error}). "
             "Send the arguments as one JSON object matching the tool's schema."
         ),
     )
 
 
 def check_schema(call: ToolCall, tool: Tool) -> Verdict:
-    """Block arguments that break the tool's strict JSON Schema, naming each violation."""
+    """Block arguments that break the tool's strict JSON Schema, naming each violation.
+
+    A value JSON has no number for (``NaN``, ``Infinity``), which the schema's ``number``
+    admits, is a violation too.
+    """
+    problem = argument_problem(call.arguments) if call.arguments else None
+    if problem is not None:
+        return Verdict(
+            "schema",
+            "block",
+            reason=problem,
+            message=(
+                f"Invalid arguments for tool {call.name!r}:\n- {problem}\n"
+                "Fix the errors and try again."
+            ),
+            details={"violations": [{"path": "", "message": problem}]},
+        )
     violations = tool.validate(call.arguments)
     if not violations:
         return _VALID

@@ -15,6 +15,12 @@ Wire format, both ways:
   ``max_tokens``, ``stop_sequence`` and ``refusal`` map to themselves,
   ``model_context_window_exceeded`` to ``max_tokens``, anything else to ``other``.
 
+Tool inputs are checked as `corral.models.ToolCall` checks every call (``NaN``,
+``Infinity``, nesting past 32 levels, lone surrogates become a ``parse_error`` for the
+model); a body nested past the interpreter's recursion limit, which the SDK cannot
+decode, is decoded by `corral.models._decode.loads_body`, so only the call holding it is
+refused.
+
 The SDK's own retries are off (``max_retries=0``, also on a client you pass in), so
 Corral's retry policy and budget see every attempt. Errors are translated by
 `corral.models._errors.map_model_errors`.
@@ -28,10 +34,12 @@ sent back, so it survives a process restart.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ModelError, UsageError
+from ._decode import loads_body
 from ._errors import ensure_requests_allowed, map_model_errors, redact
 from ._plain import plain_json as _plain
 from ._tokens import estimate_output_tokens, estimate_request_tokens
@@ -257,6 +265,26 @@ def parse_message(
     )
 
 
+async def _parse_raw(raw: Any) -> Any:
+    """The SDK's parse of a raw response, even nested past the recursion limit.
+
+    The SDK decodes the body with the standard ``json``, which fails the whole response
+    (`RecursionError`, or a `ValueError` for an integer too long to read) for one call's
+    arguments; such a body is decoded by `loads_body` instead, so only that call is refused.
+    """
+    try:
+        return await raw.parse()
+    except json.JSONDecodeError:
+        raise  # not JSON at all: `map_model_errors` says so
+    except (RecursionError, ValueError):
+        import anthropic.types  # imported here: the SDK takes about a second to import
+
+        body = loads_body(await raw.text())
+        if not isinstance(body, dict):
+            raise
+        return anthropic.types.Message.construct(**body)
+
+
 class AnthropicModel:
     """Claude, through ``anthropic.AsyncAnthropic``, as a Corral `Model`.
 
@@ -360,7 +388,10 @@ class AnthropicModel:
         ensure_requests_allowed(self._model, injected=self._injected)
         params = request_params(request, model=self._model)
         with map_model_errors(provider="anthropic", model=self._model, secrets=(self._api_key,)):
-            message = await self._client.messages.create(**params, timeout=self._timeout)
+            raw = await self._client.messages.with_raw_response.create(
+                **params, timeout=self._timeout
+            )
+            message = await _parse_raw(raw)
             response = parse_message(
                 message, model=self._model, request=request, secrets=(self._api_key,)
             )

@@ -12,10 +12,12 @@ Wire format (``POST {base_url}/chat/completions``):
   models refuse ``max_tokens``) and as ``max_tokens`` elsewhere (what local servers read);
   `max_tokens_field` overrides the choice.
 * From the response: ``choices[0].message`` content and ``tool_calls``. A call whose
-  ``arguments`` is not valid JSON, or not a JSON object, becomes a `ToolCall` with
-  ``parse_error`` set and empty arguments: the runtime feeds the error back to the model,
-  nothing crashes. ``finish_reason`` ``stop`` -> ``end_turn``, ``tool_calls`` (or the
-  legacy ``function_call``) -> ``tool_use``, ``length`` -> ``max_tokens``,
+  ``arguments`` is not valid JSON, or not a JSON object, or holds what no tool can use
+  (``NaN``, ``Infinity``, nesting past 32 levels, a lone surrogate: see
+  `corral.models._decode`), becomes a `ToolCall` with ``parse_error`` set and empty
+  arguments: the runtime feeds the error back to the model, nothing crashes.
+  ``finish_reason`` ``stop`` -> ``end_turn``, ``tool_calls`` (or the legacy
+  ``function_call``) -> ``tool_use``, ``length`` -> ``max_tokens``,
   ``content_filter`` -> ``refusal``, anything else -> ``other``; a response with tool calls
   is ``tool_use`` whatever the server said (Ollama says ``stop``).
 * Usage: ``prompt_tokens`` includes cached tokens, so ``input_tokens`` is
@@ -42,6 +44,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, ModelError
+from ._decode import loads_arguments, loads_body
 from ._errors import ensure_requests_allowed, error_for_status, map_model_errors, redact
 from ._plain import plain_json as _plain
 from ._tokens import estimate_output_tokens, estimate_request_tokens
@@ -192,14 +195,25 @@ def _parse_arguments(raw: str | dict[str, Any] | None) -> tuple[dict[str, Any], 
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return {}, None  # a call without arguments
     if isinstance(raw, dict):
-        return raw, None  # some servers (older Ollama) send an object, not a string
+        return raw, None  # some servers (older Ollama) send an object; `ToolCall` checks it
+    return loads_arguments(raw)
+
+
+def _decode_body(response: httpx.Response) -> Any:
+    """The response's JSON, even nested past the recursion limit or holding an endless integer.
+
+    Such a body is decoded by `loads_body`, so that only the call holding the value is
+    refused; the plain decoder would fail the whole response (`RecursionError`).
+
+    Raises:
+        json.JSONDecodeError: the body is not JSON.
+    """
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return {}, f"arguments are not valid JSON: {exc.msg}: line {exc.lineno} column {exc.colno}"
-    if not isinstance(value, dict):
-        return {}, f"arguments must be a JSON object, got {type(value).__name__}: {raw[:200]}"
-    return value, None
+        return response.json()
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError):
+        return loads_body(response.text)
 
 
 def parse_completion(body: Any, *, model: str, request: ModelRequest) -> ModelResponse:
@@ -411,7 +425,7 @@ class OpenAICompatibleModel:
                     secrets=secrets,
                 )
             try:
-                payload = response.json()
+                payload = _decode_body(response)
             except ValueError as exc:  # a proxy's or captive portal's page, say
                 kind = response.headers.get("content-type", "no content type")
                 snippet = " ".join(response.text.split())[:120]

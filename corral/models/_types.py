@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ._decode import argument_problem, clean_text
 
 StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "refusal", "other"]
 """Why the model stopped producing output."""
@@ -51,7 +53,15 @@ class Usage(_Frozen):
 
 
 class ToolCall(_Frozen):
-    """One tool call the model proposed."""
+    """One tool call the model proposed.
+
+    Arguments no tool can use are refused when the call is built, whoever builds it (an
+    adapter, a fake, your own `Model`): a float that is not finite (``NaN``,
+    ``Infinity``), an integer of more than 4,300 digits, nesting deeper than 32 levels, or
+    a lone UTF-16 surrogate in a string. The call then has empty `arguments` and a
+    `parse_error` saying what to fix, which the check chain gives the model; the run goes
+    on. Lone surrogates in `id` and `name` become U+FFFD, so the journal can store them.
+    """
 
     id: str
     """Provider-assigned call id, echoed back with the result."""
@@ -60,7 +70,26 @@ class ToolCall(_Frozen):
     arguments: Mapping[str, Any] = Field(default_factory=dict)
     """Arguments as decoded JSON; empty when `parse_error` is set."""
     parse_error: str | None = None
-    """Set when the provider sent arguments that are not a JSON object."""
+    """Set when the provider sent arguments that are not a JSON object, or values no
+    tool can use (see above); written for the model."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unusable_arguments(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("parse_error") is not None:
+            return data
+        arguments = data.get("arguments")
+        if not isinstance(arguments, Mapping) or not arguments:
+            return data
+        problem = argument_problem(arguments)
+        if problem is None:
+            return data
+        return {**data, "arguments": {}, "parse_error": problem}
+
+    @field_validator("id", "name", "parse_error")
+    @classmethod
+    def _valid_unicode(cls, value: str | None) -> str | None:
+        return clean_text(value) if value is not None else None
 
 
 class UserMessage(_Frozen):
@@ -124,7 +153,8 @@ class ModelResponse(_Frozen):
     """What a model returned."""
 
     text: str = ""
-    """Assistant text; the final answer when there are no tool calls."""
+    """Assistant text; the final answer when there are no tool calls (lone UTF-16
+    surrogates, which no journal can store, become U+FFFD)."""
     tool_calls: tuple[ToolCall, ...] = ()
     """Tool calls to run, in order."""
     usage: Usage = Field(default_factory=Usage)
@@ -135,6 +165,11 @@ class ModelResponse(_Frozen):
     """The model that answered, as the provider named it."""
     provider_data: Mapping[str, Any] | None = None
     """Opaque data the provider needs back with this turn (see `AssistantMessage`)."""
+
+    @field_validator("text")
+    @classmethod
+    def _valid_unicode(cls, value: str) -> str:
+        return clean_text(value)
 
 
 @runtime_checkable

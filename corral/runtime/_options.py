@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import ConfigError
-from ..guardrails import ApprovalPolicy, CallCheck, InputScreen, ProposedCall, ScopePolicy, Verdict
+from ..guardrails import (
+    ApprovalPolicy,
+    CallCheck,
+    InputScreen,
+    ProposedCall,
+    ProvenancePolicy,
+    ScopePolicy,
+    Verdict,
+)
 from ..supervisor import DEFAULT_GATE_TTL_S, TenantLimits
 from ..tools import SIDE_EFFECTS, SideEffect
 
@@ -65,6 +73,11 @@ class Guards:
     screen: InputScreen | None = field(default_factory=InputScreen)
     """Screens each task before its first step (size, injection, PII and secrets).
     Default `InputScreen()`; None turns it off."""
+    provenance: ProvenancePolicy = field(default_factory=ProvenancePolicy)
+    """Where side-effecting calls may take argument values from: by default a value found
+    only in untrusted tool output sends the call to a person, whatever `approval` says
+    (`corral.guardrails.ProvenanceCheck`). ``ProvenancePolicy.off()`` turns it off. Each
+    agent may have its own (``SubAgent(provenance=...)``)."""
     result_screen: InputScreen | None = field(default_factory=lambda: InputScreen(pii="off"))
     """Screens each tool result before the model sees it (PII is redacted by the result
     filter). Default ``InputScreen(pii="off")``; None turns it off."""

@@ -62,7 +62,8 @@ class RunResult:
     reason: str
     """Why the run stopped, in words (empty when completed)."""
     steps: int
-    """Tool calls proposed."""
+    """Tool calls executed (at least one attempt started); calls refused before they ran
+    (a check, a gate, a limit) are not steps."""
     model_calls: int
     tokens: int
     cost_usd: float
@@ -210,7 +211,7 @@ class RunResults(RunDriving):
             outcome=finished.outcome if finished else None,
             output=finished.output if finished else state.last_text or None,
             reason=finished.reason if finished else "",
-            steps=state.tool_calls,
+            steps=len(state.attempts),
             model_calls=state.model_calls,
             tokens=state.tokens,
             cost_usd=state.cost_usd,
@@ -234,8 +235,18 @@ class RunResults(RunDriving):
         return usage
 
     async def breaker_states(self) -> dict[str, BreakerState]:
-        """Return the state of every tool breaker that has seen a failure."""
-        states: dict[str, BreakerState] = await self._require_supervisor().ask(GetBreakers())
+        """Return the circuit breaker of every tool: each agent's tools and their fallbacks.
+
+        Returns:
+            ``BreakerState`` by tool name: closed with no failures for a healthy tool, and
+            the breakers of tools no agent has any more (kept from before a restart).
+        """
+        tools: set[str] = set()
+        for agent in self.agents.values():
+            tools.update(agent.tools)
+            tools.update(agent.fallbacks)
+        ask = GetBreakers(tools=tuple(sorted(tools)))
+        states: dict[str, BreakerState] = await self._require_supervisor().ask(ask)
         return states
 
 

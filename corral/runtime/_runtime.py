@@ -247,6 +247,7 @@ class Runtime(Maintenance, WorkflowRuns):
             on_paused=self._on_paused,
             rng=self._rng,
             approval=self.guards.approval_policy(),
+            provenance=self.guards.provenance,
             policies=tuple(self.guards.policies),
             checks=self._checks,
             result_screen=self.guards.result_screen,

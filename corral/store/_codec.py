@@ -36,20 +36,38 @@ def with_seq(event: _E, seq: int) -> _E:
     with ``seq``, no extra or private attributes: events forbid both), without its
     generic path, which costs as much as dumping the event to JSON. Appending is the hot
     path: every event goes through here once.
+
+    Stored events with the same fields set share one set of their names: a journal held
+    in memory keeps every event, and a set per event is that many more objects for the
+    garbage collector to walk. Sharing is safe because events are frozen (pydantic adds
+    to the set only on assignment) and `BaseModel.model_copy` copies the set first.
     """
     copy = _new(type(event))
     values = event.__dict__.copy()
     values["seq"] = seq
     _set(copy, "__dict__", values)
-    _set(copy, "__pydantic_fields_set__", event.__pydantic_fields_set__ | _SEQ)
+    _set(copy, "__pydantic_fields_set__", _fields_set(event.__pydantic_fields_set__))
     _set(copy, "__pydantic_extra__", None)
     _set(copy, "__pydantic_private__", None)
     return copy
 
 
+def _fields_set(fields: set[str]) -> set[str]:
+    """The shared set of `fields` plus ``seq``, made once per distinct set of names."""
+    key = frozenset(fields)
+    shared = _FIELDS_SETS.get(key)
+    if shared is None:
+        if len(_FIELDS_SETS) >= _MAX_FIELDS_SETS:  # bounded, whatever events are appended
+            return set(key | _SEQ)
+        shared = _FIELDS_SETS[key] = set(key | _SEQ)
+    return shared
+
+
 _new = object.__new__
 _set = object.__setattr__  # as pydantic itself sets them, even on frozen models
 _SEQ = frozenset({"seq"})
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+_MAX_FIELDS_SETS = 1024
 
 
 def encode(event: Event) -> str:

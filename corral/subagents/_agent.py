@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from ..actors import RestartPolicy
 from ..errors import ConfigError
-from ..guardrails import CallCheck, ScopePolicy
+from ..guardrails import ApprovalPolicy, CallCheck, ProvenancePolicy, ScopePolicy
 from ..models import Model, ToolSpec
 from ..supervisor import Limits
 from ..tools import SideEffect, Tool
@@ -41,6 +42,16 @@ class SubAgent:
         checks: your own `corral.guardrails.CallCheck`s for its calls; they run after
             the policies and before the runtime's checks and the approval policy, and may
             block a call, send it to a person (``approve``) or ``flag`` it.
+        approval: its own `corral.guardrails.ApprovalPolicy` (which calls run, wait for a
+            person, or are refused). Default: the runtime's. Two agents of one runtime
+            can auto-approve different tools.
+        provenance: its own `corral.guardrails.ProvenancePolicy` (where its side-effecting
+            calls may take argument values from). Default: the runtime's.
+        pii: what the model sees of personal data (emails, phone numbers, IBANs, national
+            ids) in tool results: ``flag`` (default) shows it and journals that it was
+            there, so the agent can do work that needs it; ``redact`` replaces it.
+            Secrets (API keys, tokens, private keys, passwords) and card numbers are
+            redacted either way.
 
     Raises:
         ConfigError: (a `ValueError`) an invalid name, a duplicate tool name, more tools
@@ -61,6 +72,9 @@ class SubAgent:
         allowed_side_effects: Iterable[SideEffect] | None = None,
         policies: Sequence[ScopePolicy] = (),
         checks: Sequence[CallCheck] = (),
+        approval: ApprovalPolicy | None = None,
+        provenance: ProvenancePolicy | None = None,
+        pii: Literal["flag", "redact"] = "flag",
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(
@@ -114,6 +128,18 @@ class SubAgent:
         )
         self.policies: tuple[ScopePolicy, ...] = tuple(policies)
         self.checks: tuple[CallCheck, ...] = checks
+        if approval is not None and not isinstance(approval, ApprovalPolicy):
+            raise ConfigError(f"sub-agent {name!r}: approval must be an ApprovalPolicy")
+        if provenance is not None and not isinstance(provenance, ProvenancePolicy):
+            raise ConfigError(f"sub-agent {name!r}: provenance must be a ProvenancePolicy")
+        if pii not in ("flag", "redact"):
+            raise ConfigError(f"sub-agent {name!r}: pii must be 'flag' or 'redact', got {pii!r}")
+        self.pii: Literal["flag", "redact"] = pii
+        """What the model sees of personal data in tool results."""
+        self.approval = approval
+        """Its approval policy; None: the runtime's."""
+        self.provenance = provenance
+        """Its provenance policy; None: the runtime's."""
         self.specs: tuple[ToolSpec, ...] = tuple(t.spec() for t in tools)
 
     def tool_for(self, name: str) -> Tool | None:

@@ -35,6 +35,7 @@ from ..events import (
     WaitResolved,
     WaitStarted,
 )
+from ..guardrails import Origin, Sources
 from ..models import (
     Message,
     ToolCall,
@@ -43,6 +44,7 @@ from ..models import (
     UserMessage,
 )
 from ..models._tokens import message_token_bound
+from ..supervisor._loops import result_digest
 
 __all__ = ["BUDGET_NOTICE", "RunState", "call_key", "render_payload"]
 
@@ -114,6 +116,10 @@ class RunState:
     """Failed attempts, rejected calls and fallbacks so far (the run breaker's count)."""
     failed_calls: set[str] = field(default_factory=set)
     """Keys of calls that were rejected or failed for good."""
+    results: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    """Each finished call's result, by call id: the digest of the content the model was
+    shown (`corral.supervisor._loops.result_digest`) and whether its tool has side
+    effects. Loop detection compares results by digest (told live, seeded on resume)."""
     fallbacks: set[str] = field(default_factory=set)
     """Call ids that fell back to their tool's fallback."""
     in_flight: dict[str, ToolCallStarted] = field(default_factory=dict)
@@ -151,6 +157,9 @@ class RunState:
     paused_since: float | None = None
     finished: RunFinished | None = None
     last_seq: int = 0
+    sources: Sources = field(default_factory=Sources)
+    """Every text of the run's context with where it came from (the task, each result as
+    the model saw it, a person's decisions), for tracing argument values."""
 
     @classmethod
     def fold(cls, run_id: str, events: Iterable[Event]) -> RunState:
@@ -219,7 +228,11 @@ class RunState:
                 self.fallbacks.add(event.call_id)
                 self.errors += 1
         elif isinstance(event, ToolCallFinished):
+            started = self.in_flight.get(event.call_id)
+            acted = started is not None and started.side_effect != "read"
+            self.results[event.call_id] = (result_digest(event.content), acted)
             self._resolve(event.call_id, event.content, is_error=False, tool=event.tool)
+            self.sources.add(event.content, Origin("tool", event.tool, event.call_id, event.step))
         elif isinstance(event, ToolCallFailed):
             self.in_flight.pop(event.call_id, None)
             self.errors += 1
@@ -230,6 +243,8 @@ class RunState:
             if event.final:
                 self.failed_calls.add(self.proposed.get(event.call_id, event.call_id))
                 self._resolve(event.call_id, event.message, is_error=True, tool=event.tool)
+                origin = Origin("tool", event.tool, event.call_id, event.step)
+                self.sources.add(event.message, origin)  # the error text came from the tool
         elif isinstance(event, ToolCallRejected):
             self.errors += 1
             self.failed_calls.add(self.proposed.get(event.call_id, event.call_id))
@@ -241,7 +256,15 @@ class RunState:
             self.open_gates[event.call_id] = event
             self._pause(event.ts)
         elif isinstance(event, GateDecided):
-            self.open_gates.pop(event.call_id, None)
+            gate = self.open_gates.pop(event.call_id, None)
+            if event.decision == "approved":  # a person vouched for these values
+                arguments = event.arguments
+                if arguments is None and gate is not None:
+                    arguments = gate.arguments
+                person = Origin("person", call_id=event.call_id)
+                if arguments:
+                    self.sources.add(json.dumps(arguments, ensure_ascii=False), person)
+                self.sources.add(event.note, person)  # not a rejection's: it may quote a value
             self.decisions[event.call_id] = event
             self._unpause(event.ts)
         elif isinstance(event, WaitStarted):
@@ -258,6 +281,7 @@ class RunState:
                 )
             else:
                 content = render_payload(event.payload)
+                self.sources.add(content, Origin("tool", event.tool, event.call_id))
             self._resolve(event.call_id, content, is_error=event.timed_out, tool=event.tool)
         elif isinstance(event, RunStarted):
             self.agent = event.agent
@@ -269,6 +293,7 @@ class RunState:
             self.budget_used_cost = event.budget_used_cost
             self.started_at = event.ts
             self._add_message(UserMessage(content=event.task))
+            self.sources.add(event.task, Origin("task"))
         elif isinstance(event, RunFinished):
             self.finished = event
 
@@ -305,12 +330,17 @@ class RunState:
             outcome=outcome,
             output=output if output is not None else (self.last_text or None),
             reason=reason,
-            steps=self.tool_calls,
+            steps=self.executed_calls,
             model_calls=self.model_calls,
             tokens=self.tokens,
             cost_usd=self.cost_usd,
             duration_s=max(ts - self.started_at - paused, 0.0),
         )
+
+    @property
+    def executed_calls(self) -> int:
+        """Tool calls that ran (at least one attempt started), not refused proposals."""
+        return len(self.attempts)
 
     @property
     def tokens(self) -> int:

@@ -26,8 +26,19 @@ class Limits(BaseModel):
     """Tool calls the model may propose per run, rejected ones included. Default 20."""
     max_wall_clock_s: float = Field(300.0, gt=0)
     """Seconds from the run's start to its end, not counting pauses. Default 300 s."""
-    max_consecutive_same_tool: int | None = Field(3, gt=0)
-    """The same tool called more than this many times in a row stops the run. Default 3."""
+    max_repeated_calls: int | None = Field(2, gt=0)
+    """Loop rule: how many times one call (same tool, same arguments up to case and
+    whitespace) may be repeated while its answer stays the same; the next repeat stops
+    the run. A poll whose answer changes never stops. None turns the rule off. Default 2
+    (asked three times with one answer, the fourth is refused)."""
+    max_stale_streak: int | None = Field(3, gt=0)
+    """Loop rule: after this many results in a row of one tool that the run had already
+    seen (different arguments, nothing new), the next call of that tool stops the run.
+    None turns the rule off. Default 3."""
+    max_consecutive_same_tool: int | None = Field(None, gt=0)
+    """The old loop rule: the same tool called more than this many times in a row stops
+    the run, whatever it returns (it stops sweeps: four channels read one by one). Default
+    None (off)."""
     output_tokens: int = Field(4096, gt=0)
     """Output cap asked for on each model call (lowered to fit the budget). Default 4096."""
     min_output_tokens: int = Field(64, gt=0)

@@ -23,8 +23,13 @@ Who owns which number:
   answers it (`Opened`), every reservation refuses a run past it, and the run arms its
   own cancel scope with that deadline to interrupt a call in flight when it falls.
 
+Loop detection (`corral.supervisor._loops`) is the supervisor's too, as the rule that
+decides, on facts the run tells it: each proposed call's key (`ReserveTool`), each call's
+result digest (`CallFinished`) or its failure (`CallFailed`), all of them seeded from the
+run's state when it opens (`OpenRun.calls`).
+
 The messages of every step (`ReserveModel`, `SettleModel`, `ReserveTool`, `ToolOutcome`,
-`Counted`, `CallFailed`) and the `Permit` answer are `NamedTuple`s, several times
+`Counted`, `CallFailed`, `CallFinished`) and the `Permit` answer are `NamedTuple`s, several times
 cheaper to build than frozen dataclasses (as `corral.guardrails.CallContext` is); the
 others are frozen dataclasses.
 """
@@ -43,10 +48,12 @@ from ..errors import UsageError
 from ..events import Outcome
 from ..models._tokens import FRAMING_PER_MESSAGE, token_bound
 from ._limits import BreakerPolicy, Limits, TenantLimits
+from ._loops import LoopState
 
 __all__ = [
     "BreakerState",
     "CallFailed",
+    "CallFinished",
     "CloseRun",
     "Counted",
     "Deny",
@@ -97,6 +104,12 @@ class OpenRun:
     """The run's most recent consecutive same-tool calls, for loop detection on resume."""
     failed_calls: frozenset[str] = frozenset()
     """Keys of calls that already failed (for the repeated-failed-call rule on resume)."""
+    calls: tuple[tuple[str, str | None, bool], ...] = ()
+    """(call key, result digest or None, acted) of each call already counted
+    (`tool_calls` of them), oldest first, for loop detection on resume; the last
+    ``len(last_tools)`` are the latest streak. The digest is
+    `corral.supervisor._loops.result_digest` of the content the model was shown (None
+    for a call with no result); ``acted`` is True for a tool with side effects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +191,26 @@ class CallFailed(NamedTuple):
     call_key: str
 
 
+class CallFinished(NamedTuple):
+    """A proposed call returned a result, known by its digest (tell).
+
+    Sent once per call that finished (not per attempt), after its ``tool_call_finished``
+    is recorded; loop detection compares results by digest: a result seen before brings
+    the model nothing new.
+    """
+
+    run_id: str
+    tool: str
+    """The tool the model named (a fallback's result still answers it)."""
+    call_key: str
+    """The call's key, as in its `ReserveTool`."""
+    digest: str
+    """`corral.supervisor._loops.result_digest` of the content the model was shown."""
+    acted: bool = False
+    """The tool has side effects (``write`` and above): its call is progress, whatever
+    it answers."""
+
+
 @dataclass(frozen=True, slots=True)
 class CloseRun:
     """Forget a finished run (tell); releases whatever it still had reserved."""
@@ -210,7 +243,14 @@ class GetTenantUsage:
 
 @dataclass(frozen=True, slots=True)
 class GetBreakers:
-    """Ask for every breaker's state (ask); answers ``dict[str, BreakerState]``."""
+    """Ask for every breaker's state (ask); answers ``dict[str, BreakerState]``.
+
+    The supervisor keeps a breaker only for a tool that failed since it last succeeded;
+    the answer holds those, and each of `tools` it keeps none for, closed with no failures.
+    """
+
+    tools: tuple[str, ...] = ()
+    """Tools to report even when closed (every tool the runtime knows). Default: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +334,9 @@ class BreakerState:
 _PERMIT = Permit()
 """The plain permit (for a tool call whose breaker is closed): one instance serves all."""
 
+_CLOSED = BreakerState("closed", 0, None)
+"""A breaker that has seen no failure since the tool last succeeded."""
+
 
 # -- state ----------------------------------------------------------------------------------
 
@@ -337,9 +380,7 @@ class _Run:
     reserved: int = 0
     """Tokens this run has reserved and not settled (released if the run closes)."""
     reserved_cost: float = 0.0
-    last_tool: str | None = None
-    same_tool_streak: int = 0
-    failed_calls: set[str] = field(default_factory=set)
+    loops: LoopState = field(default_factory=LoopState)
     stopped: tuple[Outcome, str] | None = None
 
 
@@ -437,10 +478,7 @@ class Supervisor(Actor):
         deadline = m.started_at + limit
         tenant = self._tenant(m.tenant, self._clock.now())
         run = _Run(m.run_id, budget, tenant, m.started_at, deadline, m.stop)
-        run.failed_calls.update(m.failed_calls)
-        if m.last_tools:
-            run.last_tool = m.last_tools[-1]
-            run.same_tool_streak = len(m.last_tools)
+        run.loops = LoopState.resume(m.calls, last_tools=m.last_tools, failed=m.failed_calls)
         self._runs[m.run_id] = run
         return Opened(deadline, Deny("stopped_budget", f"wall-clock limit of {limit:g} s reached"))
 
@@ -646,22 +684,9 @@ class Supervisor(Actor):
                 "stopped_steps",
                 f"tool-call limit reached: {budget.tool_calls - 1} of {limits.max_tool_calls}",
             )
-        if m.call_key and m.call_key in run.failed_calls:
-            return Deny(
-                "stopped_loop",
-                f"loop detected: the model repeated a call that already failed: {m.call_key}",
-            )
-        if m.tool == run.last_tool:
-            run.same_tool_streak += 1
-        else:
-            run.last_tool, run.same_tool_streak = m.tool, 1
-        cap = limits.max_consecutive_same_tool
-        if cap is not None and run.same_tool_streak > cap:
-            return Deny(
-                "stopped_loop",
-                f"loop detected: {m.tool!r} called {run.same_tool_streak} times in a row "
-                f"(limit {cap})",
-            )
+        loop = run.loops.propose(m.tool, m.call_key, limits)
+        if loop is not None:
+            return Deny("stopped_loop", loop)
         if not m.registered:
             return _PERMIT
         return self._breaker_permit(m.tool, m.has_fallback)
@@ -705,7 +730,12 @@ class Supervisor(Actor):
     def _call_failed(self, m: CallFailed) -> None:
         run = self._runs.get(m.run_id)
         if run is not None:
-            run.failed_calls.add(m.call_key)
+            run.loops.failed.add(m.call_key)
+
+    def _call_finished(self, m: CallFinished) -> None:
+        run = self._runs.get(m.run_id)
+        if run is not None:
+            run.loops.result(m.tool, m.call_key, m.digest, acted=m.acted)
 
     def _counted(self, m: Counted) -> None:
         run = self._runs.get(m.run_id)
@@ -750,7 +780,7 @@ class Supervisor(Actor):
             tenant.cost = max(tenant.cost, m.cost_usd)
 
     def _breaker_states(self, m: GetBreakers) -> dict[str, BreakerState]:
-        out: dict[str, BreakerState] = {}
+        out: dict[str, BreakerState] = {tool: _CLOSED for tool in m.tools}
         for tool, b in self._breakers.items():
             state: Literal["closed", "open", "half_open"] = (
                 "half_open" if b.half_open else "open" if b.opened_at is not None else "closed"
@@ -767,6 +797,7 @@ class Supervisor(Actor):
         ReserveTool: _reserve_tool,
         ToolOutcome: _tool_outcome,
         CallFailed: _call_failed,
+        CallFinished: _call_finished,
         Counted: _counted,
         GetUsage: _usage,
         GetTenantUsage: _tenant_usage,

@@ -152,6 +152,10 @@ class Tool:
         idempotent: safe to run twice with the same idempotency key. Default: True for
             ``read`` tools, else False.
         scopes: permissions the calling agent must hold, such as ``{"invoices:write"}``.
+        trusted: its results are a trusted source of argument values (your own database,
+            not text a third party wrote). Default False: a value the model copies from
+            its results into a side-effecting call sends that call to a person (see
+            `corral.guardrails.ProvenanceCheck`).
 
     Raises:
         ConfigError: invalid name, schema, timeout or side-effect level.
@@ -170,6 +174,7 @@ class Tool:
         fallback: Tool | None = None,
         idempotent: bool | None = None,
         scopes: Iterable[str] = (),
+        trusted: bool = False,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -196,6 +201,7 @@ class Tool:
         self.fallback = fallback
         self.idempotent = idempotent if idempotent is not None else side_effect == "read"
         self.scopes = frozenset(scopes)
+        self.trusted = bool(trusted)
 
         self._context_param: str | None = None
         self._model_param: tuple[str, type[BaseModel]] | None = None
@@ -340,6 +346,7 @@ def tool(
     fallback: Tool | None = None,
     idempotent: bool | None = None,
     scopes: Iterable[str] = (),
+    trusted: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
