@@ -454,10 +454,13 @@ _IDENTIFIER_RE = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _MAX_IDENTIFIERS = 32
+_MAYBE_IDENTIFIER_RE = re.compile(r"[\d@]|\w\.\w")
 
 
 def _identifiers(text: str) -> list[str]:
     """The identifiers inside a longer text, at most 32 (the first ones)."""
+    if not _MAYBE_IDENTIFIER_RE.search(text):  # most prose: no digit, "@" or "x.y"
+        return []
     if len(text) > 100_000:
         text = text[:100_000]
     found = [m.group(0).rstrip(".,;:!?") for m in _IDENTIFIER_RE.finditer(text)]

@@ -79,8 +79,10 @@ class Guards:
     (`corral.guardrails.ProvenanceCheck`). ``ProvenancePolicy.off()`` turns it off. Each
     agent may have its own (``SubAgent(provenance=...)``)."""
     result_screen: InputScreen | None = field(default_factory=lambda: InputScreen(pii="off"))
-    """Screens each tool result before the model sees it (PII is redacted by the result
-    filter). Default ``InputScreen(pii="off")``; None turns it off."""
+    """Screens each tool result before the model sees it: the whole raw result, the text the
+    model is shown and the seam with the run's previous result (personal data is the
+    agent's `pii` setting, applied by the result filter). Default ``InputScreen(pii="off")``;
+    None turns it off."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.gated) - set(SIDE_EFFECTS))
