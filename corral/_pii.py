@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -43,11 +43,13 @@ __all__ = [
     "PIIFinding",
     "PIIKind",
     "SECRET_KINDS",
+    "findings_verdict",
     "iban_valid",
     "is_secret_name",
     "luhn_valid",
     "redact_secrets",
     "redaction_marker",
+    "replace_findings",
     "ssn_valid",
 ]
 
@@ -535,14 +537,7 @@ class PIIDetector:
         findings = self.find(text, kinds=kinds)
         if not findings:
             return text, findings
-        parts: list[str] = []
-        pos = 0
-        for f in findings:
-            parts.append(text[pos : f.span[0]])
-            parts.append(f.marker)
-            pos = f.span[1]
-        parts.append(text[pos:])
-        return "".join(parts), findings
+        return replace_findings(text, findings), findings
 
     def check(self, text: str, *, action: PIIAction = "redact") -> tuple[Verdict, str]:
         """Find personal data and secrets and decide.
@@ -564,32 +559,13 @@ class PIIDetector:
             after, findings = text, self.find(text)
         if not findings:
             return Verdict(self.name, "allow"), text
-        counts = _counts(findings)
-        summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-        details: dict[str, Any] = {
-            "counts": counts,
-            "findings": [f.as_dict() for f in findings[:20]],
-        }
         if action == "redact":
-            return (
-                Verdict(self.name, "redact", f"redacted {summary}", details=details),
-                after,
-            )
+            return findings_verdict(self.name, "redact", findings), after
         if action == "flag":
-            return Verdict(self.name, "flag", f"contains {summary}", details=details), text
-        return (
-            Verdict(
-                self.name,
-                "block",
-                f"contains {summary}",
-                message=(
-                    "The input contains personal data or credentials "
-                    f"({', '.join(counts)}) and was withheld."
-                ),
-                details=details,
-            ),
-            text,
-        )
+            return findings_verdict(self.name, "flag", findings), text
+        kinds = ", ".join(_counts(findings))
+        message = f"The input contains personal data or credentials ({kinds}) and was withheld."
+        return findings_verdict(self.name, "block", findings, message=message), text
 
     # -------------------------------------------------------------- detectors
 
@@ -866,6 +842,44 @@ def _counts(findings: Iterable[PIIFinding]) -> dict[str, int]:
     for f in findings:
         counts[f.kind] = counts.get(f.kind, 0) + 1
     return counts
+
+
+def replace_findings(text: str, findings: Iterable[PIIFinding]) -> str:
+    """`text` with each finding (in order, not overlapping) replaced by its marker."""
+    parts: list[str] = []
+    pos = 0
+    for f in findings:
+        parts.append(text[pos : f.span[0]])
+        parts.append(f.marker)
+        pos = f.span[1]
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def findings_verdict(
+    name: str,
+    decision: Literal["redact", "flag", "block"],
+    findings: Sequence[PIIFinding],
+    *,
+    note: str = "",
+    message: str = "",
+) -> Verdict:
+    """The verdict on some findings: ``redacted 2 email`` or ``contains 1 iban``.
+
+    The reason and details name kinds, counts and masked previews, never the values.
+
+    Args:
+        name: the guardrail's name.
+        decision: ``redact`` (the reason says "redacted"), ``flag`` or ``block``.
+        findings: what was found (at least one).
+        note: added to the reason, such as ``(kept: pii is 'flag')``.
+        message: what the model is told (for a block).
+    """
+    counts = _counts(findings)
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    reason = f"{'redacted' if decision == 'redact' else 'contains'} {summary}"
+    details: dict[str, Any] = {"counts": counts, "findings": [f.as_dict() for f in findings[:20]]}
+    return Verdict(name, decision, f"{reason} {note}".rstrip(), message=message, details=details)
 
 
 # ------------------------------------------------------------------ secrets in errors

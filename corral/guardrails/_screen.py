@@ -32,7 +32,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from .._pii import SECRET_KINDS, PIIDetector, PIIFinding, redact_secrets
+from .._pii import (
+    SECRET_KINDS,
+    PIIDetector,
+    findings_verdict,
+    redact_secrets,
+    replace_findings,
+)
 from .._verdict import Verdict
 from ..errors import ConfigError
 from ..models._tokens import estimate_tokens
@@ -309,23 +315,11 @@ class InputScreen:
             verdicts.append(Verdict(detector.name, "allow"))
             return text
         if secrets:
-            text = _replace(text, secrets)
-            verdicts.append(
-                Verdict(
-                    detector.name,
-                    "redact",
-                    f"redacted {_summary(secrets)}",
-                    details=_details(secrets),
-                )
-            )
+            text = replace_findings(text, secrets)
+            verdicts.append(findings_verdict(detector.name, "redact", secrets))
         if personal:
             verdicts.append(
-                Verdict(
-                    detector.name,
-                    "flag",
-                    f"contains {_summary(personal)} (kept: pii is 'flag')",
-                    details=_details(personal),
-                )
+                findings_verdict(detector.name, "flag", personal, note="(kept: pii is 'flag')")
             )
         return text
 
@@ -381,31 +375,6 @@ class InputScreen:
             "page or a filtered query.",
             {"chars": len(text), "max_screen_chars": self.max_screen_chars},
         )
-
-
-def _replace(text: str, findings: list[PIIFinding]) -> str:
-    parts: list[str] = []
-    pos = 0
-    for f in findings:
-        parts.append(text[pos : f.span[0]])
-        parts.append(f.marker)
-        pos = f.span[1]
-    parts.append(text[pos:])
-    return "".join(parts)
-
-
-def _summary(findings: list[PIIFinding]) -> str:
-    counts: dict[str, int] = {}
-    for f in findings:
-        counts[f.kind] = counts.get(f.kind, 0) + 1
-    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
-
-
-def _details(findings: list[PIIFinding]) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for f in findings:
-        counts[f.kind] = counts.get(f.kind, 0) + 1
-    return {"counts": counts, "findings": [f.as_dict() for f in findings[:20]]}
 
 
 # ----------------------------------------------------------------------- results
