@@ -53,18 +53,22 @@ tracking of this kind (CaMeL, FIDES) exists as research code, not as a library.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._pii import redact_secrets
 from .._verdict import ALLOW, Verdict
 from ..errors import ConfigError
 from ._argpath import parse_path, resolve_path
+
+if TYPE_CHECKING:  # the chain imports this module
+    from ._chain import CallContext
 
 __all__ = [
     "ArgumentOrigin",
@@ -399,27 +403,24 @@ def trace_arguments(
         rule = rule_for(where) if rule_for is not None else None
         if rule is not None and rule.trust == "any":
             continue
-        probe = _probe(value)
-        if probe is None:
-            continue
-        origins = _found(collections, probe)
+        origins = _found(collections, value)
         if origins:
             found.append(_judged(where, value, origins, trusted_tools, rule))
-            continue
-        if isinstance(value, str):
+        elif isinstance(value, str):
             # Composed text (a message body) can still carry a planted identifier: a URL,
             # an address, an IBAN or a phone number is traced on its own.
             for ident in _identifiers(value):
-                ident_probe = _probe(ident)
-                if ident_probe is None:
-                    continue
-                origins = _found(collections, ident_probe)
+                origins = _found(collections, ident)
                 if origins:
                     found.append(_judged(where, ident, origins, trusted_tools, rule))
     return found
 
 
-def _found(collections: tuple[Sources, ...], probe: tuple[str, str | float]) -> tuple[Origin, ...]:
+def _found(collections: tuple[Sources, ...], value: Any) -> tuple[Origin, ...]:
+    """Every origin of `value` in the collections; empty when it is not traced or found."""
+    probe = _probe(value)
+    if probe is None:
+        return ()
     origins: tuple[Origin, ...] = ()
     for collection in collections:
         origins += collection._find(probe)
@@ -525,10 +526,12 @@ class SourceRule:
         if not self.name:
             object.__setattr__(self, "name", f"{self.tool}.{self.argument}")
 
-    def covers(self, tool: str, arguments: Mapping[str, Any], where: str) -> bool:
-        """True when this rule is about `where` in a call of `tool`."""
-        if not _matches_tool(self.tool, tool):
-            return False
+    def applies_to(self, tool: str) -> bool:
+        """True when this rule is about calls of `tool`."""
+        return fnmatch.fnmatchcase(tool, self.tool)
+
+    def covers(self, arguments: Mapping[str, Any], where: str) -> bool:
+        """True when this rule's path reaches the concrete path `where` in `arguments`."""
         return any(path == where for path, _ in resolve_path(arguments, self._parts))
 
     def allows(self, value: Any, origins: tuple[Origin, ...]) -> str:
@@ -544,16 +547,6 @@ class SourceRule:
             except Exception:  # a broken validator lets nothing through
                 return ""
         return ""
-
-
-def _matches_tool(pattern: str, tool: str) -> bool:
-    if pattern == tool:
-        return True
-    if not any(c in pattern for c in "*?["):
-        return False
-    import fnmatch
-
-    return fnmatch.fnmatchcase(tool, pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,11 +622,11 @@ class ProvenanceCheck:
             + [(value, Origin("developer")) for value in self.policy.trusted_values]
         )
 
-    def check(self, ctx: Any) -> Verdict:
+    def check(self, ctx: CallContext) -> Verdict:
         """Trace the call's arguments; ``approve`` (or ``block``) when one is tainted."""
         policy = self.policy
         call = ctx.proposed
-        sources = getattr(ctx, "sources", None)
+        sources = ctx.sources
         if (
             not policy.enabled
             or call is None
@@ -644,11 +637,11 @@ class ProvenanceCheck:
             return ALLOW
         tool = call.tool
         arguments = call.arguments
-        rules = [r for r in policy.rules if _matches_tool(r.tool, tool)]
+        rules = [r for r in policy.rules if r.applies_to(tool)]
 
         def rule_for(where: str) -> SourceRule | None:
             for rule in rules:
-                if rule.covers(tool, arguments, where):
+                if rule.covers(arguments, where):
                     return rule
             return None
 
