@@ -8,7 +8,8 @@ Prints the median cost of:
   typical tool call;
 * the whole `CheckChain` the agent loop runs before a call (registered name, arguments,
   schema, permission, policies, approval), context included;
-* the chain per tool call: checks before the call, then filter and screen the result;
+* the chain per tool call: checks before the call, then filter and screen the result as
+  the agent loop does (whole raw result, the text shown, personal data flagged);
 * the provenance check on that call with ten 2 KB results in the run's context: once the
   results are normalised (each is, once, on the first trace after it arrives), and
   including that normalisation of all ten (the worst case: every result new). The
@@ -31,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corral import tool  # noqa: E402
-from corral._pii import PIIDetector  # noqa: E402
+from corral._pii import PERSONAL_KINDS, SECRET_KINDS, PIIDetector  # noqa: E402
 from corral.guardrails import (  # noqa: E402
     Allowlist,
     ApprovalPolicy,
@@ -179,10 +180,22 @@ def call_checks() -> None:
     APPROVAL.decide(CALL)
 
 
+RESULT_SCREEN = SCREEN_NO_PII.for_run()
+SECRETS = PIIDetector(kinds=SECRET_KINDS)
+PERSONAL = PIIDetector(kinds=PERSONAL_KINDS, name="result_pii")
+
+
 def chain() -> None:
+    """What the agent loop does per call: check it, then filter and screen its result.
+
+    As `corral.subagents._run`: secrets redacted JSON-aware, the whole raw result and the
+    text shown screened (with the seam to the previous result), personal data flagged.
+    """
     call_checks()
-    filtered = filter_result(ROWS)
-    SCREEN_NO_PII.screen(filtered.content, source="tool_result")
+    filtered = filter_result(ROWS, detector=SECRETS)
+    whole = filtered.content if not (filtered.truncated or filtered.redactions) else RESULT_TEXT
+    RESULT_SCREEN.screen(whole, shown=filtered.content)
+    PERSONAL.check(filtered.content, action="flag")
 
 
 PROVENANCE = ProvenanceCheck(instructions="You are a billing agent. Refund what is owed.")

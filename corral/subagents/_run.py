@@ -1025,7 +1025,10 @@ class RunActor(OneShotActor):
         content, notice = filtered.content, ""
         results = self._results
         if results is not None:
-            screened = results.screen(raw, shown=content)
+            # Shown whole and unredacted (only re-encoded), the text holds every string
+            # the tool returned: read it once, not once as raw and once as shown.
+            whole = content if not (filtered.truncated or filtered.redactions) else raw
+            screened = results.screen(whole, shown=content)
             for verdict in screened.actions:
                 await self._verdict(state, verdict, step, call.id)
             block = screened.block
