@@ -19,8 +19,9 @@ test ``tests/test_layering.py`` holds every import to it):
   workflow engine, which talks to its host through `corral.workflows.WorkflowHost`);
 * `corral.runtime` (`corral.Runtime` wires them together for embedding), with
   `corral._settings` and the demo application `corral.demo`;
-* this package; then `corral.server` and `corral.cli` on top: `import corral` never
-  imports them.
+* this package; then `corral.server`, `corral.cli`, `corral._client` (the HTTP client
+  of ``corral --server``) and `corral._views` (the API's bodies, which both print) on
+  top: `import corral` never imports them.
 """
 
 from ._clock import Clock as Clock
@@ -33,6 +34,7 @@ from .router import Route as Route
 from .router import Router as Router
 from .router import Rule as Rule
 from .runtime import Alerts as Alerts
+from .runtime import App as App
 from .runtime import Durability as Durability
 from .runtime import Guards as Guards
 from .runtime import RunHandle as RunHandle
@@ -51,6 +53,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alerts",
+    "App",
     "BreakerPolicy",
     "Clock",
     "Durability",

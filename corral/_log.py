@@ -12,6 +12,13 @@ Each record's message is the event name followed by its fields as ``key=value``
 (``runtime.tick_failed error="RuntimeError('boom')"``); the event and its fields are also
 on the record as ``record.corral`` (a dict), for structured handlers.
 
+The agent loop marks the task driving a run with `bind_run_context` and `bind_step`, so a
+record written while a run is driven (by Corral or by a tool) can say which run, agent,
+step and tenant it is about: `corral.observability.configure_json_logs` adds them to each
+line, and `corral.observability.add_log_context` to a program's own structlog chain. The
+context is a private `ContextVar`, not ``structlog.contextvars``, so Corral's keys never
+appear in the embedding program's own logs.
+
 This module imports nothing from the rest of Corral, so every layer can use it.
 """
 
@@ -19,11 +26,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 
-__all__ = ["ROOT_LOGGER", "get_logger"]
+__all__ = [
+    "ROOT_LOGGER",
+    "LogContext",
+    "bind_run_context",
+    "bind_step",
+    "current_log_context",
+    "get_logger",
+    "reset_log_context",
+]
 
 ROOT_LOGGER = "corral"
 """The logger every Corral logger sits under."""
@@ -63,3 +80,60 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
         processors=[structlog.stdlib.filter_by_level, _to_stdlib],
         context={},
     )
+
+
+# -- the run a record is about ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogContext:
+    """The run a log record was written in, as the agent loop bound it."""
+
+    run_id: str
+    agent: str
+    tenant: str
+    step: int | None = None
+    """The model step (from 1) being worked on; None before the first."""
+
+
+_CONTEXT: ContextVar[LogContext | None] = ContextVar("corral_log_context", default=None)
+
+
+def bind_run_context(*, run_id: str, agent: str, tenant: str) -> Token[LogContext | None]:
+    """Mark the current task (and the tasks it starts) as working on a run.
+
+    Args:
+        run_id: the run.
+        agent: its sub-agent.
+        tenant: who pays for it.
+
+    Returns:
+        A token for `reset_log_context`, which restores what was bound before.
+    """
+    return _CONTEXT.set(LogContext(run_id, agent, tenant))
+
+
+def bind_step(step: int) -> Token[LogContext | None] | None:
+    """Record the model step the current run is at (no-op outside a bound run).
+
+    Args:
+        step: the step, from 1.
+
+    Returns:
+        A token for `reset_log_context`, or None when no run is bound.
+    """
+    context = _CONTEXT.get()
+    if context is None:
+        return None
+    return _CONTEXT.set(replace(context, step=step))
+
+
+def reset_log_context(token: Token[LogContext | None] | None) -> None:
+    """Restore the context bound before `token` was made (None does nothing)."""
+    if token is not None:
+        _CONTEXT.reset(token)
+
+
+def current_log_context() -> LogContext | None:
+    """The run context bound in the current task, if any."""
+    return _CONTEXT.get()

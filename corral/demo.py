@@ -21,6 +21,7 @@ from .errors import RateLimited, ToolError
 from .models import FunctionModel, Model, ModelRequest, ToolResultMessage, UserMessage
 from .models._fakes import Step, call
 from .router import Router, Rule
+from .runtime import App
 from .subagents import SubAgent
 from .tools import RetryPolicy, Tool, tool
 
@@ -420,15 +421,6 @@ def demo_router() -> Router:
             ),
         ]
     )
-
-
-@dataclass
-class App:
-    """What the CLI and the server run: agents, routing rules and workflows."""
-
-    agents: list[SubAgent]
-    router: Router | None = None
-    workflows: list[Any] = field(default_factory=list)
 
 
 def app(model: Model | None = None) -> App:

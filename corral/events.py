@@ -20,7 +20,7 @@ its `seq` is given by the journal, on the copy it stores and returns.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -199,10 +199,29 @@ class ResponseRecord(_Record):
         return AssistantMessage.model_validate(turn, from_attributes=True)
 
 
+class _OmitsEmpty(_EventBase):
+    """An event whose fields named in `_omit_when_empty` are left out of its JSON when empty.
+
+    Fields added after events of the kind were first journaled: leaving them out while
+    unused keeps the stored JSON of old and new events the same.
+    """
+
+    _omit_when_empty: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_empty(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._omit_when_empty:
+                if not data.get(name):
+                    data.pop(name, None)
+        return data
+
+
 # -- events ------------------------------------------------------------------------------------
 
 
-class RunStarted(_EventBase):
+class RunStarted(_OmitsEmpty):
     """A task was routed to an agent and its run began."""
 
     kind: Literal["run_started"] = "run_started"
@@ -225,6 +244,11 @@ class RunStarted(_EventBase):
     """Tokens already spent under `budget_key` by finished runs when this one started."""
     budget_used_cost: float = 0.0
     """USD already spent under `budget_key` by finished runs when this one started."""
+    _omit_when_empty: ClassVar[tuple[str, ...]] = ("submission",)
+    submission: dict[str, str] = Field(default_factory=dict)
+    """Who submitted the run through the service, and how: ``by`` (the API token's
+    name), ``idempotency_key`` and ``digest`` (of the request, to tell a retried
+    submission from a different one). Left out of the stored JSON when empty."""
 
 
 class ModelCalled(_EventBase):
@@ -350,7 +374,7 @@ class GuardrailVerdict(_EventBase):
     call_id: str | None = None
 
 
-class GateOpened(_EventBase):
+class GateOpened(_OmitsEmpty):
     """A tool call waits for a person's approval; the run pauses (it holds no task)."""
 
     kind: Literal["gate_opened"] = "gate_opened"
@@ -364,19 +388,13 @@ class GateOpened(_EventBase):
     """Why a person must decide, in words."""
     expires_at: float = 0.0
     """When an undecided gate turns into a rejection, Unix seconds."""
+    _omit_when_empty: ClassVar[tuple[str, ...]] = ("provenance",)
     provenance: list[dict[str, Any]] = Field(default_factory=list)
     """Where the call's argument values were found, when a check traced them: one entry
     per value (``argument``, ``value``, ``trusted``, ``sources``: each ``source``,
     ``tool``, ``call_id``, ``step``), from `corral.guardrails.ProvenanceCheck`. Left out
     of the stored JSON when empty, so gates journaled before it existed read back as
     they were written."""
-
-    @model_serializer(mode="wrap")
-    def _without_empty_provenance(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and not data.get("provenance"):
-            data.pop("provenance", None)
-        return data
 
 
 class GateDecided(_EventBase):

@@ -8,7 +8,7 @@ from typing import Any
 from corral import Limits, MockClock, Runtime, SubAgent
 from corral.events import Event
 from corral.models import Model, ModelRequest, ToolSpec, UserMessage
-from corral.tools import RetryPolicy, Tool
+from corral.tools import RetryPolicy, Tool, tool
 
 TINY_RETRY = RetryPolicy(initial_delay=1.0, multiplier=4.0, max_retries=3, jitter=0.0)
 """The production backoff shape (1 s, 4 s, 16 s), without jitter; tests use a MockClock."""
@@ -78,3 +78,24 @@ def ask(*messages: Any, tools: tuple[ToolSpec, ...] = (), max_tokens: int = 1024
         run_id="run_1",
         step=1,
     )
+
+
+def lookup_and_refund(lookup_result: str) -> list[Tool]:
+    """An invoice ``lookup`` whose first attempt fails (retried after 1 s, no jitter), and an
+    ``external`` ``refund``; `lookup_result` is what a lookup of ``INV`` returns after it."""
+    failures = [1]
+
+    @tool(timeout=5, retry=RetryPolicy(max_retries=2, initial_delay=1.0, jitter=0.0))
+    async def lookup(invoice_id: str) -> str:
+        """Look up an invoice (the first attempt fails)."""
+        if failures:
+            failures.pop()
+            raise ConnectionError("ledger unreachable")
+        return f"{invoice_id}: {lookup_result}"
+
+    @tool(side_effect="external", timeout=5)
+    async def refund(invoice_id: str, amount: float) -> str:
+        """Refund an invoice."""
+        return f"refunded {amount:.2f} on {invoice_id}"
+
+    return [lookup, refund]

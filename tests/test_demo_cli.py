@@ -55,11 +55,11 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'corral.db'}"
 
 
-def test_corral_demo_stops_at_the_gate_and_approve_finishes_it(
+def test_corral_demo_stops_at_the_gate_approve_records_and_resume_finishes_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = db_url(tmp_path)
-    assert main(["demo", "--db", db]) == 0
+    assert main(["--db", db, "demo"]) == 0
     out = capsys.readouterr().out
     assert "agent billing" in out and "rule billing-kind" in out
     for expected in [
@@ -72,29 +72,49 @@ def test_corral_demo_stops_at_the_gate_and_approve_finishes_it(
         "needs approval",
         "/100,000",
         "The run is waiting for a person before it changes anything (2 gate(s))",
-        "corral approve --all --as you@example.com",
+        f"corral --db {db} approve --all --as you@example.com",
     ]:
         assert expected in out, expected
-    gates = re.findall(r"corral approve (gate_\w+) --as", out)
+    gates = re.findall(r"corral --db \S+ approve (gate_\w+) --as", out)
     assert gates
 
-    assert main(["approvals", "list", "--db", db]) == 0
+    assert main(["--db", db, "approvals", "list"]) == 0
     listed = capsys.readouterr().out
+    assert listed.splitlines()[0].split() == [
+        "GATE",
+        "ID",
+        "RUN",
+        "ID",
+        "AGENT",
+        "TOOL",
+        "EXPIRES",
+        "ARGUMENTS",
+        "REASON",
+    ]
     assert listed.count("  flag_discrepancy  ") == 2
 
+    # Approving records the decisions and returns: it drives nothing, and says who will.
     assert (
-        main(["approve", "--all", "--as", "ana@example.com", "--note", "checked", "--db", db]) == 0
+        main(["--db", db, "approve", "--all", "--as", "ana@example.com", "--note", "checked"]) == 0
     )
     out = capsys.readouterr().out
-    assert "approved by ana@example.com: checked" in out
+    assert out.count("approved by ana@example.com: checked") == 2
+    assert "is ready to go on" in out and "`corral --db" in out
+    assert "completed" not in out and "discrepancies found" not in out
+    assert main(["--db", db, "-o", "json", "runs", "list"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)
+    assert (run["status"], run["outcome"]) == ("running", None)
+
+    assert main(["--db", db, "resume"]) == 0
+    out = capsys.readouterr().out
     summary = next(line for line in out.splitlines() if line.startswith("completed"))
     assert "steps=9" in summary and "model_calls=11" in summary and "time=" in summary
     assert "2 discrepancies found, 2 flagged" in out
 
-    assert main(["runs", "list", "--db", db, "--json"]) == 0
+    assert main(["--db", db, "-o", "json", "runs", "list"]) == 0
     (run,) = json.loads(capsys.readouterr().out)
     assert run["status"] == "finished" and run["outcome"] == "completed"
-    assert main(["approve", gates[0], "--as", "bob", "--db", db]) == 2
+    assert main(["--db", db, "approve", gates[0], "--as", "bob"]) == 2
     assert "was already approved by ana@example.com" in capsys.readouterr().err
 
 
@@ -102,22 +122,27 @@ def test_rejecting_a_gate_is_fed_back_and_the_run_finishes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = db_url(tmp_path)
-    assert main(["demo", "--db", db, "--json"]) == 0
+    assert main(["--db", db, "-o", "json", "demo"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["result"]["status"] == "waiting"
     first, second = (g["gate_id"] for g in payload["result"]["gates"])
-    assert main(["reject", first, "--as", "ana", "--reason", "already credited", "--db", db]) == 0
+    assert main(["--db", db, "reject", first, "--as", "ana", "--reason", "already credited"]) == 0
     capsys.readouterr()
-    assert main(["approve", second, "--as", "ana", "--db", db]) == 0
+    assert main(["--db", db, "approve", second, "--as", "ana"]) == 0
+    capsys.readouterr()
+    assert main(["--db", db, "resume"]) == 0
     out = capsys.readouterr().out
     assert (
         "INV-000102: recorded 1235.00 USD, line items 1195.00 (+40.00) (not flagged: refused)"
         in out
     )
-    assert main(["runs", "show", payload["result"]["run_id"], "--db", db, "--json"]) == 0
-    events = json.loads(capsys.readouterr().out)
+    assert main(["--db", db, "-o", "json", "runs", "show", payload["result"]["run_id"]]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run"]["outcome"] == "completed"
     rejected = [
-        e for e in events if e["kind"] == "tool_call_rejected" and e["guardrail"] == "person"
+        e
+        for e in shown["events"]
+        if e["kind"] == "tool_call_rejected" and e["guardrail"] == "person"
     ]
     assert rejected and "already credited" in rejected[0]["reason"]
 
@@ -175,6 +200,10 @@ def test_deliver_and_vacuum_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["deliver", "k", "--payload", "{not json", "--db", db]) == 2
     assert main(["run", "reset password", "--db", db]) == 0
     capsys.readouterr()
+    assert main(["--db", db, "store", "vacuum", "--older-than-days", "0", "--dry-run"]) == 0
+    assert "would prune 1 finished run(s) older than 0 days; nothing was changed" in (
+        capsys.readouterr().out
+    )
     assert main(["store", "vacuum", "--older-than-days", "0", "--db", db]) == 0
     assert "pruned 1 finished run(s)" in capsys.readouterr().out
     assert main(["runs", "list", "--db", db]) == 0
@@ -202,5 +231,9 @@ def test_console_script_runs_the_demo_as_json(tmp_path: Path) -> None:
     assert payload["result"]["status"] == "waiting" and len(payload["result"]["gates"]) == 2
     approved = corral("approve", "--all", "--as", "ops@example.com")
     assert approved.returncode == 0, approved.stderr
+    listed = json.loads(corral("runs", "list", "--json").stdout)
+    assert listed[0]["status"] == "running"  # decided; the next process continues it
+    resumed = corral("resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
     listed = json.loads(corral("runs", "list", "--json").stdout)
     assert listed[0]["outcome"] == "completed"

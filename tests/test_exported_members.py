@@ -17,6 +17,7 @@ import pytest
 PINNED: dict[str, list[str]] = {
     "corral": [
         "Alerts",
+        "App",
         "BreakerPolicy",
         "Clock",
         "Durability",
@@ -182,12 +183,14 @@ PINNED: dict[str, list[str]] = {
     ],
     "corral.runtime": [
         "Alerts",
+        "App",
         "Durability",
         "Guards",
         "RunHandle",
         "RunResult",
         "Runtime",
         "Tenants",
+        "load_app",
     ],
     "corral.errors": [
         "ActorDeadError",
@@ -243,6 +246,32 @@ PINNED: dict[str, list[str]] = {
         "WaitResolved",
         "WaitStarted",
     ],
+    "corral.server": [
+        "ApiError",
+        "Principal",
+        "Server",
+        "ServerSettings",
+        "Service",
+        "TokenSpec",
+        "WebhookSpec",
+        "create_app",
+        "hash_token",
+        "new_token",
+        "serve",
+        "sign_standard",
+    ],
+    "corral.observability": [
+        "Metrics",
+        "OtelSpans",
+        "TrailRow",
+        "TrailWriter",
+        "add_log_context",
+        "configure_json_logs",
+        "json_formatter",
+        "render_trace",
+        "trace_tree",
+        "trail_row",
+    ],
 }
 
 
@@ -268,6 +297,8 @@ PACKAGES = [
     "corral.actors",
     "corral.router",
     "corral.subagents",
+    "corral.server",
+    "corral.observability",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Deciding gates: never after the deadline, and `corral approve` / `reject` never hang."""
+"""Deciding gates: never after the deadline, and `corral approve` / `reject` record and return."""
 
 from __future__ import annotations
 
@@ -165,64 +165,94 @@ def test_approve_with_an_app_without_the_runs_agent_records_it_and_exits(
 ) -> None:
     db, run_id, gates = waiting_demo
     started = time.monotonic()
-    done = corral(tmp_path, "approve", "--all", "--as", "ana", "--db", db, "--app", "elsewhere:app")
+    done = corral(tmp_path, "--db", db, "approve", "--all", "--as", "ana", "--app", "elsewhere:app")
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 20  # it used to print "approved" and hang
     assert done.stdout.count("approved by ana") == 2
     assert (
-        "The decision is recorded. This process does not load agent 'billing' "
-        f"(--app elsewhere:app), so run {run_id} is left; the next process that loads agent "
-        f"'billing' continues it: a Runtime with that agent polling this journal, or "
-        f"`corral resume --db {db} --app MODULE:FUNCTION` with an application that has it."
+        f"The decision is recorded; run {run_id} is ready to go on, and the next process "
+        f"that loads agent 'billing' continues it: `corral --db {db} serve --app "
+        f"MODULE:FACTORY` or `corral --db {db} resume --app MODULE:FACTORY` with an "
+        "application that has it (or a Runtime with that agent polling this journal)."
     ) in done.stdout
     # As it says: `corral resume` with an application that has the agent finishes the run.
-    assert main(["resume", "--db", db, "--json"]) == 0
+    assert main(["--db", db, "-o", "json", "resume"]) == 0
     (resumed,) = json.loads(capsys.readouterr().out)
     assert (resumed["run_id"], resumed["outcome"]) == (run_id, "completed")
-    assert main(["runs", "show", run_id, "--db", db, "--json"]) == 0
-    events = json.loads(capsys.readouterr().out)
+    assert main(["--db", db, "-o", "json", "runs", "show", run_id]) == 0
+    events = json.loads(capsys.readouterr().out)["events"]
     assert [e["by"] for e in events if e["kind"] == "gate_decided"] == ["ana", "ana"]
+
+
+def test_edited_arguments_are_refused_when_the_app_cannot_check_them(
+    tmp_path: Path, waiting_demo: tuple[str, str, list[str]]
+) -> None:
+    db, run_id, (first, _) = waiting_demo
+    edited = '{"invoice_id": "INV-000102", "difference": 40.0, "reason": "checked"}'
+    refused = corral(
+        tmp_path, "--db", db, "approve", first, "--as", "ana", "--args", edited,
+        "--app", "elsewhere:app",
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert (
+        f"cannot check the edited arguments of gate {first}: --app elsewhere:app does not "
+        "load agent 'billing'"
+    ) in refused.stderr
+    bad = corral(tmp_path, "--db", db, "approve", first, "--as", "ana", "--args", '{"x": 1}')
+    assert bad.returncode == 2 and "edited arguments for 'flag_discrepancy' are invalid" in (
+        bad.stderr
+    )
+    done = corral(
+        tmp_path, "--db", db, "-o", "json", "approve", first, "--as", "ana", "--args", edited
+    )
+    assert done.returncode == 0, done.stderr
+    gate = json.loads(done.stdout)
+    assert (gate["status"], gate["edited_arguments"]["reason"]) == ("approved", "checked")
 
 
 def test_reject_then_approve_while_another_process_holds_the_run_names_that_process(
     tmp_path: Path, waiting_demo: tuple[str, str, list[str]]
 ) -> None:
     db, run_id, (first, second) = waiting_demo
-    done = corral(tmp_path, "reject", first, "--as", "ana", "--reason", "credited", "--db", db)
+    done = corral(tmp_path, "--db", db, "reject", first, "--as", "ana", "--reason", "credited")
     assert done.returncode == 0, done.stderr
     assert "rejected by ana: credited" in done.stdout
     assert "The run is waiting for a person" in done.stdout  # the second gate is still open
-    assert f"corral approve {second} --as you@example.com --db {db}" in done.stdout
+    assert f"corral --db {db} approve {second} --as you@example.com" in done.stdout
 
     # Another process holds the run's lease (it may be driving it, or have died holding
-    # it): this one has the agent, but cannot claim the run, so it says who will go on.
+    # it): the command says that process goes on with it.
     async def hold() -> None:
         async with SqliteStore(tmp_path / "corral.db") as store:
             assert await store.claim(run_id, "worker-7", lease_s=3600, now=time.time())
 
     anyio.run(hold)
-    done = corral(tmp_path, "approve", second, "--as", "ana", "--db", db)
+    done = corral(tmp_path, "--db", db, "approve", second, "--as", "ana")
     assert done.returncode == 0, done.stderr
     assert "approved by ana" in done.stdout
     assert (
-        f"The decision is recorded. Run {run_id} is driven by another process; process "
-        "'worker-7', which holds the run's lease, continues it."
+        f"The decision is recorded; process 'worker-7', which holds the lease of run {run_id}, "
+        "continues it."
     ) in done.stdout
 
 
-def test_the_printed_approve_command_works_as_printed(
+def test_the_printed_commands_work_as_printed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "mine.py").write_text("from corral.demo import app\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     db = f"sqlite:///{tmp_path / 'elsewhere' / 'corral.db'}"
     task = "Reconcile the unpaid invoices of Acme Corp"
-    assert main(["run", task, "--kind", "billing", "--db", db, "--app", "mine:app"]) == 0
+    assert main(["--db", db, "run", task, "--kind", "billing", "--app", "mine:app"]) == 0
     out = capsys.readouterr().out
-    (command,) = re.findall(r"^  (corral approve --all .*)$", out, flags=re.MULTILINE)
-    assert command.endswith(f"--db {db} --app mine:app")
+    (command,) = re.findall(r"^  (corral .* approve --all .*)$", out, flags=re.MULTILINE)
+    assert command == f"corral --db {db} approve --all --as you@example.com --app mine:app"
     argv = [a.replace("you@example.com", "ana") for a in shlex.split(command)[1:]]
     assert main(argv) == 0
+    out = capsys.readouterr().out
+    (resume,) = re.findall(r"or `(corral [^`]*)` \(or a Runtime", out)
+    assert resume == f"corral --db {db} resume --app mine:app"
+    assert main(shlex.split(resume)[1:]) == 0
     assert "2 discrepancies found, 2 flagged" in capsys.readouterr().out
 
 
@@ -243,43 +273,48 @@ def app():
 """
 
 
-def test_following_a_run_is_bounded_by_wait(
+def test_approve_never_drives_the_run_even_with_its_agent_loaded(
     tmp_path: Path, waiting_demo: tuple[str, str, list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Its model never answers: an approve that drove the run would hang until --wait.
     db, run_id, _ = waiting_demo
     (tmp_path / "stuck.py").write_text(STUCK)
-    args = ["approve", "--all", "--as", "ana", "--db", db, "--app", "stuck:app"]
+    args = ["--db", db, "approve", "--all", "--as", "ana", "--app", "stuck:app"]
     started = time.monotonic()
-    done = corral(tmp_path, *args, "--wait", "0.5")
+    done = corral(tmp_path, *args, "--wait", "30")
     assert time.monotonic() - started < 20
-    assert done.returncode == 1, done.stderr
-    assert (
-        f"corral: run {run_id} did not finish or pause within --wait 0.5 s; it stays "
-        f"unfinished in the journal, and `corral resume --db {db} --app stuck:app` continues it"
-    ) in done.stderr
-    assert main(["runs", "list", "--db", db, "--json"]) == 0
+    assert done.returncode == 0, done.stderr
+    assert "--wait is ignored: `corral approve` records and returns" in done.stderr
+    assert f"run {run_id} is ready to go on" in done.stdout
+    assert main(["--db", db, "-o", "json", "runs", "list"]) == 0
     (run,) = json.loads(capsys.readouterr().out)
-    assert run["status"] == "running"  # decided, and left resumable
-    assert corral(tmp_path, *args, "--wait", "0").returncode == 2
+    assert (run["status"], run["outcome"]) == ("running", None)  # decided, left resumable
+    info = anyio.run(_run_info, tmp_path / "corral.db", run_id)
+    assert info.owner is None or info.lease_until is None or info.lease_until <= time.time()
 
 
-def test_resume_is_bounded_by_wait_too(
+async def _run_info(path: Path, run_id: str) -> Any:
+    async with SqliteStore(path) as store:
+        return await store.run(run_id)
+
+
+def test_resume_is_bounded_by_wait(
     tmp_path: Path, waiting_demo: tuple[str, str, list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     db, run_id, _ = waiting_demo
     (tmp_path / "stuck.py").write_text(STUCK)
-    app = ["--db", db, "--app", "stuck:app"]
-    approved = corral(tmp_path, "approve", "--all", "--as", "ana", *app, "--wait", "0.2")
-    assert approved.returncode == 1, approved.stderr  # left running: its model never answers
+    app = ["--app", "stuck:app"]
+    approved = corral(tmp_path, "--db", db, "approve", "--all", "--as", "ana", *app)
+    assert approved.returncode == 0, approved.stderr
     started = time.monotonic()
-    done = corral(tmp_path, "resume", *app, "--wait", "0.5")
+    done = corral(tmp_path, "--db", db, "resume", *app, "--wait", "0.5")
     assert time.monotonic() - started < 20
     assert done.returncode == 1, done.stderr
     assert (
         "corral: 1 resumed run(s) did not finish or pause within --wait 0.5 s; they stay "
-        f"unfinished in the journal, and `corral resume --db {db} --app stuck:app` continues them"
+        f"unfinished in the journal, and `corral --db {db} resume --app stuck:app` continues them"
     ) in done.stderr
-    assert main(["runs", "list", "--db", db, "--json"]) == 0
+    assert main(["--db", db, "-o", "json", "runs", "list"]) == 0
     (run,) = json.loads(capsys.readouterr().out)
     assert (run["run_id"], run["status"]) == (run_id, "running")
-    assert corral(tmp_path, "resume", *app, "--wait", "0").returncode == 2
+    assert corral(tmp_path, "--db", db, "resume", *app, "--wait", "0").returncode == 2

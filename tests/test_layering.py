@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"runtime", "_settings", "demo"},
     # 6: the package itself, then what sits on top
     {"__init__"},
-    {"cli", "server", "__main__"},
+    {"cli", "server", "__main__", "_client", "_views"},
 ]
 ACTORS_MAY_IMPORT = {"errors", "_log", "_clock", "_loop"}
 """`corral.actors` is a self-contained actor runtime: it imports only these."""

@@ -22,7 +22,9 @@ Each fenced block of README.md is one of these, and a block that is none of them
   directory for the whole block; the lines after it, up to the next ``$``, are its
   expected stdout. The command must exit 0 with an empty stderr.
 * ```` ```toml ```` with ``[[rule]]``: routing rules; they must load with
-  `Router.from_toml` and be rules of ``examples/routes.toml``, as the text says.
+  `Router.from_toml` and be rules of ``examples/routes.toml``, as the text says. Any
+  other ```` ```toml ```` block is a settings file: it must load with
+  `corral.load_settings` (every value validated).
 
 Claimed output. In a Python block a comment ``# -> TEXT``, at the end of a line or on a
 line of its own, is output the README claims: the claims must match lines of stdout in
@@ -138,7 +140,8 @@ RUN = [b for b in BLOCKS if b.not_run is None]
 PYTHON = [b for b in RUN if b.lang == "python"]
 SHELL_BLOCKS = [b for b in RUN if b.lang in SHELL]
 CONSOLE = [b for b in RUN if b.lang == "console"]
-TOML = [b for b in RUN if b.lang == "toml"]
+TOML = [b for b in RUN if b.lang == "toml" and "[[rule]]" in b.code]
+SETTINGS_TOML = [b for b in RUN if b.lang == "toml" and "[[rule]]" not in b.code]
 
 
 # -- matching output -------------------------------------------------------------------------
@@ -382,6 +385,16 @@ def test_toml_rules_load_and_come_from_the_example_file(block: Block) -> None:
     rules = Router.from_toml(block.code).rules
     demo_rules = Router.from_toml(ROOT / "examples" / "routes.toml").rules
     assert rules and all(rule in demo_rules for rule in rules), "not the demo's rules"
+
+
+@pytest.mark.parametrize("block", SETTINGS_TOML, ids=[b.id for b in SETTINGS_TOML])
+def test_toml_settings_load(block: Block, tmp_path: Path) -> None:
+    from corral import load_settings
+
+    path = tmp_path / "corral.toml"
+    path.write_text(block.code, encoding="utf-8")
+    settings = load_settings(env={}, config_file=path)
+    assert settings.model_dump() != load_settings(env={}).model_dump(), "it changes nothing"
 
 
 # -- the conventions themselves --------------------------------------------------------------

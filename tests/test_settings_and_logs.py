@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -13,11 +14,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 
 import corral
 from corral import Limits, MockClock, Runtime, SubAgent, load_settings
+from corral._settings import ServerSettings, TokenSpec
 from corral.cli import main
 from corral.errors import ConfigError
 from corral.models import PriceTable, ScriptedModel
@@ -145,6 +148,7 @@ def test_the_cli_logs_to_stderr_from_the_settings_level(
     clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = f"sqlite:///{clean_env / 'j.db'}"
+    anyio.run(_create_journal, clean_env / "j.db")  # `runs list` never creates one
     assert main(["runs", "list", "--db", db]) == 0
     quiet = capsys.readouterr()
     assert quiet.out == "no runs\n" and quiet.err == ""  # warning and up by default
@@ -155,6 +159,11 @@ def test_the_cli_logs_to_stderr_from_the_settings_level(
     assert loud.out == "no runs\n"
     assert loud.err == "INFO corral.cli: cli.settings config_file=None log_level='info'\n"
     assert logging.getLogger("corral").handlers == []  # main put logging back as it was
+
+
+async def _create_journal(path: Path) -> None:
+    async with SqliteStore(path):
+        pass
 
 
 # -- the Runtime reads the same settings -----------------------------------------------------
@@ -278,3 +287,216 @@ def test_every_corral_logger_is_a_stdlib_logger_under_corral() -> None:
         assert isinstance(log, structlog.stdlib.BoundLogger), name
         assert log.name == "corral" or log.name.startswith("corral."), name
         assert isinstance(log._logger, logging.Logger), name
+
+
+# -- the server's settings -------------------------------------------------------------------
+
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+HASH_A = hashlib.sha256(b"crl_token-a").hexdigest()
+HASH_B = hashlib.sha256(b"crl_token-b").hexdigest()
+
+
+def test_server_settings_default_to_a_closed_local_server(clean_env: Path) -> None:
+    server = load_settings(env={}).server
+    assert server == ServerSettings()
+    assert (server.host, server.port, server.tokens, server.webhooks) == ("127.0.0.1", 8000, [], [])
+    assert (server.max_body_bytes, server.rate_limit_per_minute, server.rate_limit_burst) == (
+        1_048_576,
+        600,
+        60,
+    )
+    assert (server.max_queued_runs, server.grace_s) == (1000, 30.0)
+    assert not server.allow_self_approval and not server.public_metrics
+    assert load_settings(env={"CORRAL_SERVER__PORT": "0"}).server.port == 0  # any free port
+
+
+def test_server_settings_load_from_toml_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [server]
+            host = "0.0.0.0"
+            port = 8080
+            allow_self_approval = true
+
+            [[server.tokens]]
+            name = "alice@example.com"
+            sha256 = "{HASH_A.upper()}"
+            roles = ["approve", "read"]
+
+            [[server.webhooks]]
+            keys = "orders-*"
+            secrets = ["{WHSEC}", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+
+            [[server.webhooks]]
+            scheme = "github"
+            secrets = ["It's a Secret to Everybody"]
+            """
+        )
+    )
+    server = load_settings(env={"CORRAL_CONFIG": str(path)}).server
+    assert (server.host, server.port, server.allow_self_approval) == ("0.0.0.0", 8080, True)
+    (alice,) = server.tokens
+    assert alice == TokenSpec(name="alice@example.com", sha256=HASH_A, roles={"approve", "read"})
+    assert alice.sha256 == HASH_A  # lowered
+    standard, github = server.webhooks
+    assert (standard.keys, standard.scheme, standard.tolerance_s) == ("orders-*", "standard", 300)
+    assert [s.get_secret_value() for s in standard.secrets][0] == WHSEC
+    assert (github.keys, github.scheme) == ("*", "github")
+
+    tokens = [{"name": "ci", "sha256": HASH_B, "roles": ["submit"]}]
+    env = {
+        "CORRAL_CONFIG": str(path),
+        "CORRAL_SERVER__PORT": "9000",
+        "CORRAL_SERVER__PUBLIC_METRICS": "true",
+        "CORRAL_SERVER__TOKENS": json.dumps(tokens),
+        "CORRAL_SERVER__WEBHOOKS": json.dumps([{"keys": "k", "secrets": [WHSEC]}]),
+    }
+    server = load_settings(env=env).server
+    assert (server.host, server.port, server.public_metrics) == ("0.0.0.0", 9000, True)
+    assert [(t.name, t.roles) for t in server.tokens] == [("ci", frozenset({"submit"}))]
+    assert [w.keys for w in server.webhooks] == ["k"]  # the variable replaces the file's list
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"CORRAL_SERVER__PORT": "-1"},
+            "CORRAL_SERVER__PORT: server.port: Input should be greater",
+        ),
+        (
+            {"CORRAL_SERVER__PORT": "65536"},
+            "CORRAL_SERVER__PORT: server.port: Input should be less",
+        ),
+        (
+            {"CORRAL_SERVER__RATE_LIMIT_BURST": "0"},
+            "CORRAL_SERVER__RATE_LIMIT_BURST: server.rate_limit_burst: Input should be",
+        ),
+        (
+            {"CORRAL_SERVER__RATE_LIMIT_PER_MINUTE": "-1"},
+            "CORRAL_SERVER__RATE_LIMIT_PER_MINUTE: server.rate_limit_per_minute: Input",
+        ),
+        (
+            {"CORRAL_SERVER__HOSTT": "x"},
+            "CORRAL_SERVER__HOSTT: server.hostt: Extra inputs are not permitted",
+        ),
+        (
+            {"CORRAL_SERVER__TOKENS": "[{name: 'ci'}]"},
+            "CORRAL_SERVER__TOKENS: server.tokens: not a valid JSON list (Expecting property name",
+        ),
+        (
+            {"CORRAL_SERVER__TOKENS": '{"name": "ci"}'},
+            "CORRAL_SERVER__TOKENS: server.tokens: Input should be a valid list",
+        ),
+        (
+            {
+                "CORRAL_SERVER__TOKENS": json.dumps(
+                    [{"name": "ci", "sha256": "crl_the-token-itself", "roles": ["read"]}]
+                )
+            },
+            "CORRAL_SERVER__TOKENS: server.tokens.0.sha256: must be the token's SHA-256 as 64 hex "
+            "digits (the hash, not the token)",
+        ),
+        (
+            {"CORRAL_SERVER__TOKENS": json.dumps([{"name": "ci", "sha256": HASH_A, "roles": []}])},
+            "CORRAL_SERVER__TOKENS: server.tokens.0.roles: Frozenset should have at least 1 item",
+        ),
+        (
+            {
+                "CORRAL_SERVER__TOKENS": json.dumps(
+                    [{"name": "ci", "sha256": HASH_A, "roles": ["root"]}]
+                )
+            },
+            "CORRAL_SERVER__TOKENS: server.tokens.0.roles.0: Input should be 'read', 'submit', "
+            "'approve' or 'admin'",
+        ),
+        (
+            {
+                "CORRAL_SERVER__TOKENS": json.dumps(
+                    [{"name": "c i", "sha256": HASH_A, "roles": ["read"]}]
+                )
+            },
+            "CORRAL_SERVER__TOKENS: server.tokens.0.name: a token name is 1 to 128 letters",
+        ),
+        (
+            {
+                "CORRAL_SERVER__TOKENS": json.dumps(
+                    [
+                        {"name": "ci", "sha256": HASH_A, "roles": ["read"]},
+                        {"name": "ci", "sha256": HASH_B, "roles": ["read"]},
+                    ]
+                )
+            },
+            "CORRAL_SERVER__TOKENS: server.tokens: tokens[0] and tokens[1] are both named 'ci'",
+        ),
+        (
+            {
+                "CORRAL_SERVER__TOKENS": json.dumps(
+                    [
+                        {"name": "a", "sha256": HASH_A, "roles": ["read"]},
+                        {"name": "b", "sha256": HASH_A.upper(), "roles": ["admin"]},
+                    ]
+                )
+            },
+            "CORRAL_SERVER__TOKENS: server.tokens: tokens[0] and tokens[1] have the same sha256",
+        ),
+        (
+            {"CORRAL_SERVER__WEBHOOKS": json.dumps([{"secrets": []}])},
+            "CORRAL_SERVER__WEBHOOKS: server.webhooks.0.secrets: List should have at least 1 item",
+        ),
+        (
+            {"CORRAL_SERVER__WEBHOOKS": json.dumps([{"secrets": ["whsec_sk-live!secret-value"]}])},
+            "CORRAL_SERVER__WEBHOOKS: server.webhooks.0: secrets[0]: not a Standard Webhooks "
+            "secret: expected whsec_ followed by base64",
+        ),
+        (
+            {"CORRAL_SERVER__WEBHOOKS": json.dumps([{"secrets": [WHSEC, "whsec_c2stbGl2ZQ=="]}])},
+            "CORRAL_SERVER__WEBHOOKS: server.webhooks.0: secrets[1]: Standard Webhooks secret too "
+            "short: 7 bytes once decoded, at least 16 needed",
+        ),
+        (
+            {"CORRAL_SERVER__WEBHOOKS": json.dumps([{"scheme": "github", "secrets": [" "]}])},
+            "CORRAL_SERVER__WEBHOOKS: server.webhooks.0: secrets[0] is empty",
+        ),
+        (
+            {"CORRAL_SERVER__WEBHOOKS": json.dumps([{"scheme": "svix", "secrets": [WHSEC]}])},
+            "CORRAL_SERVER__WEBHOOKS: server.webhooks.0.scheme: Input should be 'standard' or",
+        ),
+    ],
+)
+def test_broken_server_settings_are_refused_without_echoing_them(
+    clean_env: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env=env)
+    assert str(caught.value).startswith(message)
+    for secret in ("crl_the-token-itself", "sk-live!secret-value", "c2stbGl2ZQ", "MfKQ9r8GKYq"):
+        assert secret not in str(caught.value)
+        assert secret not in str(caught.value.__cause__)  # nor in a traceback's chained error
+
+
+def test_webhook_secrets_never_show_in_the_settings(clean_env: Path) -> None:
+    github_secret = "It's a Secret to Everybody"
+    webhooks = [{"secrets": [WHSEC]}, {"scheme": "github", "secrets": [github_secret]}]
+    settings = load_settings(env={"CORRAL_SERVER__WEBHOOKS": json.dumps(webhooks)})
+    shown = [repr(settings), str(settings), settings.model_dump_json(), repr(settings.server)]
+    for text in shown:
+        assert "MfKQ9r8GKYq" not in text and github_secret not in text
+        assert "**********" in text
+    assert settings.server.webhooks[1].secrets[0].get_secret_value() == github_secret
+
+
+def test_a_broken_server_section_in_the_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text('[server]\nport = 8000\n[[server.webhooks]]\nsecrets = ["whsec_hunter2!"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"CORRAL_CONFIG": str(path)})
+    assert str(caught.value) == (
+        f"{path}: server.webhooks.0: secrets[0]: not a Standard Webhooks secret: "
+        "expected whsec_ followed by base64"
+    )
+    path.write_text('[[server.tokens]]\nname = "ci"\nroles = ["read"]\n')
+    with pytest.raises(ConfigError, match=rf"^{path}: server.tokens.0.sha256: Field required$"):
+        load_settings(env={"CORRAL_CONFIG": str(path)})

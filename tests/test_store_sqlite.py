@@ -1361,3 +1361,15 @@ async def test_a_journal_from_before_the_budget_events_were_folded_still_reads(
     ]
     state = RunState.fold("r1", events)
     assert state.answer == "done" and state.tokens == 5 and state.model_calls == 1
+
+
+def test_a_journal_that_must_exist_is_refused_and_not_created(tmp_path) -> None:
+    from corral.errors import UsageError
+    from corral.store import journal_from_url
+
+    path = tmp_path / "typo.db"
+    with pytest.raises(UsageError, match="no journal at .*typo.db"):
+        journal_from_url(f"sqlite:///{path}", must_exist=True)
+    assert not path.exists()
+    path.write_bytes(b"")
+    assert journal_from_url(f"sqlite:///{path}", must_exist=True) is not None

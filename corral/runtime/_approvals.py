@@ -26,10 +26,17 @@ class Approvals(RunDriving):
         """Return every open gate that can still be decided, oldest first.
 
         A gate past its deadline is left out even before the poller records its expiry:
-        deciding it would be refused (`GateExpired`).
+        deciding it would be refused (`GateExpired`). So is a gate of a run that ended
+        without it (cancelled while it waited): there is nothing left to decide.
         """
         now = self.clock.now()
-        return [g for g in await self.journal.gates(status="open") if g.opened.expires_at > now]
+        gates = [g for g in await self.journal.gates(status="open") if g.opened.expires_at > now]
+        ended: dict[str, bool] = {}
+        for gate in gates:  # a run cancelled at its gates leaves them open, and moot
+            if gate.run_id not in ended:
+                info = await self.journal.run(gate.run_id)
+                ended[gate.run_id] = info is None or info.status == "finished"
+        return [g for g in gates if not ended[g.run_id]]
 
     async def approve(
         self,
@@ -53,8 +60,9 @@ class Approvals(RunDriving):
         Raises:
             GateExpired: the gate's deadline has passed (whether or not anyone recorded
                 the expiry yet; this call records it). An expired gate is a rejection.
-            UsageError: unknown gate, already decided, no approver named, or edited
-                arguments that break the tool's schema (each violation listed).
+            UsageError: unknown gate, already decided, its run has ended, no approver
+                named, or edited arguments that break the tool's schema (each violation
+                listed).
         """
         return await self._decide(gate_id, "approved", by=by, note=note, args=args)
 
@@ -87,8 +95,13 @@ class Approvals(RunDriving):
             raise _already_decided(record)
         if record.opened.expires_at <= self.clock.now():
             raise await self._refuse_expired(record)
+        info = await self.journal.run(record.run_id)
+        if info is not None and info.status == "finished":
+            raise UsageError(
+                f"gate {gate_id} belongs to run {record.run_id}, which ended "
+                f"({info.outcome}) without it: there is nothing left to decide"
+            )
         if args is not None:
-            info = await self.journal.run(record.run_id)
             agent = self.agents.get(info.agent) if info is not None else None
             tool = agent.tool_for(record.opened.tool) if agent is not None else None
             violations = tool.validate(args) if tool is not None else []

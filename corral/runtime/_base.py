@@ -99,6 +99,22 @@ class RuntimeBase:
         assert self._supervisor is not None  # spawned with the system
         return self._supervisor
 
+    def active_runs(self) -> int:
+        """How many runs this process drives now (started or resumed, not paused or ended)."""
+        return len(self._active)
+
+    def mailbox_depths(self) -> dict[str, int]:
+        """Messages queued in each long-lived actor's mailbox, for metrics.
+
+        The supervisor, the alerter and each agent's parent actor: run actors are left
+        out, since each lives for one run and its name holds the run id. Empty while the
+        runtime is not running.
+        """
+        system = self._system
+        if system is None:
+            return {}
+        return {ref.name: ref.statistics().queued for ref in system.actors() if "/" not in ref.name}
+
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call `callback` with every event as it happens; returns an unsubscribe function.
 

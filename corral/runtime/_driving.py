@@ -225,13 +225,40 @@ class RunDriving(RuntimeBase):
             await self._on_finished(state)
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by request") -> bool:
-        """Stop a run now, running or waiting. Returns False when it had already ended."""
+        """Stop a run now: driven here, waiting, or ready with nobody driving it.
+
+        A run driven here stops its in-flight call at once. A paused run, or one that no
+        live process holds (ready after a decision, or left by a crashed worker), is
+        claimed and ended here. A run another live process drives is not touched: cancel
+        it through that process.
+
+        Returns:
+            True if this call ended the run; False when it had already ended, or another
+            process drives it (`journal.run(run_id)` tells which).
+        """
         if await self._require_supervisor().ask(StopRun(run_id, reason=reason)):
             return True  # driven here: it ends itself, journaling why
         state = RunState.fold(run_id, await self.journal.read(run_id))
-        if state.done or not state.paused or run_id in self._active:
+        if state.done or run_id in self._active:
             return False
-        await self._record(state.finished_event("cancelled", reason=reason, ts=self.clock.now()))
+        claimed = False
+        if not state.paused:  # ready to go on: only if no live process holds it
+            now = self.clock.now()
+            claimed = await self.journal.claim(
+                run_id, self.owner, lease_s=self.durability.lease_s, now=now
+            )
+            if not claimed:
+                return False
+            state = RunState.fold(run_id, await self.journal.read(run_id))  # as claimed
+        try:
+            if state.done:
+                return False
+            finished = state.finished_event("cancelled", reason=reason, ts=self.clock.now())
+            await self._record(finished)
+        finally:
+            if claimed:
+                with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
+                    await self.journal.release(run_id, self.owner)
         self._wake_waiter(run_id)
         return True
 

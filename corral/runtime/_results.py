@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -24,6 +24,7 @@ from ..errors import (
     UsageError,
 )
 from ..events import Event, Outcome
+from ..models import Usage
 from ..router import Route
 from ..store import GateRecord, RunStatus
 from ..subagents import RunState
@@ -73,6 +74,8 @@ class RunResult:
     looked at)."""
     gates: tuple[GateRecord, ...] = ()
     """The run's open gates, while it waits for a person."""
+    usage: Usage = field(default_factory=Usage)
+    """Its model calls' tokens by kind (input, output, cache reads and writes)."""
 
     @property
     def ok(self) -> bool:
@@ -218,7 +221,21 @@ class RunResults(RunDriving):
             duration_s=finished.duration_s if finished else 0.0,
             events=events,
             gates=gates,
+            usage=state.usage,
         )
+
+    async def result(self, run_id: str) -> RunResult:
+        """Return where a run stands now, without waiting: `wait` for one that has not ended.
+
+        Its status is ``running`` while it neither finished nor paused.
+
+        Raises:
+            UsageError: no such run.
+        """
+        events = await self.journal.read_lazily(run_id)
+        if not events:
+            raise UsageError(f"no run {run_id!r} in the journal")
+        return await self._result(run_id, events, RunState.fold(run_id, events))
 
     async def events(self, run_id: str) -> list[Event]:
         """Return a run's events from the journal."""

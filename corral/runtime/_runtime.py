@@ -16,7 +16,7 @@ and its options are value objects (``_options``): `Guards`, `Alerts`, `Durabilit
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -338,6 +338,7 @@ class Runtime(Maintenance, WorkflowRuns):
         tenant: str | None = None,
         agent: str | None = None,
         run_id: str | None = None,
+        submission: Mapping[str, str] | None = None,
     ) -> RunHandle:
         """Start a run and return at once.
 
@@ -348,6 +349,8 @@ class Runtime(Maintenance, WorkflowRuns):
             tenant: who pays, when `task` is text. Default ``default``.
             agent: skip routing and use this sub-agent.
             run_id: use this id (must be new). Default: a fresh one.
+            submission: who submitted it and how (``by``, ``idempotency_key``,
+                ``digest``), journaled on its ``run_started`` (the service sets it).
 
         Returns:
             A handle on the run.
@@ -378,6 +381,7 @@ class Runtime(Maintenance, WorkflowRuns):
             tags=sorted(task.tags),
             rule=route.rule if route else "(named agent)",
             route_reason=route.reason if route else f"agent {agent!r} named by the caller",
+            submission=dict(submission or {}),
         )
         return RunHandle(self, run_id, agent, route)
 

@@ -204,6 +204,11 @@ class RunIndex(Protocol):
         limit: int | None = 100,
         agents: Collection[str] | None = None,
         updated_since: float | None = None,
+        tenant: str | None = None,
+        outcome: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: str | None = None,
     ) -> list[RunInfo]:
         """Return runs, newest first (by ``created_at``, then by order of creation).
 
@@ -212,6 +217,12 @@ class RunIndex(Protocol):
             limit: most runs to return; None for all. Default 100.
             agents: only runs of these agents. Default: any.
             updated_since: only runs whose ``updated_at`` is at or after this, Unix seconds.
+            tenant: only this tenant's runs.
+            outcome: only runs that ended this way (``completed``, ``stopped_budget``...).
+            created_after: only runs created at or after this, Unix seconds.
+            created_before: only runs created before this, Unix seconds.
+            after: a cursor: only runs listed after this run id in this order (the last
+                id of the previous page). An unknown id gives no runs.
         """
         ...
 

@@ -235,17 +235,30 @@ class MemoryJournal:
         limit: int | None = 100,
         agents: Collection[str] | None = None,
         updated_since: float | None = None,
+        tenant: str | None = None,
+        outcome: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: str | None = None,
     ) -> list[RunInfo]:
         """Return runs, newest first, with the filters given (see `RunIndex.runs`)."""
         wanted = None if agents is None else set(agents)
+        ordered = [run.info() for run in reversed(self._runs.values())]
+        ordered.sort(key=lambda info: info.created_at, reverse=True)  # stable: newest created
+        if after is not None:
+            position = next((i for i, info in enumerate(ordered) if info.run_id == after), None)
+            ordered = [] if position is None else ordered[position + 1 :]
         found = [
-            run.info()
-            for run in reversed(self._runs.values())
-            if (status is None or run.status == status)
-            and (wanted is None or run.agent in wanted)
-            and (updated_since is None or run.updated_at >= updated_since)
+            info
+            for info in ordered
+            if (status is None or info.status == status)
+            and (wanted is None or info.agent in wanted)
+            and (updated_since is None or info.updated_at >= updated_since)
+            and (tenant is None or info.tenant == tenant)
+            and (outcome is None or info.outcome == outcome)
+            and (created_after is None or info.created_at >= created_after)
+            and (created_before is None or info.created_at < created_before)
         ]
-        found.sort(key=lambda info: info.created_at, reverse=True)  # stable: newest created
         return found if limit is None else found[:limit]
 
     async def run(self, run_id: str) -> RunInfo | None:

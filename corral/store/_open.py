@@ -24,12 +24,12 @@ from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import parse_qsl, unquote
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from ._contract import Journal
 from ._journal import MemoryJournal
 from ._sqlite import SqliteStore
 
-__all__ = ["DEFAULT_DB_URL", "journal_from_url", "open_store", "store_url"]
+__all__ = ["DEFAULT_DB_URL", "journal_from_url", "open_store", "redact_url", "store_url"]
 
 DEFAULT_DB_URL = "sqlite:///corral.db"
 """Where the store lives unless an argument or ``CORRAL_DB`` says otherwise."""
@@ -70,10 +70,10 @@ def open_store(url: str | None = None, *, env: Mapping[str, str] | None = None) 
         raise ConfigError(f"unknown journal URL {url!r}: use {_FORMS}")
     if scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+"):
         raise ConfigError(
-            f"PostgreSQL backend not available yet ({_redact(url)}); use a SQLite URL: {_FORMS}"
+            f"PostgreSQL backend not available yet ({redact_url(url)}); use a SQLite URL: {_FORMS}"
         )
     if scheme != "sqlite":
-        raise ConfigError(f"unknown journal URL {_redact(url)!r}: use {_FORMS}")
+        raise ConfigError(f"unknown journal URL {redact_url(url)!r}: use {_FORMS}")
     location, _, query = rest.partition("?")
     if "#" in location:
         raise ConfigError(f"invalid SQLite URL {url!r}: a fragment (#) is not allowed")
@@ -127,20 +127,36 @@ def open_store(url: str | None = None, *, env: Mapping[str, str] | None = None) 
     )
 
 
-def journal_from_url(url: str | None = None, *, env: Mapping[str, str] | None = None) -> Journal:
+def journal_from_url(
+    url: str | None = None, *, env: Mapping[str, str] | None = None, must_exist: bool = False
+) -> Journal:
     """Build the journal a URL names: `open_store`'s URLs, plus ``memory://``.
 
     SQLite journals must be opened before use (``async with journal:``).
 
+    Args:
+        url: the journal's URL (see `open_store`).
+        env: the environment to read ``CORRAL_DB`` from. Default: ``os.environ``.
+        must_exist: refuse a SQLite file that does not exist yet, instead of creating
+            it: what a command that only reads wants (``corral runs list`` with a
+            mistyped ``--db`` must not leave an empty database behind).
+
     Raises:
         ConfigError: as `open_store`.
+        UsageError: `must_exist` and the SQLite file does not exist.
     """
     if store_url(url, env=env) == "memory://":
         return MemoryJournal()
-    return open_store(url, env=env)
+    store = open_store(url, env=env)
+    if must_exist and store.path != ":memory:" and not os.path.exists(store.path):
+        raise UsageError(
+            f"no journal at {store.path}: nothing has been recorded there yet "
+            "(check --db, CORRAL_DB or the settings' db)"
+        )
+    return store
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without its password, for messages."""
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")

@@ -163,21 +163,26 @@ class SqliteStore(SqliteEngine):
         limit: int | None = 100,
         agents: Collection[str] | None = None,
         updated_since: float | None = None,
+        tenant: str | None = None,
+        outcome: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: str | None = None,
     ) -> list[RunInfo]:
-        """Return runs, newest first, with the filters given (see `RunIndex.runs`).
-
-        Args:
-            status: only runs with this status. Default: any.
-            limit: most runs to return; None for all. Default 100.
-            agents: only runs of these agents. Default: any.
-            updated_since: only runs whose ``updated_at`` is at or after this, Unix seconds.
-        """
+        """Return runs, newest first, with the filters given (see `RunIndex.runs`)."""
         return await self._read(
             queries.select_runs,
-            status,
+            queries.RunFilter(
+                status=status,
+                agents=None if agents is None else list(agents),
+                updated_since=updated_since,
+                tenant=tenant,
+                outcome=outcome,
+                created_after=created_after,
+                created_before=created_before,
+                after=after,
+            ),
             limit,
-            None if agents is None else list(agents),
-            updated_since,
         )
 
     async def run(self, run_id: str) -> RunInfo | None:

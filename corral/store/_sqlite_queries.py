@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
@@ -79,25 +80,41 @@ def fetch_column(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> l
     return [row[0] for row in conn.execute(sql, args)]
 
 
-def select_runs(
-    conn: sqlite3.Connection,
-    status: RunStatus | None,
-    limit: int | None,
-    agents: list[str] | None,
-    updated_since: float | None,
-) -> list[RunInfo]:
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """The filters of `RunIndex.runs` (None: not filtered)."""
+
+    status: RunStatus | None = None
+    agents: list[str] | None = None
+    updated_since: float | None = None
+    tenant: str | None = None
+    outcome: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    after: str | None = None
+
+
+def select_runs(conn: sqlite3.Connection, filters: RunFilter, limit: int | None) -> list[RunInfo]:
     """Runs of the index, newest first, with the filters of `RunIndex.runs`."""
     where: list[str] = []
     args: list[Any] = []
-    if status is not None:
-        where.append("status = ?")
-        args.append(status)
-    if agents is not None:
+    for column, op, value in (
+        ("status", "=", filters.status),
+        ("tenant", "=", filters.tenant),
+        ("outcome", "=", filters.outcome),
+        ("updated_at", ">=", filters.updated_since),
+        ("created_at", ">=", filters.created_after),
+        ("created_at", "<", filters.created_before),
+    ):
+        if value is not None:
+            where.append(f"{column} {op} ?")
+            args.append(value)
+    if filters.agents is not None:
         where.append("agent IN (SELECT value FROM json_each(?))")
-        args.append(json.dumps(agents))
-    if updated_since is not None:
-        where.append("updated_at >= ?")
-        args.append(updated_since)
+        args.append(json.dumps(filters.agents))
+    if filters.after is not None:  # keyset pagination, in the listing's own order
+        where.append("(created_at, rowid) < (SELECT created_at, rowid FROM runs WHERE run_id = ?)")
+        args.append(filters.after)
     sql = f"SELECT {_INFO_COLUMNS} FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import Token
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple
 import anyio
 
 from .._clock import Clock
+from .._log import bind_run_context, bind_step
 from .._retry import Attempts, RetryDecision
 from .._task import new_id
 from .._timeout import CallAbandoned, within, within_isolated
@@ -236,6 +238,8 @@ class RunActor(OneShotActor):
         """Calls journaled as proposed whose reservation left no trace (the process
         stopped in between): the supervisor is asked again before they go on."""
         self._price_cache: dict[str, tuple[float, float]] = {}
+        self._log_token: Token[Any] | None = None
+        """The run context bound for logs by `_drive`, reset when `run_once` ends."""
 
     async def run_once(self) -> None:
         """Drive the run from its journal to its end or a pause.
@@ -253,6 +257,10 @@ class RunActor(OneShotActor):
             with anyio.move_on_after(_SHIELD_S, shield=True):
                 await self.s.supervisor.tell(CloseRun(self.run_id))
             self.after_stop = partial(on_failed, self.run_id, error)
+        finally:
+            token, self._log_token = self._log_token, None
+            if token is not None:
+                token.var.reset(token)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -287,6 +295,9 @@ class RunActor(OneShotActor):
         if events is None:
             events = await self.s.journal.read(self.run_id)
         state = RunState.fold(self.run_id, events)
+        self._log_token = bind_run_context(
+            run_id=self.run_id, agent=self.agent.name, tenant=state.tenant
+        )
         if state.done:
             self.after_stop = lambda: self.s.on_finished(state)
             return
@@ -434,6 +445,7 @@ class RunActor(OneShotActor):
     async def _model_step(self, state: RunState) -> ModelResponse:
         agent, limits = self.agent, self.limits
         step = state.model_calls + 1
+        bind_step(step)
         model = agent.model
         input_price, output_price = self._prices(model.name)
         estimate = input_bound(
@@ -639,6 +651,7 @@ class RunActor(OneShotActor):
             return  # still waiting for a person or an event
         agent = self.agent
         step = state.pending_step
+        bind_step(step)
         key = state.proposed.get(call.id)
         first_pass = key is None
         offered = self._offered if first_pass else self._offered_when_proposed(state, call.id)

@@ -33,9 +33,11 @@ T0 = 1_000.0
 """The time every test starts at, Unix seconds."""
 
 
-def started(run_id: str, *, ts: float = T0, agent: str = "billing") -> RunStarted:
-    """A ``run_started`` of agent `agent` (default ``billing``), tenant ``acme``."""
-    return RunStarted(run_id=run_id, ts=ts, agent=agent, task=f"task of {run_id}", tenant="acme")
+def started(
+    run_id: str, *, ts: float = T0, agent: str = "billing", tenant: str = "acme"
+) -> RunStarted:
+    """A ``run_started`` of agent `agent` (default ``billing``), tenant `tenant` (``acme``)."""
+    return RunStarted(run_id=run_id, ts=ts, agent=agent, task=f"task of {run_id}", tenant=tenant)
 
 
 def proposed(run_id: str, call_id: str = "c1", *, ts: float = T0 + 1) -> ToolCallProposed:
@@ -109,9 +111,9 @@ def resolved(run_id: str, key: str, payload: Any = None, *, ts: float = T0 + 5) 
     )
 
 
-def finished(run_id: str, *, ts: float = T0 + 9) -> RunFinished:
-    """A ``run_finished``, completed."""
-    return RunFinished(run_id=run_id, ts=ts, outcome="completed", output="done")
+def finished(run_id: str, *, ts: float = T0 + 9, outcome: str = "completed") -> RunFinished:
+    """A ``run_finished``, completed unless `outcome` says otherwise."""
+    return RunFinished(run_id=run_id, ts=ts, outcome=outcome, output="done")
 
 
 def seqs(events: list[Event]) -> list[int]:

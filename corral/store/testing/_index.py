@@ -116,6 +116,42 @@ class RunIndexContract:
             "task of c",
         )
 
+    async def test_runs_filter_by_tenant_outcome_and_creation_time(self, journal: Journal) -> None:
+        """`runs` filters by tenant, outcome, and a half-open window of creation times."""
+        await journal.append(ev.started("a", ts=T0))
+        await journal.append(ev.finished("a", ts=T0 + 1, outcome="stopped_budget"))
+        await journal.append(ev.started("b", ts=T0 + 10, tenant="globex"))
+        await journal.append(ev.finished("b", ts=T0 + 11))
+        await journal.append(ev.started("c", ts=T0 + 20))
+
+        async def ids(**filters: Any) -> list[str]:
+            return [info.run_id for info in await journal.runs(**filters)]
+
+        assert await ids(tenant="acme") == ["c", "a"]
+        assert await ids(tenant="globex") == ["b"]
+        assert await ids(tenant="initech") == []
+        assert await ids(outcome="completed") == ["b"]
+        assert await ids(outcome="stopped_budget", tenant="acme") == ["a"]
+        assert await ids(created_after=T0 + 10) == ["c", "b"]  # at the instant counts
+        assert await ids(created_before=T0 + 10) == ["a"]  # the end is excluded
+        assert await ids(created_after=T0 + 5, created_before=T0 + 15) == ["b"]
+
+    async def test_runs_page_with_a_cursor_in_listing_order(self, journal: Journal) -> None:
+        """``after=`` continues after a run id, ties on ``created_at`` included; no repeats."""
+        for run_id, ts in (("a", T0), ("b", T0 + 5), ("c", T0 + 5), ("d", T0 + 5), ("e", T0 + 9)):
+            await journal.append(ev.started(run_id, ts=ts))
+        pages: list[list[str]] = []
+        cursor: str | None = None
+        while True:
+            page = [i.run_id for i in await journal.runs(limit=2, after=cursor)]
+            if not page:
+                break
+            pages.append(page)
+            cursor = page[-1]
+        assert pages == [["e", "d"], ["c", "b"], ["a"]]
+        assert [i.run_id for i in await journal.runs(after="c", status="running")] == ["b", "a"]
+        assert await journal.runs(after="no-such-run") == []
+
     async def test_unfinished_runs_are_listed_oldest_first(self, journal: Journal) -> None:
         """Running and waiting runs, not finished ones, oldest first."""
         await journal.append(ev.started("b", ts=T0 + 1))
