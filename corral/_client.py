@@ -198,13 +198,27 @@ class Client:
         return gates
 
     async def approve(
-        self, gate_id: str, *, note: str = "", arguments: Mapping[str, Any] | None = None
+        self,
+        gate_id: str,
+        *,
+        note: str = "",
+        arguments: Mapping[str, Any] | None = None,
+        happened: bool = False,
+        result: Any = None,
     ) -> dict[str, Any]:
-        """Approve a gate as the token's owner; returns the decided gate."""
-        body = {"note": note, "arguments": dict(arguments) if arguments is not None else None}
+        """Approve a gate as the token's owner; returns the decided gate.
+
+        `happened` (with an optional `result`) says a call in doubt did take effect.
+        """
+        body: dict[str, Any] = {
+            "note": note,
+            "arguments": dict(arguments) if arguments is not None else None,
+        }
+        if happened:
+            body.update(happened=True, result=result)
         path = f"/v1/approvals/{_segment(gate_id)}/approve"
-        result: dict[str, Any] = await self._call("POST", path, json=body)
-        return result
+        decided: dict[str, Any] = await self._call("POST", path, json=body)
+        return decided
 
     async def reject(self, gate_id: str, *, reason: str) -> dict[str, Any]:
         """Reject a gate as the token's owner; returns the decided gate."""

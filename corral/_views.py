@@ -77,10 +77,17 @@ class CancelBody(_Body):
 
 
 class ApproveBody(_Body):
-    """An approval, optionally with edited arguments (validated by the tool's schema)."""
+    """An approval, optionally with edited arguments (validated by the tool's schema).
+
+    At the gate of a call in doubt (its ``doubt`` is set), approving runs it again with
+    the same idempotency key; ``happened`` says it did take effect instead (it is not run
+    again; ``result`` is what it returned, if known); rejecting skips it.
+    """
 
     note: str = Field(default="", max_length=2_000)
     arguments: dict[str, Any] | None = None
+    happened: bool = False
+    result: Any = None
 
 
 class RejectBody(_Body):
@@ -148,6 +155,12 @@ class GateView(BaseModel):
     note: str | None = None
     edited_arguments: dict[str, Any] | None = None
     provenance: list[dict[str, Any]] = Field(default_factory=list)
+    doubt: dict[str, Any] | None = Field(
+        default=None,
+        description="For a call that may have taken effect before a crash: its "
+        "idempotency_key, attempt, and what its status probe answered (probe, detail).",
+    )
+    happened: bool = Field(default=False, description="Decided: the call in doubt took effect.")
 
     @classmethod
     def of(cls, record: GateRecord, agent: str) -> GateView:
@@ -170,6 +183,8 @@ class GateView(BaseModel):
             note=decided.note if decided else None,
             edited_arguments=decided.arguments if decided else None,
             provenance=opened.provenance,
+            doubt=opened.doubt or None,
+            happened=decided.happened if decided else False,
         )
 
 

@@ -180,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     approve.add_argument("--note", default="", help="why, for the audit trail")
     approve.add_argument("--args", help="edited arguments, as a JSON object")
+    approve.add_argument(
+        "--happened",
+        action="store_true",
+        help="for a call in doubt after a crash: it did take effect (it is not run again)",
+    )
+    approve.add_argument("--result", help="with --happened: what the call returned, as JSON")
     approve.add_argument("--wait", type=float, metavar="S", help=deprecated_wait)
 
     reject = command(sub, "reject", "reject a gate: recorded at once, the model is told")
@@ -1115,6 +1121,14 @@ async def _cmd_approve(args: argparse.Namespace) -> int:
     if (args.gate_id is None) == (not args.all):
         raise UsageError("name one gate, or pass --all")
     edited = _json_object(args.args, "--args")
+    result: Any = None
+    if args.result is not None:
+        if not args.happened:
+            raise UsageError("--result goes with --happened (the call took effect)")
+        try:
+            result = json.loads(args.result)
+        except ValueError as exc:
+            raise UsageError(f"--result is not JSON: {exc}") from exc
     _ignored_wait(args)
     url = _server(args)
     by = _decider(args, url)
@@ -1125,7 +1139,13 @@ async def _cmd_approve(args: argparse.Namespace) -> int:
             )
             decided = []
             for gate_id in ids:
-                gate = await client.approve(gate_id, note=args.note, arguments=edited)
+                gate = await client.approve(
+                    gate_id,
+                    note=args.note,
+                    arguments=edited,
+                    happened=args.happened,
+                    result=result,
+                )
                 decided.append(gate)
                 if not _json_out(args):
                     print(_decision_line(gate))
@@ -1141,7 +1161,9 @@ async def _cmd_approve(args: argparse.Namespace) -> int:
                     f"{args.app} does not load agent {info.agent!r}; pass the application "
                     "that has it"
                 )
-        return await runtime.approve(gate_id, by=by, note=args.note, args=edited)
+        return await runtime.approve(
+            gate_id, by=by, note=args.note, args=edited, happened=args.happened, result=result
+        )
 
     return await _decide_here(args, approve, None if args.all else [args.gate_id])
 

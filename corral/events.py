@@ -38,6 +38,7 @@ __all__ = [
     "TERMINAL_OUTCOMES",
     "BudgetReserved",
     "BudgetSettled",
+    "CallReconciled",
     "Event",
     "EventAdapter",
     "GateDecided",
@@ -213,9 +214,15 @@ class _OmitsEmpty(_EventBase):
         data = handler(self)
         if isinstance(data, dict):
             for name in self._omit_when_empty:
-                if not data.get(name):
+                value = data.get(name)
+                if value in (None, False, "", [], {}) and not _zero(value):
                     data.pop(name, None)
         return data
+
+
+def _zero(value: Any) -> bool:
+    """A number 0, which is a value, unlike None, False and empty containers."""
+    return type(value) in (int, float) and value == 0
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -388,16 +395,23 @@ class GateOpened(_OmitsEmpty):
     """Why a person must decide, in words."""
     expires_at: float = 0.0
     """When an undecided gate turns into a rejection, Unix seconds."""
-    _omit_when_empty: ClassVar[tuple[str, ...]] = ("provenance",)
+    _omit_when_empty: ClassVar[tuple[str, ...]] = ("provenance", "doubt")
     provenance: list[dict[str, Any]] = Field(default_factory=list)
     """Where the call's argument values were found, when a check traced them: one entry
     per value (``argument``, ``value``, ``trusted``, ``sources``: each ``source``,
     ``tool``, ``call_id``, ``step``), from `corral.guardrails.ProvenanceCheck`. Left out
     of the stored JSON when empty, so gates journaled before it existed read back as
     they were written."""
+    doubt: dict[str, Any] = Field(default_factory=dict)
+    """For a call that may or may not have taken effect (the process stopped during it):
+    ``idempotency_key``, ``attempt``, and ``probe``, what its status probe answered
+    (``unknown``, ``failed``, or ``none`` when the tool has none), with ``detail``. Such a
+    gate is decided three ways: approve (it did not happen: run it again with the same
+    key), approve with ``happened`` (it did: do not run it; optionally with its result),
+    or reject (skip it). Left out of the stored JSON when empty."""
 
 
-class GateDecided(_EventBase):
+class GateDecided(_OmitsEmpty):
     """A person approved or rejected a gate, or it expired."""
 
     kind: Literal["gate_decided"] = "gate_decided"
@@ -408,6 +422,43 @@ class GateDecided(_EventBase):
     note: str = ""
     arguments: dict[str, Any] | None = None
     """Arguments edited by the approver (validated against the tool's schema), if any."""
+    _omit_when_empty: ClassVar[tuple[str, ...]] = ("happened", "result")
+    happened: bool = False
+    """For a call in doubt (see `GateOpened.doubt`): the person says it did take effect,
+    so it is not run again; `result` (or a note that it happened) is what the model sees.
+    Left out of the stored JSON when False."""
+    result: Any = None
+    """What the call returned, as the person found it (with `happened`), if known."""
+
+
+class CallReconciled(_EventBase):
+    """A side-effecting call in doubt after a restart was settled without a person.
+
+    The process stopped after the call's attempt was journaled as started and before its
+    outcome was. Its tool's status probe (``Tool.reconcile``) then answered:
+
+    * ``done``: it took effect; a ``tool_call_finished`` with the probe's result follows,
+      and the call is not run again;
+    * ``not_done``: it did not; the call runs again with the same idempotency key;
+    * ``unknown``, or the probe ``failed`` (raised, timed out, answered nonsense): a
+      person decides, at a gate that says so.
+
+    ``retried`` records an idempotent tool's in-doubt call run again with its key (no
+    probe needed: running it twice is safe).
+    """
+
+    kind: Literal["call_reconciled"] = "call_reconciled"
+    step: int
+    call_id: str
+    tool: str
+    attempt: int
+    """The attempt that was in doubt."""
+    idempotency_key: str
+    answer: Literal["done", "not_done", "unknown", "failed", "retried"]
+    detail: str = ""
+    """The probe's reason (for ``unknown``) or its error (for ``failed``), redacted."""
+    probe_attempts: int = 0
+    duration_s: float = 0.0
 
 
 class WaitStarted(_EventBase):
@@ -509,6 +560,7 @@ Event = Annotated[
     | GuardrailVerdict
     | GateOpened
     | GateDecided
+    | CallReconciled
     | WaitStarted
     | WaitResolved
     | StepStarted

@@ -1,10 +1,13 @@
 """A worker the crash test kills with SIGKILL at random moments, then restarts.
 
-Usage: python tests/_crash_worker.py DB LEDGER RUNS
+Usage: python tests/_crash_worker.py DB LEDGER RUNS [probe]
 
 Each run calls `record` (a non-idempotent write), then `charge` (idempotent: like a
 payment API, it ignores a key it has seen), then answers. Every real execution is
-appended to LEDGER. The model checks the journal itself before answering: a model call
+appended to LEDGER. With ``probe``, `record` has a status probe backed by LEDGER: it
+answers Done for a key the ledger holds and NotDone for one it does not, except for the
+runs whose number is a multiple of 5, whose probe answers Unknown (as a provider that
+has no lookup for them would); each answer is appended to LEDGER too. The model checks the journal itself before answering: a model call
 already recorded as completed must never be made again, and if it is, it writes a
 VIOLATION line.
 """
@@ -21,9 +24,10 @@ import anyio
 from corral import Durability, Guards, Runtime, SubAgent, ToolContext, tool
 from corral.models import FunctionModel, ModelRequest, ToolResultMessage, call
 from corral.store import SqliteJournal
+from corral.tools import Done, NotDone, Unknown
 
 
-def main(db: str, ledger: str, runs: int) -> None:
+def main(db: str, ledger: str, runs: int, probed: bool = False) -> None:
     def log(entry: dict[str, Any]) -> None:
         with open(ledger, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
@@ -36,11 +40,22 @@ def main(db: str, ledger: str, runs: int) -> None:
             return set()
         return {e["key"] for e in lines if e.get("kind") == "exec" and e["tool"] == tool_name}
 
-    @tool(side_effect="write", timeout=5)
+    def status(key: str, arguments: dict[str, Any]) -> Done | NotDone | Unknown:
+        run = int(arguments["entry"].removeprefix("run_"))
+        if run % 5 == 0:
+            answer: Done | NotDone | Unknown = Unknown("no lookup for this entry")
+        elif key in executed_keys("record"):
+            answer = Done("recorded")
+        else:
+            answer = NotDone()
+        log({"kind": "probe", "key": key, "answer": type(answer).__name__})
+        return answer
+
+    @tool(side_effect="write", timeout=5, reconcile=status if probed else None)
     async def record(entry: str, ctx: ToolContext) -> str:
         """Write an entry (not idempotent)."""
         log({"kind": "exec", "tool": "record", "key": ctx.idempotency_key})
-        await anyio.sleep(0.005)
+        await anyio.sleep(0.02 if probed else 0.005)
         return "recorded"
 
     @tool(side_effect="external", timeout=5, idempotent=True)
@@ -92,4 +107,4 @@ def main(db: str, ledger: str, runs: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), probed=sys.argv[4:] == ["probe"])

@@ -222,6 +222,7 @@ PINNED: dict[str, list[str]] = {
         "TERMINAL_OUTCOMES",
         "BudgetReserved",
         "BudgetSettled",
+        "CallReconciled",
         "Event",
         "EventAdapter",
         "GateDecided",

@@ -699,3 +699,16 @@ async def test_connections_are_served_without_nagle_delays(tmp_path) -> None:
         assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         for _ in range(3):  # the same connection, reused
             assert (await live.as_("rita").get("/v1/whoami")).status_code == 200
+
+
+async def test_a_gate_not_in_doubt_refuses_happened_over_http(tmp_path) -> None:
+    async with live_service(tmp_path) as live:
+        run_id = (await submit(live, DEMO_TASK))["run_id"]
+        gate = (await settled(live, run_id))["gates"][0]
+        assert gate["doubt"] is None and gate["happened"] is False
+        response = await live.as_("ana").post(
+            f"/v1/approvals/{gate['gate_id']}/approve", json={"happened": True}
+        )
+        assert (
+            "not for a call in doubt" in assert_problem(response, 422, "invalid_decision")["detail"]
+        )

@@ -18,6 +18,7 @@ from corral.errors import ConfigError, CorralError, UsageError
 from corral.events import (
     BudgetReserved,
     BudgetSettled,
+    CallReconciled,
     Event,
     EventAdapter,
     GateDecided,
@@ -187,6 +188,19 @@ def every_kind(run_id: str) -> list[Event]:
             retryable=True,
             will_retry=True,
             ts=2.4,
+        ),
+        CallReconciled(
+            run_id=run_id,
+            step=1,
+            call_id="c1",
+            tool="lookup",
+            attempt=1,
+            idempotency_key="k-1",
+            answer="unknown",
+            detail="the provider has no lookup",
+            probe_attempts=2,
+            duration_s=0.5,
+            ts=2.45,
         ),
         ToolCallFinished(
             run_id=run_id,

@@ -2,7 +2,8 @@
 
 `Metrics` turns the run events the runtime publishes into counters and histograms (tokens
 and cost per run, runs by outcome, steps per run, tool calls by outcome, guardrail
-verdicts, gate wait time, model calls), and `Metrics.refresh` reads what only the runtime
+verdicts, gate wait time, model calls, calls in doubt after a crash by how they were
+settled, status probes by answer), and `Metrics.refresh` reads what only the runtime
 knows at scrape time (breaker states, tenant budgets, mailbox depths) into gauges.
 
 prometheus-client is imported when a `Metrics` is built, never by ``import corral``: it
@@ -15,6 +16,17 @@ agents, routing rules, guardrails and decisions come from configuration and code
 names from the registry, except a name the model made up, which is counted as
 ``(unknown)``; models from the provider's answer. Run ids and tenants never label an
 event metric; tenants label the budget gauges only, for at most `max_tenants` of them.
+
+A call in doubt (journaled as started, with no outcome, when the process stopped) is
+settled once, and counted once in ``corral_in_doubt_calls_total`` when it is: by its
+status probe (a `CallReconciled` answering ``done`` or ``not_done``), by running an
+idempotent tool again (``retried``), or by a person at a gate for it. Such a gate is
+known from its `GateOpened.doubt`, remembered with the run's other open gates; a gate
+whose opening this process never saw (it opened before a restart of this process) is
+recognised only when its decision says the call ``happened`` (only a doubt gate can say
+so), and is then counted under the tool ``(unknown)``; its other decisions are counted
+as ordinary gate decisions, not as calls in doubt. A call in doubt again after a second
+crash (run again, or its probe asked again) is counted again: each time is a settlement.
 """
 
 from __future__ import annotations
@@ -22,11 +34,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .._log import get_logger
 from ..errors import ConfigError
 from ..events import (
+    CallReconciled,
     Event,
     GateDecided,
     GateOpened,
@@ -46,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COST_BUCKETS",
     "GATE_WAIT_BUCKETS",
+    "IN_DOUBT_SETTLED",
     "STEP_BUCKETS",
     "TOKEN_BUCKETS",
     "UNKNOWN",
@@ -112,7 +126,34 @@ UNKNOWN = "unknown"
 after a restart."""
 UNKNOWN_TOOL = "(unknown)"
 """The tool label of a call refused by the ``registered`` check: a name not offered, which
-the model may have made up."""
+the model may have made up; and of a call in doubt that a person said happened, at a gate
+whose opening this process never saw."""
+
+IN_DOUBT_SETTLED: tuple[str, ...] = (
+    "probe_done",
+    "probe_not_done",
+    "retried_idempotent",
+    "person_happened",
+    "person_run",
+    "person_skip",
+    "expired",
+)
+"""The ``settled`` label of `corral_in_doubt_calls_total`: how a call in doubt was settled.
+Its status probe said it took effect (``probe_done``) or did not and it ran again
+(``probe_not_done``); its tool is idempotent, so it ran again with the same key
+(``retried_idempotent``); at a gate, a person said it took effect (``person_happened``),
+had it run again (``person_run``) or skipped it (``person_skip``); or the gate
+``expired`` (which skips it, as a rejection does)."""
+
+_SETTLED_BY_ANSWER: dict[str, str] = {
+    "done": "probe_done",
+    "not_done": "probe_not_done",
+    "retried": "retried_idempotent",
+}
+"""The `CallReconciled` answers that settle a call; ``unknown`` and ``failed`` leave it to a
+person (counted at the gate's decision)."""
+_PROBE_ANSWERS = frozenset({"done", "not_done", "unknown", "failed"})
+"""The `CallReconciled` answers that come from a status probe (``retried`` does not)."""
 
 _BREAKER_VALUES: dict[str, float] = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
@@ -134,14 +175,23 @@ class ObservedRuntime(Protocol):
         ...
 
 
+class _Gate(NamedTuple):
+    """An open gate, as the metrics remember it until its decision."""
+
+    tool: str
+    opened_at: float
+    doubt: bool
+    """The gate is for a call in doubt (its `GateOpened.doubt` is set)."""
+
+
 @dataclass(slots=True)
 class _Run:
     """What the metrics remember of a run between its events (dropped at its end)."""
 
     agent: str = UNKNOWN
     route: str = UNKNOWN
-    gates: dict[str, tuple[str, float]] = field(default_factory=dict)
-    """Open gates: gate id -> (tool, opened at)."""
+    gates: dict[str, _Gate] = field(default_factory=dict)
+    """Open gates, by gate id."""
 
 
 class Metrics:
@@ -172,6 +222,11 @@ class Metrics:
     * ``corral_gate_wait_seconds`` (histogram, ``tool``, ``decision``): from a gate's
       opening to its decision (``approved``, ``rejected`` or ``expired``).
     * ``corral_model_calls_total`` (counter, ``agent``, ``model``): model calls answered.
+    * ``corral_in_doubt_calls_total`` (counter, ``tool``, ``settled``): calls in doubt after
+      a crash, counted once each when settled, by how (see `IN_DOUBT_SETTLED`).
+    * ``corral_reconcile_probes_total`` (counter, ``tool``, ``answer``): status probes of
+      calls in doubt, by answer (``done``, ``not_done``, ``unknown``, ``failed``); an
+      ``unknown`` or ``failed`` is settled later by a person, so both counters show it.
     * Gauges set by `refresh`: ``corral_breaker_state`` (``tool``; 0 closed, 1 half open,
       2 open), ``corral_tenant_tokens_used``, ``corral_tenant_cost_usd`` and
       ``corral_tenant_budget_used_ratio`` (``tenant``; the ratio is the larger of tokens
@@ -267,6 +322,20 @@ class Metrics:
         self.model_calls = prom.Counter(
             "corral_model_calls", "Model calls answered.", ["agent", "model"], registry=r
         )
+        self.in_doubt_calls = prom.Counter(
+            "corral_in_doubt_calls",
+            "Calls in doubt after a crash (started, no outcome journaled), by how they were "
+            "settled: probe_done, probe_not_done, retried_idempotent, person_happened, "
+            "person_run, person_skip, expired.",
+            ["tool", "settled"],
+            registry=r,
+        )
+        self.reconcile_probes = prom.Counter(
+            "corral_reconcile_probes",
+            "Status probes of calls in doubt, by answer (done, not_done, unknown, failed).",
+            ["tool", "answer"],
+            registry=r,
+        )
         self.breaker_state = prom.Gauge(
             "corral_breaker_state",
             "Circuit breaker of each tool: 0 closed, 1 half open, 2 open.",
@@ -330,12 +399,15 @@ class Metrics:
         elif isinstance(event, GateOpened):
             gates = self._run(event.run_id).gates
             if len(gates) < _MAX_GATES_PER_RUN:
-                gates[event.gate_id] = (event.tool, event.ts)
+                gates[event.gate_id] = _Gate(event.tool, event.ts, bool(event.doubt))
         elif isinstance(event, GateDecided):
-            opened = self._run(event.run_id).gates.pop(event.gate_id, None)
-            if opened is not None:
-                tool, at = opened
-                self.gate_wait.labels(tool, event.decision).observe(max(event.ts - at, 0.0))
+            self._decided(event)
+        elif isinstance(event, CallReconciled):
+            if event.answer in _PROBE_ANSWERS:
+                self.reconcile_probes.labels(event.tool, event.answer).inc()
+            settled = _SETTLED_BY_ANSWER.get(event.answer)
+            if settled is not None:
+                self.in_doubt_calls.labels(event.tool, settled).inc()
         elif isinstance(event, RunStarted):
             self._start(event)
         elif isinstance(event, RunFinished):
@@ -346,6 +418,24 @@ class Metrics:
             self.run_tokens.labels(run.agent).observe(tokens)
             self.run_cost_usd.labels(run.agent).observe(cost)
             self.run_steps.labels(run.agent, run.route).observe(steps)
+
+    def _decided(self, event: GateDecided) -> None:
+        opened = self._run(event.run_id).gates.pop(event.gate_id, None)
+        if opened is not None:
+            wait = max(event.ts - opened.opened_at, 0.0)
+            self.gate_wait.labels(opened.tool, event.decision).observe(wait)
+        if event.happened:  # only a gate for a call in doubt is decided so
+            settled = "person_happened"
+        elif opened is None or not opened.doubt:
+            return
+        elif event.decision == "approved":
+            settled = "person_run"
+        elif event.decision == "rejected":
+            settled = "person_skip"
+        else:
+            settled = "expired"
+        tool = opened.tool if opened is not None else UNKNOWN_TOOL
+        self.in_doubt_calls.labels(tool, settled).inc()
 
     def _start(self, event: RunStarted) -> None:
         self._remember(event.run_id, _Run(agent=event.agent, route=event.rule or UNKNOWN))

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .._log import get_logger
 from ..errors import ConfigError
 from ..events import (
+    CallReconciled,
     Event,
     GateDecided,
     GateOpened,
@@ -209,9 +210,22 @@ class OtelSpans:
                 timestamp=_ns(event.ts),
             )
         elif isinstance(event, GateDecided):
+            decided: dict[str, Any] = {
+                "corral.gate_id": event.gate_id,
+                "corral.decision": event.decision,
+            }
+            if event.happened:
+                decided["corral.happened"] = True
+            run.span.add_event("corral.gate_decided", decided, timestamp=_ns(event.ts))
+        elif isinstance(event, CallReconciled):
             run.span.add_event(
-                "corral.gate_decided",
-                {"corral.gate_id": event.gate_id, "corral.decision": event.decision},
+                "corral.call_reconciled",
+                {
+                    "gen_ai.tool.name": event.tool,
+                    "gen_ai.tool.call.id": event.call_id,
+                    "corral.reconcile.answer": event.answer,
+                    "corral.reconcile.attempts": event.probe_attempts,
+                },
                 timestamp=_ns(event.ts),
             )
         run.last_ts = max(run.last_ts, event.ts)

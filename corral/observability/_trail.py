@@ -1,4 +1,10 @@
-"""The reasoning trail: one readable row per decision of a run, for people to follow."""
+"""The reasoning trail: one readable row per decision of a run, for people to follow.
+
+A call in doubt after a crash shows how it was settled: a ``reconcile`` row for what its
+status probe answered (or for an idempotent call run again with its key), a gate that
+says it is for a call in doubt and what the probe said, and a decision that says whether
+the person found that it happened (with its result), had it run again, or skipped it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 from rich.markup import escape
 
 from ..events import (
+    CallReconciled,
     Event,
     GateDecided,
     GateOpened,
@@ -42,7 +49,8 @@ class TrailRow:
     tool: str
     detail: str
     verdict: str
-    """``ok``, ``blocked: <guardrail>``, ``retry``, ``failed`` or empty."""
+    """``ok``, ``blocked: <guardrail>``, ``retry``, ``failed``, ``needs approval``, a
+    decision, how a call in doubt was settled, or empty."""
     tokens: int | None = None
     """Tokens used by the run so far, on model rows."""
 
@@ -53,22 +61,84 @@ def _short(value: Any, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+_MAX_DOUBT_GATES = 256
+"""Gates for calls in doubt remembered per run (until decided)."""
+
+
 class _RunTrail:
-    """Per-run context needed to format rows (start time, tokens so far)."""
+    """Per-run context needed to format rows (start time, tokens so far, doubt gates)."""
 
     def __init__(self, started: RunStarted) -> None:
         self.start = started.ts
         self.tokens = 0
         self.step = 0
         self.budget = int(started.limits.get("max_tokens", 0) or 0)
+        self.doubt_gates: set[str] = set()
+        """Open gates for calls in doubt, so their decisions say what they settle."""
+
+    def see(self, event: Event) -> None:
+        """Remember what later rows need from an event (the trail's state, not a row)."""
+        if isinstance(event, ModelCalled):
+            self.step = event.step
+            self.tokens += event.response.usage.total_tokens
+        elif isinstance(event, GateOpened):
+            if event.doubt and len(self.doubt_gates) < _MAX_DOUBT_GATES:
+                self.doubt_gates.add(event.gate_id)
+        elif isinstance(event, GateDecided):
+            self.doubt_gates.discard(event.gate_id)
+
+
+def _attempts(n: int, duration_s: float) -> str:
+    return f"{n} attempt{'' if n == 1 else 's'}, {duration_s:.2f} s"
+
+
+def _reconciled(event: CallReconciled, t: float) -> TrailRow:
+    """The row of a call in doubt settled (or left to a person) without one."""
+    answer = event.answer
+    took = _attempts(event.probe_attempts, event.duration_s)
+    why = f": {_short(event.detail, 40)}" if event.detail else ""
+    if answer == "retried":
+        detail = f"retried: idempotent, same key (attempt {event.attempt} was in doubt)"
+        verdict = "runs again"
+    elif answer == "done":
+        detail, verdict = f"probe: done ({took})", "happened"
+    elif answer == "not_done":
+        detail, verdict = f"probe: not done ({took})", "runs again"
+    else:  # unknown, failed
+        detail, verdict = f"probe: {answer}{why} ({took})", "a person decides"
+    return TrailRow(event.step, t, "reconcile", event.tool, detail, verdict)
+
+
+def _probe_said(doubt: dict[str, Any]) -> str:
+    probe = str(doubt.get("probe", "none"))
+    if probe == "none":
+        return "no status probe"
+    detail = doubt.get("detail")
+    return f"probe: {probe}" + (f": {_short(detail, 30)}" if detail else "")
+
+
+def _decision(event: GateDecided, step: int, t: float, doubt_gate: bool) -> TrailRow:
+    """The row of a gate's decision; for a call in doubt, what it settles."""
+    who = f" by {event.by}" if event.by else ""
+    note = f": {event.note}" if event.note else ""
+    verdict: str = event.decision
+    if event.happened:
+        verdict = "happened"
+        result = f", result {_short(event.result, 30)}" if event.result is not None else ""
+        note = f": it happened{result}{note}"
+    elif doubt_gate:
+        verdict = {"approved": "runs again", "rejected": "skipped"}.get(verdict, verdict)
+    return TrailRow(
+        step, t, "decision", "", f"{event.gate_id} {event.decision}{who}{note}", verdict
+    )
 
 
 def trail_row(event: Event, trail: _RunTrail) -> TrailRow | None:
     """Format one event as a trail row, or None for events the trail leaves out."""
     t = max(event.ts - trail.start, 0.0)
+    doubt_gate = isinstance(event, GateDecided) and event.gate_id in trail.doubt_gates
+    trail.see(event)
     if isinstance(event, ModelCalled):
-        trail.step = event.step
-        trail.tokens += event.response.usage.total_tokens
         calls = ", ".join(c.name for c in event.response.tool_calls)
         detail = f"→ {calls}" if calls else f"final answer: {_short(event.response.text, 60)}"
         usage = event.response.usage
@@ -128,6 +198,17 @@ def trail_row(event: Event, trail: _RunTrail) -> TrailRow | None:
     if isinstance(event, ToolCallFinished):
         cut = " (truncated)" if event.truncated else ""
         return TrailRow(event.step, t, "result", event.tool, _short(event.content, 70) + cut, "ok")
+    if isinstance(event, CallReconciled):
+        return _reconciled(event, t)
+    if isinstance(event, GateOpened) and event.doubt:
+        return TrailRow(
+            event.step,
+            t,
+            "gate",
+            event.tool,
+            f"{event.gate_id}: in doubt, {_probe_said(event.doubt)}",
+            "did it happen?",
+        )
     if isinstance(event, GateOpened):
         return TrailRow(
             event.step,
@@ -138,16 +219,7 @@ def trail_row(event: Event, trail: _RunTrail) -> TrailRow | None:
             "needs approval",
         )
     if isinstance(event, GateDecided):
-        who = f" by {event.by}" if event.by else ""
-        note = f": {event.note}" if event.note else ""
-        return TrailRow(
-            trail.step,
-            t,
-            "decision",
-            "",
-            f"{event.gate_id} {event.decision}{who}{note}",
-            event.decision,
-        )
+        return _decision(event, trail.step, t, doubt_gate)
     if isinstance(event, WaitStarted):
         return TrailRow(
             event.step, t, "wait", event.tool, f"waiting for event {event.key!r}", "paused"
@@ -185,9 +257,7 @@ class TrailWriter:
             return
         trail = _RunTrail(started)
         for event in events:
-            if isinstance(event, ModelCalled):
-                trail.tokens += event.response.usage.total_tokens
-                trail.step = event.step
+            trail.see(event)
         self._runs[started.run_id] = trail
         self.console.print(
             f"[bold]{started.run_id}[/] (agent [cyan]{started.agent}[/]) continues "
@@ -242,6 +312,7 @@ class TrailWriter:
             "wait": "yellow",
             "event": "cyan",
             "notice": "yellow",
+            "reconcile": "magenta",
         }.get(row.what, "white")
         tokens = f"{row.tokens:,}/{trail.budget:,}" if row.tokens is not None else ""
         self.console.print(

@@ -9,6 +9,11 @@ their order, since a step's budget notice and failed attempts come before its
 `ModelCalled`; a gate's decision and an awaited event name only their call, so they go
 under it.
 
+A call in doubt after a crash shows how it was settled, under the call: a ``reconcile``
+row with what its status probe answered (or that an idempotent call ran again with its
+key), a gate that says the call is in doubt and what the probe said, and the person's
+decision: ``happened`` (with the result they gave), run again, or skipped.
+
 Every line is a grid row of fixed-width columns (what, name, detail): a long name is cut
 with an ellipsis and a long value is cut, then folded inside its column, so nothing ever
 pushes the columns out of line or past the console's width. rich is imported when a
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._pii import redact_secrets
 from ..events import (
+    CallReconciled,
     Event,
     GateDecided,
     GateOpened,
@@ -109,6 +115,8 @@ class _Trail:
     """Verdicts on the task itself (step 0) and workflow steps."""
     call_step: dict[str, int] = field(default_factory=dict)
     gate_opened: dict[str, float] = field(default_factory=dict)
+    doubt_gates: set[str] = field(default_factory=set)
+    """Gates for calls in doubt (their `GateOpened.doubt` is set)."""
     tokens: int = 0
     cost_usd: float = 0.0
     first_ts: float | None = None
@@ -174,17 +182,19 @@ def _fold(trail: _Trail, event: Event) -> None:
         trail.add(event.step, event.call_id, row)
     elif isinstance(event, GateOpened):
         trail.gate_opened[event.gate_id] = event.ts
-        detail = f"{event.gate_id}: {_cut(event.reason, REASON_CHARS)}"
-        trail.add(event.step, event.call_id, _Row("gate", "needs approval", detail, "yellow"))
+        reason = _cut(event.reason, REASON_CHARS)
+        if event.doubt:
+            trail.doubt_gates.add(event.gate_id)
+            detail = f"{event.gate_id}: {_probe_said(event.doubt)}; {reason}"
+            trail.add(event.step, event.call_id, _Row("gate", "in doubt", detail, "yellow"))
+        else:
+            detail = f"{event.gate_id}: {reason}"
+            row = _Row("gate", "needs approval", detail, "yellow")
+            trail.add(event.step, event.call_id, row)
     elif isinstance(event, GateDecided):
-        opened = trail.gate_opened.get(event.gate_id)
-        waited = f" after {_duration(event.ts - opened)}" if opened is not None else ""
-        edited = "; arguments edited" if event.arguments is not None else ""
-        note = f": {_cut(event.note, REASON_CHARS)}" if event.note else ""
-        style = "green" if event.decision == "approved" else "red"
-        who = f"by {event.by}" if event.by else "(no one)"
-        detail = f"{event.gate_id}{waited}{edited}{note}"
-        trail.add(0, event.call_id, _Row(event.decision, who, detail, style))
+        trail.add(0, event.call_id, _decided(trail, event))
+    elif isinstance(event, CallReconciled):
+        trail.add(event.step, event.call_id, _reconciled(event))
     elif isinstance(event, ToolCallStarted):
         if event.fallback_for:
             detail = f"standing in for {event.fallback_for} (attempt {event.attempt})"
@@ -224,6 +234,62 @@ def _fold(trail: _Trail, event: Event) -> None:
     elif isinstance(event, StepFailed):
         error = _cut(event.error, REASON_CHARS)
         trail.task_rows.append(_Row("failed", event.step, error, "red"))
+
+
+_PROBE_NAMES: dict[str, tuple[str, str, str]] = {
+    "done": ("probe: done", "it took effect: not run again", "green"),
+    "not_done": ("probe: not done", "it did not take effect: runs again", "magenta"),
+    "unknown": ("probe: unknown", "a person decides", "yellow"),
+    "failed": ("probe failed", "a person decides", "yellow"),
+    "retried": ("idempotent", "runs again (safe to run twice)", "magenta"),
+}
+"""Per `CallReconciled.answer`: the row's name, what follows, and its style."""
+
+
+def _reconciled(event: CallReconciled) -> _Row:
+    """The row of a call in doubt after a restart, settled (or left to a person)."""
+    name, then, style = _PROBE_NAMES.get(event.answer, (event.answer, "", "yellow"))
+    # An idempotent call's detail only restates the answer; a probe's says why.
+    said = event.detail if event.answer != "retried" else ""
+    why = f": {_cut(said, REASON_CHARS)}" if said else ""
+    key = _cut(event.idempotency_key, REASON_CHARS)
+    probed = ""
+    if event.answer != "retried":
+        probed = f"; {_count(event.probe_attempts, 'probe attempt')}, {event.duration_s:.2f} s"
+    detail = f"attempt {event.attempt} in doubt{why}; {then}; key {key}{probed}"
+    return _Row("reconcile", name, redact_secrets(detail), style)
+
+
+def _probe_said(doubt: dict[str, Any]) -> str:
+    """What a doubt gate's status probe answered, in words."""
+    probe = str(doubt.get("probe", "none"))
+    said = "no status probe" if probe == "none" else f"probe {_cut(probe, 20)}"
+    detail = doubt.get("detail")
+    return said + (f": {redact_secrets(_cut(str(detail), REASON_CHARS))}" if detail else "")
+
+
+def _decided(trail: _Trail, event: GateDecided) -> _Row:
+    """The row of a gate's decision; for a call in doubt, what it settles."""
+    opened = trail.gate_opened.get(event.gate_id)
+    waited = f" after {_duration(event.ts - opened)}" if opened is not None else ""
+    edited = "; arguments edited" if event.arguments is not None else ""
+    note = f": {_cut(event.note, REASON_CHARS)}" if event.note else ""
+    kind: str = event.decision
+    style = "green" if event.decision == "approved" else "red"
+    settles = ""
+    if event.happened:
+        kind, style = "happened", "green"
+        settles = "; it took effect, not run again"
+        if event.result is not None:
+            settles += f"; result {_json(event.result, CONTENT_CHARS)}"
+    elif event.gate_id in trail.doubt_gates:
+        settles = (
+            "; it did not happen, runs again with the same key"
+            if event.decision == "approved"
+            else "; skipped"
+        )
+    who = f"by {event.by}" if event.by else "(no one)"
+    return _Row(kind, who, f"{event.gate_id}{waited}{edited}{settles}{note}", style)
 
 
 def _count(n: int, noun: str) -> str:

@@ -45,14 +45,24 @@ class Approvals(RunDriving):
         by: str,
         note: str = "",
         args: Mapping[str, Any] | None = None,
+        happened: bool = False,
+        result: Any = None,
     ) -> GateRecord:
         """Approve a gate; the run resumes and the call runs (with `args` if given).
+
+        At the gate of a call in doubt (``gate.opened.doubt``: the process stopped while
+        it ran, and nobody could tell whether it took effect), approving means "it did
+        not happen: run it again with the same idempotency key"; ``happened=True`` means
+        "it did: do not run it", with `result` as what it returned (the model sees it);
+        rejecting means "skip it".
 
         Args:
             gate_id: the gate.
             by: who approves (required; recorded in the journal).
             note: why, for the audit trail.
             args: edited arguments, validated against the tool's schema again.
+            happened: only at a gate of a call in doubt: it did take effect.
+            result: with `happened`: what the call returned, as JSON data, if known.
 
         Returns:
             The decided gate.
@@ -64,7 +74,9 @@ class Approvals(RunDriving):
                 named, or edited arguments that break the tool's schema (each violation
                 listed).
         """
-        return await self._decide(gate_id, "approved", by=by, note=note, args=args)
+        return await self._decide(
+            gate_id, "approved", by=by, note=note, args=args, happened=happened, result=result
+        )
 
     async def reject(self, gate_id: str, *, by: str, reason: str) -> GateRecord:
         """Reject a gate; the model is told, with the reason, and can adapt or give up.
@@ -85,6 +97,8 @@ class Approvals(RunDriving):
         by: str,
         note: str,
         args: Mapping[str, Any] | None,
+        happened: bool = False,
+        result: Any = None,
     ) -> GateRecord:
         if not by.strip():
             raise UsageError("say who decides: by= is recorded in the audit trail")
@@ -101,6 +115,15 @@ class Approvals(RunDriving):
                 f"gate {gate_id} belongs to run {record.run_id}, which ended "
                 f"({info.outcome}) without it: there is nothing left to decide"
             )
+        if happened and not record.opened.doubt:
+            raise UsageError(
+                f"gate {gate_id} is not for a call in doubt: 'happened' says a call that was "
+                "interrupted did take effect, and this one has not run yet"
+            )
+        if happened and args is not None:
+            raise UsageError("a call that happened cannot be given edited arguments")
+        if result is not None and not happened:
+            raise UsageError("a result goes with happened=True (the call took effect)")
         if args is not None:
             agent = self.agents.get(info.agent) if info is not None else None
             tool = agent.tool_for(record.opened.tool) if agent is not None else None
@@ -119,6 +142,8 @@ class Approvals(RunDriving):
             by=by,
             note=note,
             arguments=dict(args) if args is not None else None,
+            happened=happened,
+            result=result,
         )
         try:
             decided = await self.journal.decide_gate(event)  # checks the deadline atomically

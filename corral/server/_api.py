@@ -50,6 +50,7 @@ from .._views import (
 )
 from ..events import Event, EventAdapter
 from ._auth import Principal
+from ._dashboard import install_dashboard
 from ._service import ApiError, Service, parse_time
 
 __all__ = ["create_app"]
@@ -491,7 +492,13 @@ def create_app(
         """Approve a gate as the token's owner, optionally with edited arguments."""
         body = body or ApproveBody()
         return await service.decide(
-            gate_id, principal, approve=True, note=body.note, arguments=body.arguments
+            gate_id,
+            principal,
+            approve=True,
+            note=body.note,
+            arguments=body.arguments,
+            happened=body.happened,
+            result=body.result,
         )
 
     @api.post(
@@ -535,6 +542,7 @@ def create_app(
         run_id, webhook_id, duplicate = await service.webhook(key, request.headers, body)
         return WebhookResult(key=key, run_id=run_id, webhook_id=webhook_id, duplicate=duplicate)
 
+    install_dashboard(api, service)
     return BodyLimit(api, settings.max_body_bytes)  # type: ignore[return-value]
 
 

@@ -340,6 +340,8 @@ class Service:
         approve: bool,
         note: str,
         arguments: dict[str, Any] | None = None,
+        happened: bool = False,
+        result: Any = None,
     ) -> GateView:
         """Approve or reject a gate as `principal` (the token decides who, not the body).
 
@@ -372,7 +374,12 @@ class Service:
         try:
             if approve:
                 decided = await self.runtime.approve(
-                    gate_id, by=principal.name, note=note, args=arguments
+                    gate_id,
+                    by=principal.name,
+                    note=note,
+                    args=arguments,
+                    happened=happened,
+                    result=result,
                 )
             else:
                 decided = await self.runtime.reject(gate_id, by=principal.name, reason=note)

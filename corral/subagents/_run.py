@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import Token
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import anyio
 
@@ -39,6 +39,7 @@ from ..errors import (
     ToolTimeout,
 )
 from ..events import (
+    CallReconciled,
     Event,
     GateDecided,
     GateOpened,
@@ -91,7 +92,7 @@ from ..supervisor._supervisor import (
     SettleModel,
     ToolOutcome,
 )
-from ..tools import Tool, ToolContext, WaitFor
+from ..tools import Done, NotDone, ProbeAnswer, Tool, ToolContext, Unknown, WaitFor
 from ._agent import SubAgent
 from ._state import BUDGET_NOTICE, RunState, render_payload
 
@@ -767,21 +768,12 @@ class RunActor(OneShotActor):
         if (
             started is not None
             and started.side_effect != "read"
-            and not tool.idempotent
             and (decided is None or decided.seq < started.seq)
         ):
-            # Durability rule 3: it may or may not have happened. Never guess; ask.
-            await self._open_gate(
-                state,
-                call,
-                tool,
-                step,
-                f"the process stopped while {tool.name!r} (attempt {started.attempt}, key "
-                f"{started.idempotency_key}) was running, so it may or may not have taken "
-                "effect; approve to run it again with the same idempotency key, reject to "
-                "report it as failed",
-            )
-            return
+            # Durability rule 3: it may or may not have happened. Never guess: retry it
+            # (idempotent), ask its status probe, or ask a person.
+            if not await self._settle_in_doubt(state, call, tool, step, started, decided):
+                return  # settled as done, or waiting at a gate for a person
         if verdict.decision == "approve" and decided is None and started is None:
             provenance: list[dict[str, Any]] = []
             for approval in chain.approvals:  # which checks asked for a person, and why
@@ -807,6 +799,17 @@ class RunActor(OneShotActor):
                     + ". Do not retry it; continue without it or explain what is needed.",
                 )
                 return
+            if decided.happened:  # a person says the call in doubt did take effect
+                await self._record_done(
+                    state,
+                    call,
+                    tool,
+                    step,
+                    decided.result,
+                    attempt=started.attempt if started is not None else 0,
+                    confirmed=f"a person ({decided.by or 'unnamed'})",
+                )
+                return
             if decided.arguments is not None:
                 arguments = decided.arguments
         idempotency_key = f"{self.run_id}/{step}/{state.call_index.get(call.id, 0)}"
@@ -818,6 +821,206 @@ class RunActor(OneShotActor):
         elif call.id in state.results:  # finished (a call waiting for an event has no result)
             digest, acted = state.results[call.id]
             await self._tell(CallFinished(self.run_id, call.name, key, digest, acted))
+
+    async def _settle_in_doubt(
+        self,
+        state: RunState,
+        call: ToolCall,
+        tool: Tool,
+        step: int,
+        started: ToolCallStarted,
+        decided: GateDecided | None,
+    ) -> bool:
+        """Settle a call whose attempt started before a crash and has no outcome.
+
+        An idempotent tool's call runs again with the same key. Otherwise the tool's
+        status probe, if it has one, is asked first (each answer journaled as
+        `CallReconciled`): ``done`` records its result as the call's, ``not_done`` runs
+        the call again with the same key; ``unknown``, a probe error or timeout, or no
+        probe at all opens a gate for a person, saying what the probe answered.
+
+        Returns:
+            True if the call should run now; False if it was settled here or waits.
+        """
+        settled = state.reconciled.get(call.id)
+        if settled is not None and settled.seq < started.seq:
+            settled = None  # about an earlier attempt
+        if tool.idempotent:
+            if settled is None:
+                await self._record(
+                    state,
+                    self._reconciled(
+                        call, step, started, "retried", "idempotent: run again with its key"
+                    ),
+                )
+            return True
+        arguments = decided.arguments if decided and decided.arguments else call.arguments
+        if tool.reconcile is not None and (settled is None or settled.answer == "done"):
+            # ("done" without the result that follows it: the process stopped between
+            # the two, so ask again rather than guess.)
+            settled = await self._reconcile(state, call, tool, step, started, arguments)
+        if settled is not None and settled.answer == "not_done":
+            return True
+        if settled is not None and settled.answer == "done":
+            return False  # recorded by _reconcile, with the probe's result
+        probe = settled.answer if settled is not None else "none"
+        said = {
+            "none": f"{tool.name!r} has no status probe, so nobody can tell",
+            "unknown": "its status probe could not tell"
+            + (f" ({settled.detail})" if settled and settled.detail else ""),
+            "failed": "its status probe failed"
+            + (f" ({settled.detail})" if settled and settled.detail else ""),
+        }[probe]
+        await self._open_gate(
+            state,
+            call,
+            tool,
+            step,
+            f"the process stopped while {tool.name!r} (attempt {started.attempt}, key "
+            f"{started.idempotency_key}) was running, so it may or may not have taken "
+            f"effect, and {said}. Approve to run it again with the same idempotency key, "
+            "approve with happened if it did take effect (with its result, if known), or "
+            "reject to skip it",
+            doubt={
+                "idempotency_key": started.idempotency_key,
+                "attempt": started.attempt,
+                "probe": probe,
+                "detail": settled.detail if settled is not None else "",
+            },
+        )
+        return False
+
+    def _reconciled(
+        self,
+        call: ToolCall,
+        step: int,
+        started: ToolCallStarted,
+        answer: Literal["done", "not_done", "unknown", "failed", "retried"],
+        detail: str = "",
+        *,
+        probe_attempts: int = 0,
+        duration_s: float = 0.0,
+    ) -> CallReconciled:
+        return CallReconciled(
+            run_id=self.run_id,
+            ts=self.s.clock.now(),
+            step=step,
+            call_id=call.id,
+            tool=started.tool,
+            attempt=started.attempt,
+            idempotency_key=started.idempotency_key,
+            answer=answer,
+            detail=redact_secrets(detail)[:2_000],
+            probe_attempts=probe_attempts,
+            duration_s=duration_s,
+        )
+
+    async def _reconcile(
+        self,
+        state: RunState,
+        call: ToolCall,
+        tool: Tool,
+        step: int,
+        started: ToolCallStarted,
+        arguments: Mapping[str, Any],
+    ) -> CallReconciled:
+        """Ask the tool's status probe (under its timeout and retries); journal the answer.
+
+        A ``done`` answer is followed at once by the call's ``tool_call_finished``.
+        """
+        policy = tool.reconcile_retry
+        began = time.perf_counter()
+        answer: ProbeAnswer | None = None
+        detail = ""
+        tries = 0
+        for tries in range(1, policy.max_retries + 2):
+            try:
+                answer = await within_isolated(
+                    partial(tool.probe, started.idempotency_key, arguments),
+                    tool.reconcile_timeout,
+                    grace=self.limits.cancel_grace_s,
+                    name=f"the status probe of {tool.name!r}",
+                )
+                break
+            except (CallAbandoned, TimeoutError):
+                detail = f"no answer within its {tool.reconcile_timeout:g} s timeout"
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+            if tries <= policy.max_retries:
+                await self.s.clock.sleep(policy.delay(tries, rng=self.s.rng))
+        took = time.perf_counter() - began
+        if isinstance(answer, Done):
+            event = self._reconciled(
+                call, step, started, "done", probe_attempts=tries, duration_s=took
+            )
+        elif isinstance(answer, NotDone):
+            event = self._reconciled(
+                call, step, started, "not_done", probe_attempts=tries, duration_s=took
+            )
+        elif isinstance(answer, Unknown):
+            event = self._reconciled(
+                call,
+                step,
+                started,
+                "unknown",
+                answer.reason,
+                probe_attempts=tries,
+                duration_s=took,
+            )
+        else:
+            event = self._reconciled(
+                call, step, started, "failed", detail, probe_attempts=tries, duration_s=took
+            )
+        await self._record(state, event)
+        if isinstance(answer, Done):
+            await self._record_done(
+                state,
+                call,
+                tool,
+                step,
+                answer.result,
+                attempt=started.attempt,
+                confirmed="its status probe",
+            )
+        return event
+
+    async def _record_done(
+        self,
+        state: RunState,
+        call: ToolCall,
+        tool: Tool,
+        step: int,
+        result: Any,
+        *,
+        attempt: int,
+        confirmed: str,
+    ) -> None:
+        """Record a call in doubt as finished without running it: it had taken effect."""
+        if result is None:
+            result = (
+                f"The call had taken effect before the process stopped (confirmed by "
+                f"{confirmed}); its result was not recorded."
+            )
+        content, truncated, blob, result_chars = await self._filter(state, call, step, result)
+        await self._record(
+            state,
+            ToolCallFinished(
+                run_id=self.run_id,
+                ts=self.s.clock.now(),
+                step=step,
+                call_id=call.id,
+                tool=tool.name,
+                attempt=attempt,
+                content=content,
+                duration_s=0.0,
+                truncated=truncated,
+                result_chars=result_chars,
+                result_blob=blob,
+            ),
+        )
+        key = state.proposed.get(call.id, call.id)
+        digest, acted = state.results.get(call.id, ("", True))
+        await self._tell(CallFinished(self.run_id, call.name, key, digest, acted))
 
     def _check_chain(self) -> CheckChain:
         """The checks before each call of this run, built once per run."""
@@ -875,6 +1078,8 @@ class RunActor(OneShotActor):
         step: int,
         reason: str,
         provenance: list[dict[str, Any]] | None = None,
+        *,
+        doubt: dict[str, Any] | None = None,
     ) -> None:
         now = self.s.clock.now()
         await self._record(
@@ -891,6 +1096,7 @@ class RunActor(OneShotActor):
                 reason=redact_secrets(reason),
                 expires_at=now + self.s.gate_ttl_s,
                 provenance=provenance or [],
+                doubt=doubt or {},
             ),
         )
 

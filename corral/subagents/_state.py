@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..events import (
+    CallReconciled,
     Event,
     GateDecided,
     GateOpened,
@@ -149,6 +150,8 @@ class RunState:
     open_gates: dict[str, GateOpened] = field(default_factory=dict)
     """Gates waiting for a person, by call id."""
     decisions: dict[str, GateDecided] = field(default_factory=dict)
+    reconciled: dict[str, CallReconciled] = field(default_factory=dict)
+    """The latest settlement of each call that was in doubt after a restart."""
     """The latest decision of each call's gate, by call id."""
     waiting: dict[str, WaitStarted] = field(default_factory=dict)
     """Calls waiting for an external event, by call id."""
@@ -267,6 +270,8 @@ class RunState:
                 self.sources.add(event.note, person)  # not a rejection's: it may quote a value
             self.decisions[event.call_id] = event
             self._unpause(event.ts)
+        elif isinstance(event, CallReconciled):
+            self.reconciled[event.call_id] = event
         elif isinstance(event, WaitStarted):
             self.in_flight.pop(event.call_id, None)  # the tool returned; now the event is awaited
             self.waiting[event.call_id] = event

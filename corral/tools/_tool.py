@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints, overload
 
@@ -20,15 +20,20 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from .._retry import RetryPolicy, parse_retry_after
 from .._timeout import run_sync_in_thread
-from ..errors import ConfigError, RateLimited, ToolError
+from ..errors import ConfigError, RateLimited, ToolError, UsageError
 from ..models import ToolSpec
 
 __all__ = [
     "SIDE_EFFECTS",
+    "Done",
+    "NotDone",
+    "Probe",
+    "ProbeAnswer",
     "SchemaViolation",
     "SideEffect",
     "Tool",
     "ToolContext",
+    "Unknown",
     "WaitFor",
     "retry_after_from_response",
     "tool",
@@ -70,6 +75,35 @@ class WaitFor:
     """Correlation key, such as ``payment:INV-000102``."""
     timeout_s: float = 86_400.0
     """How long to wait, in seconds. Default one day."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A status probe's answer: the call in doubt did take effect.
+
+    `result` is what it returned: the model sees it, as if the call had just returned it.
+    """
+
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotDone:
+    """A status probe's answer: the call in doubt did not take effect (run it again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A status probe's answer: nobody can tell (a person decides); `reason` says why."""
+
+    reason: str = ""
+
+
+ProbeAnswer = Done | NotDone | Unknown
+"""What a tool's status probe (``reconcile``) returns."""
+
+Probe = Callable[[str, Mapping[str, Any]], "ProbeAnswer | Awaitable[ProbeAnswer]"]
+"""``reconcile(idempotency_key, arguments)``: did the call with this key take effect?"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +190,14 @@ class Tool:
             not text a third party wrote). Default False: a value the model copies from
             its results into a side-effecting call sends that call to a person (see
             `corral.guardrails.ProvenanceCheck`).
+        reconcile: a status probe, ``reconcile(idempotency_key, arguments)`` (sync or
+            async) answering `Done` (with the result), `NotDone` or `Unknown`: after a
+            crash during a call of this tool, it settles whether the call took effect,
+            so a person is asked only when nobody can know. Payment and ticketing APIs
+            usually let a caller look an operation up by its idempotency key.
+        reconcile_timeout: hard limit for one probe, in seconds. Default 10 s.
+        reconcile_retry: retries of a probe that raises or times out. Default 2
+            retries, 1 s then 4 s; after them, a person decides.
 
     Raises:
         ConfigError: invalid name, schema, timeout or side-effect level.
@@ -175,6 +217,9 @@ class Tool:
         idempotent: bool | None = None,
         scopes: Iterable[str] = (),
         trusted: bool = False,
+        reconcile: Probe | None = None,
+        reconcile_timeout: float = 10.0,
+        reconcile_retry: RetryPolicy | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -202,6 +247,22 @@ class Tool:
         self.idempotent = idempotent if idempotent is not None else side_effect == "read"
         self.scopes = frozenset(scopes)
         self.trusted = bool(trusted)
+        if reconcile is not None and not callable(reconcile):
+            raise ConfigError(f"tool {self.name!r}: reconcile must be callable")
+        self.reconcile = reconcile
+        if not (
+            isinstance(reconcile_timeout, int | float)
+            and reconcile_timeout > 0
+            and math.isfinite(reconcile_timeout)
+        ):
+            raise ConfigError(
+                f"tool {self.name!r} needs a finite reconcile_timeout > 0 seconds, "
+                f"got {reconcile_timeout!r}"
+            )
+        self.reconcile_timeout = float(reconcile_timeout)
+        self.reconcile_retry = (
+            reconcile_retry if reconcile_retry is not None else RetryPolicy(max_retries=2)
+        )
 
         self._context_param: str | None = None
         self._model_param: tuple[str, type[BaseModel]] | None = None
@@ -291,6 +352,34 @@ class Tool:
         ]
         return sorted(errors, key=lambda v: v.path)
 
+    async def probe(self, idempotency_key: str, arguments: Mapping[str, Any]) -> ProbeAnswer:
+        """Ask the status probe whether the call with this key took effect (once, no timeout).
+
+        Raises:
+            UsageError: the tool has no probe.
+            ToolError: the probe answered something that is not `Done`, `NotDone` or
+                `Unknown`.
+        """
+        probe = self.reconcile
+        if probe is None:
+            raise UsageError(f"tool {self.name!r} has no status probe (reconcile=)")
+        if inspect.iscoroutinefunction(probe):
+            answer = await probe(idempotency_key, dict(arguments))
+        else:
+            answer = await run_sync_in_thread(
+                lambda: probe(idempotency_key, dict(arguments)),
+                name=f"status probe of {self.name!r}",
+            )
+            if inspect.isawaitable(answer):
+                answer = await answer
+        if not isinstance(answer, Done | NotDone | Unknown):
+            raise ToolError(
+                f"the status probe of {self.name!r} answered {type(answer).__name__}, not "
+                "Done(result), NotDone() or Unknown(reason)",
+                retryable=False,
+            )
+        return answer
+
     async def invoke(self, arguments: Mapping[str, Any], context: ToolContext) -> Any:
         """Run the function once with validated arguments (no timeout or retry here).
 
@@ -347,6 +436,9 @@ def tool(
     idempotent: bool | None = None,
     scopes: Iterable[str] = (),
     trusted: bool = False,
+    reconcile: Probe | None = None,
+    reconcile_timeout: float = 10.0,
+    reconcile_retry: RetryPolicy | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
