@@ -516,7 +516,7 @@ class RunFinished(_EventBase):
     """The final answer (or the partial answer when stopped)."""
     reason: str = ""
     steps: int = 0
-    """Tool calls proposed."""
+    """Tool calls executed (at least one attempt started), as `RunResult.steps`."""
     model_calls: int = 0
     tokens: int = 0
     cost_usd: float = 0.0

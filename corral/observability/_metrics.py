@@ -66,6 +66,7 @@ __all__ = [
     "UNKNOWN_TOOL",
     "Metrics",
     "ObservedRuntime",
+    "budget_ratio",
 ]
 
 log = get_logger("corral.observability")
@@ -513,7 +514,7 @@ class Metrics:
         for usage in usages:
             self.tenant_tokens.labels(usage.tenant).set(usage.tokens)
             self.tenant_cost.labels(usage.tenant).set(usage.cost_usd)
-            ratio = _budget_ratio(usage)
+            ratio = budget_ratio(usage)
             if ratio is not None:
                 self.tenant_ratio.labels(usage.tenant).set(ratio)
 
@@ -534,7 +535,7 @@ class Metrics:
         return len(self._runs)
 
 
-def _budget_ratio(usage: TenantUsage) -> float | None:
+def budget_ratio(usage: TenantUsage) -> float | None:
     """The share of a tenant's daily budget used, or None when it has no daily limit."""
     limits = usage.limits
     if limits is None:

@@ -50,7 +50,6 @@ from .._views import (
 )
 from ..events import Event, EventAdapter
 from ._auth import Principal
-from ._dashboard import install_dashboard
 from ._service import ApiError, Service, parse_time
 
 __all__ = ["create_app"]
@@ -541,6 +540,8 @@ def create_app(
         body = await request.body()
         run_id, webhook_id, duplicate = await service.webhook(key, request.headers, body)
         return WebhookResult(key=key, run_id=run_id, webhook_id=webhook_id, duplicate=duplicate)
+
+    from ._dashboard import install_dashboard  # it imports this module's route helpers
 
     install_dashboard(api, service)
     return BodyLimit(api, settings.max_body_bytes)  # type: ignore[return-value]
