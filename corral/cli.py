@@ -223,6 +223,15 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=_port, help="listen on this port, 0 for any (default: server.port, 8000)"
     )
 
+    mcp = sub.add_parser("mcp", help="Model Context Protocol servers")
+    mcp_sub = mcp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mcp_tools = command(mcp_sub, "tools", "an MCP server's tools, the level each gets, and why")
+    mcp_tools.add_argument(
+        "spec",
+        metavar="SERVER",
+        help='a command line ("python -m mcp_server_time") or an http(s) URL',
+    )
+
     trace = command(sub, "trace", "a run's reasoning, as a tree")
     trace.add_argument("run_id")
 
@@ -1067,6 +1076,14 @@ async def _cmd_approvals(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_mcp(args: argparse.Namespace) -> int:
+    """``corral mcp tools SERVER``: start or reach the server, list its tools and levels."""
+    _local_only(args, "mcp tools")
+    from .tools.mcp import list_tools_command  # the optional extra: ConfigError without it
+
+    return await list_tools_command(args.spec, output=args.output)
+
+
 async def _cmd_trace(args: argparse.Namespace) -> int:
     _, events, raw = await _run_and_events(args, args.run_id)
     if _json_out(args):
@@ -1494,6 +1511,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "store": _cmd_store,
         "serve": _cmd_serve,
         "trace": _cmd_trace,
+        "mcp": _cmd_mcp,
         "token": _cmd_token,
     }
     code: int = await handlers[command](args)

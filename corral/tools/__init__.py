@@ -1,6 +1,8 @@
 """Tools: functions the model may call, with strict schemas, side-effect levels and policies.
 
 `RetryPolicy` lives with the retry engine (`corral._retry`) and is re-exported here.
+`corral.tools.mcp` (tools from Model Context Protocol servers) needs the ``mcp`` extra and
+is not imported here.
 """
 
 from .._retry import RetryPolicy as RetryPolicy
