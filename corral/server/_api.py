@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -208,6 +209,54 @@ Submitter = Annotated[Principal, Depends(_role("submit"))]
 Approver = Annotated[Principal, Depends(_role("approve"))]
 
 
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """The filters and page of a run listing, from the query string."""
+
+    status: Literal["running", "waiting", "finished"] | None
+    outcome: str | None
+    agent: str | None
+    tenant: str | None
+    created_after: str | None
+    created_before: str | None
+    limit: int
+    cursor: str | None
+
+    def filters(self) -> dict[str, Any]:
+        """`Service.list_runs` arguments (times parsed: a 422 names a bad one)."""
+        return {
+            "status": self.status,
+            "outcome": self.outcome,
+            "agent": self.agent,
+            "tenant": self.tenant,
+            "created_after": parse_time(self.created_after, "created_after"),
+            "created_before": parse_time(self.created_before, "created_before"),
+            "limit": self.limit,
+            "cursor": self.cursor,
+        }
+
+
+def _run_query(
+    status: Literal["running", "waiting", "finished"] | None = None,
+    outcome: Annotated[str | None, Query(max_length=50)] = None,
+    agent: Annotated[str | None, Query(max_length=200)] = None,
+    tenant: Annotated[str | None, Query(max_length=200)] = None,
+    created_after: Annotated[
+        str | None, Query(max_length=64, description="ISO 8601 or Unix seconds")
+    ] = None,
+    created_before: Annotated[
+        str | None, Query(max_length=64, description="ISO 8601 or Unix seconds")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1_000, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+) -> RunQuery:
+    return RunQuery(status, outcome, agent, tenant, created_after, created_before, limit, cursor)
+
+
+RunFilters = Annotated[RunQuery, Depends(_run_query)]
+"""The query parameters of a run listing (``/v1/runs`` and the dashboard's table)."""
+
+
 def create_app(
     service: Service,
     *,
@@ -359,32 +408,9 @@ def create_app(
         tags=["runs"],
         responses=_problem_responses(400, 422, *_AUTHED),
     )
-    async def list_runs(
-        principal: Reader,
-        status: Literal["running", "waiting", "finished"] | None = None,
-        outcome: Annotated[str | None, Query(max_length=50)] = None,
-        agent: Annotated[str | None, Query(max_length=200)] = None,
-        tenant: Annotated[str | None, Query(max_length=200)] = None,
-        created_after: Annotated[
-            str | None, Query(max_length=64, description="ISO 8601 or Unix seconds")
-        ] = None,
-        created_before: Annotated[
-            str | None, Query(max_length=64, description="ISO 8601 or Unix seconds")
-        ] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Query(max_length=1_000, pattern=r"^[A-Za-z0-9_-]+$")] = None,
-    ) -> RunList:
+    async def list_runs(principal: Reader, query: RunFilters) -> RunList:
         """Runs, newest first, filtered; follow ``next_cursor`` for the next page."""
-        return await service.list_runs(
-            status=status,
-            outcome=outcome,
-            agent=agent,
-            tenant=tenant,
-            created_after=parse_time(created_after, "created_after"),
-            created_before=parse_time(created_before, "created_before"),
-            limit=limit,
-            cursor=cursor,
-        )
+        return await service.list_runs(**query.filters())
 
     @api.get(
         "/v1/runs/{run_id}",

@@ -44,10 +44,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import anyio
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -65,7 +65,7 @@ from ..events import (
 from ..observability._metrics import budget_ratio
 from ..store import RunInfo
 from . import _api
-from ._service import ApiError, Service, parse_time
+from ._service import ApiError, Service
 
 __all__ = [
     "ApprovalQueue",
@@ -645,32 +645,9 @@ def install_dashboard(api: FastAPI, service: Service) -> None:
         tags=["dashboard"],
         responses=_api._problem_responses(400, 422, *_api._AUTHED),
     )
-    async def run_table(
-        principal: _api.Reader,
-        status: Literal["running", "waiting", "finished"] | None = None,
-        outcome: Annotated[str | None, Query(max_length=50)] = None,
-        agent: Annotated[str | None, Query(max_length=200)] = None,
-        tenant: Annotated[str | None, Query(max_length=200)] = None,
-        created_after: Annotated[
-            str | None, Query(max_length=64, description="ISO 8601 or Unix seconds")
-        ] = None,
-        created_before: Annotated[
-            str | None, Query(max_length=64, description="ISO 8601 or Unix seconds")
-        ] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Query(max_length=1_000, pattern=r"^[A-Za-z0-9_-]+$")] = None,
-    ) -> RunTable:
+    async def run_table(principal: _api.Reader, query: _api.RunFilters) -> RunTable:
         """Runs as ``GET /v1/runs`` lists them, each with its route, steps, tokens and cost."""
-        page = await service.list_runs(
-            status=status,
-            outcome=outcome,
-            agent=agent,
-            tenant=tenant,
-            created_after=parse_time(created_after, "created_after"),
-            created_before=parse_time(created_before, "created_before"),
-            limit=limit,
-            cursor=cursor,
-        )
+        page = await service.list_runs(**query.filters())
         rows = []
         for summary in page.runs:
             info = await service.runtime.journal.run(summary.run_id)

@@ -1001,22 +1001,8 @@ class RunActor(OneShotActor):
                 f"The call had taken effect before the process stopped (confirmed by "
                 f"{confirmed}); its result was not recorded."
             )
-        content, truncated, blob, result_chars = await self._filter(state, call, step, result)
         await self._record(
-            state,
-            ToolCallFinished(
-                run_id=self.run_id,
-                ts=self.s.clock.now(),
-                step=step,
-                call_id=call.id,
-                tool=tool.name,
-                attempt=attempt,
-                content=content,
-                duration_s=0.0,
-                truncated=truncated,
-                result_chars=result_chars,
-                result_blob=blob,
-            ),
+            state, await self._finished(state, call, tool, step, attempt, result, duration_s=0.0)
         )
         key = state.proposed.get(call.id, call.id)
         digest, acted = state.results.get(call.id, ("", True))
@@ -1181,26 +1167,16 @@ class RunActor(OneShotActor):
                 if isinstance(value, WaitFor):
                     await self._start_wait(state, call, tool, step, value)
                     return True
-                content, truncated, blob, result_chars = await self._filter(
-                    state, call, step, value
-                )
-                await self._record(
+                finished = await self._finished(
                     state,
-                    ToolCallFinished(
-                        run_id=self.run_id,
-                        ts=self.s.clock.now(),
-                        step=step,
-                        call_id=call.id,
-                        tool=tool.name,
-                        attempt=attempt,
-                        content=content,
-                        duration_s=time.perf_counter() - started,
-                        truncated=truncated,
-                        result_chars=result_chars,
-                        result_blob=blob,
-                    ),
-                    wait=tool.side_effect != "read",
+                    call,
+                    tool,
+                    step,
+                    attempt,
+                    value,
+                    duration_s=time.perf_counter() - started,
                 )
+                await self._record(state, finished, wait=tool.side_effect != "read")
                 return True
             if isinstance(error, Exception):  # the breakers count a tool's failures
                 await self._tell(ToolOutcome(tool.name, ok=False))
@@ -1218,6 +1194,33 @@ class RunActor(OneShotActor):
                 fallback_for, tool = original.name, original.fallback
                 continue
             return False
+
+    async def _finished(
+        self,
+        state: RunState,
+        call: ToolCall,
+        tool: Tool,
+        step: int,
+        attempt: int,
+        value: Any,
+        *,
+        duration_s: float,
+    ) -> ToolCallFinished:
+        """The ``tool_call_finished`` of a result: what the model sees of it (`_filter`)."""
+        content, truncated, blob, result_chars = await self._filter(state, call, step, value)
+        return ToolCallFinished(
+            run_id=self.run_id,
+            ts=self.s.clock.now(),
+            step=step,
+            call_id=call.id,
+            tool=tool.name,
+            attempt=attempt,
+            content=content,
+            duration_s=duration_s,
+            truncated=truncated,
+            result_chars=result_chars,
+            result_blob=blob,
+        )
 
     async def _filter(
         self, state: RunState, call: ToolCall, step: int, value: Any
