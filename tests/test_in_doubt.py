@@ -286,3 +286,47 @@ async def test_a_person_settles_a_call_in_doubt_through_the_api(tmp_path) -> Non
         view = await live.runtime.wait(run_id, timeout=10)
         assert view.outcome == "completed" and "ch_7" in (view.output or "")
     assert ledger == [key]
+
+
+async def test_a_fallback_in_doubt_is_settled_by_the_fallbacks_probe(tmp_path) -> None:
+    from corral.errors import ToolError
+
+    ledger: list[str] = []
+    asked: list[str] = []
+
+    def make(hang: bool) -> Tool:
+        def queued(key: str, arguments: dict[str, Any]) -> Done:
+            asked.append(key)
+            return Done("queued for later")
+
+        @tool(side_effect="write", timeout=30, reconcile=queued)
+        async def queue_charge(amount: float, ctx: ToolContext) -> str:
+            """Queue the charge for when the provider is back."""
+            ledger.append("queue " + ctx.idempotency_key)
+            if hang:
+                await anyio.sleep_forever()
+            return "queued"
+
+        @tool(side_effect="external", timeout=5, fallback=queue_charge)
+        async def charge(amount: float) -> str:
+            """Charge the card (the provider is down)."""
+            ledger.append("charge")
+            raise ToolError("provider down", retryable=False)
+
+        return charge
+
+    db = tmp_path / "c.db"
+    async with SqliteJournal(db) as journal:
+        async with Runtime(
+            agents=[agent(make(True))], journal=journal, guards=Guards(gated=())
+        ) as rt:
+            handle = await rt.submit("Charge 5 USD")
+            with anyio.fail_after(5):
+                while not any(entry.startswith("queue") for entry in ledger):
+                    await anyio.sleep(0.01)
+    result, events = await resumed(db, make(False))
+    assert result.outcome == "completed" and "queued for later" in (result.output or "")
+    (settled,) = kinds(events, "call_reconciled")
+    assert (settled.tool, settled.answer) == ("queue_charge", "done")
+    assert len(asked) == 1 and ledger.count("charge") == 1  # nothing ran again
+    assert handle.run_id == result.run_id

@@ -845,6 +845,8 @@ class RunActor(OneShotActor):
         settled = state.reconciled.get(call.id)
         if settled is not None and settled.seq < started.seq:
             settled = None  # about an earlier attempt
+        if started.fallback_for is not None and tool.fallback is not None:
+            tool = tool.fallback  # the attempt in doubt was its fallback's: ask about that
         if tool.idempotent:
             if settled is None:
                 await self._record(
