@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .events import Event, GateOpened, RunStarted
+from .runtime._results import result_of
 from .store import GateRecord, RunInfo
 from .subagents import RunState
 
@@ -223,30 +224,29 @@ class RunView(RunSummary):
     def of_events(
         cls, info: RunInfo, events: Sequence[Event], gates: Sequence[GateRecord]
     ) -> RunView:
-        """From the index, the run's events (folded here) and its gates."""
-        state = RunState.fold(info.run_id, events)
-        finished = state.finished
+        """From the index, the run's events (folded here, as `Runtime.wait` does) and gates."""
+        result = result_of(RunState.fold(info.run_id, events), events)
         started = next((e for e in events if isinstance(e, RunStarted)), None)
-        usage = state.usage
+        usage = result.usage
         return cls(
             **RunSummary.of(info).model_dump(),
-            reason=finished.reason if finished else "",
-            output=finished.output if finished else state.last_text or None,
+            reason=result.reason,
+            output=result.output,
             route=Route(
                 rule=started.rule if started else "",
                 reason=started.route_reason if started else "",
             ),
-            steps=len(state.attempts),
-            model_calls=state.model_calls,
-            tokens=state.tokens,
+            steps=result.steps,
+            model_calls=result.model_calls,
+            tokens=result.tokens,
             usage=Usage(
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
             ),
-            cost_usd=state.cost_usd,
-            duration_s=finished.duration_s if finished else 0.0,
+            cost_usd=result.cost_usd,
+            duration_s=result.duration_s,
             submitted_by=started.submission.get("by") if started else None,
             gates=[GateView.of(g, info.agent) for g in gates],
         )

@@ -85,6 +85,7 @@ from ._views import GateView, RunSummary, RunView, iso
 from .errors import ConfigError, CorralError, UsageError
 from .events import Event, EventAdapter, WaitStarted
 from .runtime import App, RunResult, Runtime, load_app
+from .runtime._app import DEFAULT_APP
 from .store import GateRecord, Journal, RunInfo, journal_from_url
 from .subagents import RunState
 
@@ -92,7 +93,6 @@ __all__ = ["main"]
 
 log = get_logger("corral.cli")
 
-DEFAULT_APP = "corral.demo:app"
 FOLLOW_S = 300.0
 """How long `corral resume` follows the runs it continues, by default (s)."""
 EXIT_PIPE = 141

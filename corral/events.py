@@ -47,6 +47,7 @@ __all__ = [
     "ModelCalled",
     "ModelFailed",
     "Outcome",
+    "ReconcileAnswer",
     "ResponseRecord",
     "RunFinished",
     "RunStarted",
@@ -431,6 +432,10 @@ class GateDecided(_OmitsEmpty):
     """What the call returned, as the person found it (with `happened`), if known."""
 
 
+ReconcileAnswer = Literal["done", "not_done", "unknown", "failed", "retried"]
+"""How a call in doubt was settled (see `CallReconciled`)."""
+
+
 class CallReconciled(_EventBase):
     """A side-effecting call in doubt after a restart was settled without a person.
 
@@ -454,7 +459,7 @@ class CallReconciled(_EventBase):
     attempt: int
     """The attempt that was in doubt."""
     idempotency_key: str
-    answer: Literal["done", "not_done", "unknown", "failed", "retried"]
+    answer: ReconcileAnswer
     detail: str = ""
     """The probe's reason (for ``unknown``) or its error (for ``failed``), redacted."""
     probe_attempts: int = 0

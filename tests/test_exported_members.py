@@ -231,6 +231,7 @@ PINNED: dict[str, list[str]] = {
         "ModelCalled",
         "ModelFailed",
         "Outcome",
+        "ReconcileAnswer",
         "ResponseRecord",
         "RunFinished",
         "RunStarted",

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from ..subagents import SubAgent
     from ..workflows import Workflow
 
-__all__ = ["App", "load_app"]
+__all__ = ["DEFAULT_APP", "App", "load_app"]
+
+DEFAULT_APP = "corral.demo:app"
+"""The application ``--app`` loads when none is named: the demo's agents and rules."""
 
 
 @dataclass

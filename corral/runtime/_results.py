@@ -139,6 +139,35 @@ class RunHandle:
         return await self._runtime.cancel(self.run_id, reason=reason)
 
 
+def result_of(
+    state: RunState, events: Sequence[Event], gates: Sequence[GateRecord] = ()
+) -> RunResult:
+    """Where a run stands, from its folded state: what `Runtime.wait` and the API report.
+
+    Args:
+        state: the run's state, folded from `events`.
+        events: its events.
+        gates: its open gates, while it waits.
+    """
+    finished = state.finished
+    return RunResult(
+        run_id=state.run_id,
+        agent=state.agent,
+        status="finished" if finished is not None else "waiting" if state.paused else "running",
+        outcome=finished.outcome if finished else None,
+        output=finished.output if finished else state.last_text or None,
+        reason=finished.reason if finished else "",
+        steps=len(state.attempts),
+        model_calls=state.model_calls,
+        tokens=state.tokens,
+        cost_usd=state.cost_usd,
+        duration_s=finished.duration_s if finished else 0.0,
+        events=events,
+        gates=tuple(gates),
+        usage=state.usage,
+    )
+
+
 class RunResults(RunDriving):
     """Waiting for runs, reading their results, and what the supervisor knows of them."""
 
@@ -203,26 +232,10 @@ class RunResults(RunDriving):
         return True
 
     async def _result(self, run_id: str, events: Sequence[Event], state: RunState) -> RunResult:
-        finished = state.finished
         gates: tuple[GateRecord, ...] = ()
-        if finished is None:
+        if state.finished is None:
             gates = tuple(await self.journal.gates(status="open", run_id=run_id))
-        return RunResult(
-            run_id=run_id,
-            agent=state.agent,
-            status="finished" if finished is not None else "waiting" if state.paused else "running",
-            outcome=finished.outcome if finished else None,
-            output=finished.output if finished else state.last_text or None,
-            reason=finished.reason if finished else "",
-            steps=len(state.attempts),
-            model_calls=state.model_calls,
-            tokens=state.tokens,
-            cost_usd=state.cost_usd,
-            duration_s=finished.duration_s if finished else 0.0,
-            events=events,
-            gates=gates,
-            usage=state.usage,
-        )
+        return result_of(state, events, gates)
 
     async def result(self, run_id: str) -> RunResult:
         """Return where a run stands now, without waiting: `wait` for one that has not ended.

@@ -34,6 +34,7 @@ from .._log import get_logger
 from .._settings import ServerSettings, Settings, TokenSpec
 from ..errors import ConfigError
 from ..runtime import Runtime, load_app
+from ..runtime._app import DEFAULT_APP
 from ..store import journal_from_url, store_url
 from ..store._open import redact_url
 from ._api import create_app
@@ -44,7 +45,6 @@ __all__ = ["DEFAULT_APP", "Server", "serve"]
 
 log = get_logger("corral.server")
 
-DEFAULT_APP = "corral.demo:app"
 
 TOKEN_FILE = ".corral-token"
 """Where `serve` writes the admin token it generates when no token is configured."""

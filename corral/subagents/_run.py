@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import Token
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -47,6 +47,7 @@ from ..events import (
     ModelCalled,
     ModelFailed,
     Outcome,
+    ReconcileAnswer,
     ResponseRecord,
     ToolCallFailed,
     ToolCallFinished,
@@ -897,7 +898,7 @@ class RunActor(OneShotActor):
         call: ToolCall,
         step: int,
         started: ToolCallStarted,
-        answer: Literal["done", "not_done", "unknown", "failed", "retried"],
+        answer: ReconcileAnswer,
         detail: str = "",
         *,
         probe_attempts: int = 0,
