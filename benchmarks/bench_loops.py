@@ -10,14 +10,16 @@ empty, and a poll that sees one status three times). The looping traces are what
 model does: the same call again, the same call in other case or spacing, two calls in
 alternation, pages the API ignores, new searches that all find nothing, a poll that never
 changes, a failed call retried, one message sent again and again, and a two-tool cycle
-that only the step cap stops.
+whose answers are all stale (caught since stale results count across tools; before, only
+the step cap stopped it).
 
 Each trace is replayed through `corral.supervisor._loops.LoopState`, the rule the
 supervisor applies (the call keys and result digests are the runtime's own:
 `corral.subagents.call_key`, `result_digest`), under:
 
 * ``old``: the same tool more than 3 times in a row (the former default);
-* ``new``: today's defaults (identical calls, stale streaks);
+* ``new``: today's defaults (identical calls, stale streaks across tools, chains of
+  failures);
 * a small grid of the new rule's two settings.
 
 Prints, for each: the share of benign traces stopped (false stops, with their names),
@@ -246,7 +248,7 @@ def stopped_at(trace: Trace, limits: Limits) -> int | None:
         if state.propose(c.tool, key, limits) is not None:
             return index
         if c.result is None:
-            state.failed.add(key)
+            state.fail(key)
         else:
             state.result(c.tool, key, result_digest(c.result), acted=c.acted)
     return None
@@ -324,7 +326,7 @@ def cost_us(limits: Limits, runs: int = 200) -> float:
                 if state.propose(tool, key, limits) is not None:
                     break
                 if digest is None:
-                    state.failed.add(key)
+                    state.fail(key)
                 else:
                     state.result(tool, key, digest, acted=acted)
         samples.append((time.perf_counter() - start) / calls * 1e6)

@@ -14,14 +14,16 @@ test ``tests/test_layering.py`` holds every import to it):
   `corral._clock` and `corral._loop`;
 * pure rules, pure checks, the journal, the supervisor actor and the trail:
   `corral.router`, `corral.guardrails`, `corral.store`, `corral.supervisor`,
-  `corral.observability`;
+  `corral.observability`, `corral.memory` (context window, episodes, semantic retrieval);
 * `corral.subagents` (the agent loop, one actor per run) and `corral.workflows` (the
   workflow engine, which talks to its host through `corral.workflows.WorkflowHost`);
 * `corral.runtime` (`corral.Runtime` wires them together for embedding), with
   `corral._settings` and the demo application `corral.demo`;
 * this package; then `corral.server`, `corral.cli`, `corral._client` (the HTTP client
-  of ``corral --server``) and `corral._views` (the API's bodies, which both print) on
-  top: `import corral` never imports them.
+  of ``corral --server``), `corral._views` (the API's bodies, which both print),
+  `corral.loadtest` (chaos profiles, the harness and its report) and `corral.replay`
+  (recorded runs re-run against the current code) on top: `import corral` never imports
+  them.
 """
 
 from ._clock import Clock as Clock

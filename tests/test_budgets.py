@@ -66,7 +66,7 @@ async def test_cost_budget_is_reserved_before_the_call_and_never_overshot() -> N
 
 
 async def test_budget_notice_is_given_once_past_the_warning_level() -> None:
-    limits = Limits(max_tool_calls=10, max_consecutive_same_tool=None)
+    limits = Limits(max_tool_calls=10, max_stale_streak=None)  # ping, pong: same answers
     model = busy_model(name="free")
     async with runtime(agent([ping, pong], model, limits=limits)) as rt:
         result = await rt.run("work")
@@ -87,7 +87,7 @@ async def test_budget_notice_is_given_once_past_the_warning_level() -> None:
 async def test_tenant_daily_budget_is_shared_by_concurrent_runs_and_resets_next_day() -> None:
     clock = MockClock()
     limits = Limits(
-        output_tokens=200, min_output_tokens=20, max_tool_calls=1000, max_consecutive_same_tool=None
+        output_tokens=200, min_output_tokens=20, max_tool_calls=1000, max_stale_streak=None
     )
     worker = agent([ping, pong], busy_model(name="free"), limits=limits)
     async with runtime(
@@ -130,7 +130,7 @@ async def test_cascading_errors_trip_the_run_breaker() -> None:
         n = len(request.messages)
         return call("ping" if n % 4 == 1 else "pong", n=f"not-a-number-{n}")
 
-    limits = Limits(max_errors=3, max_consecutive_same_tool=None)
+    limits = Limits(max_errors=3, max_failure_chain=None)  # the count of errors alone
     async with runtime(agent([ping, pong], FunctionModel(bad), limits=limits)) as rt:
         result = await rt.run("go")
     assert result.outcome == "stopped_breaker"

@@ -20,14 +20,14 @@ LAYERS: list[set[str]] = [
     {"models", "tools"},
     {"events", "actors"},
     # 3: pure rules, pure checks, the journal, the supervisor actor, the trail
-    {"router", "guardrails", "store", "supervisor", "observability"},
+    {"router", "guardrails", "store", "supervisor", "observability", "memory"},
     # 4: the agent loop and the workflow engine
     {"subagents", "workflows"},
     # 5: the runtime, its settings, the demo application
     {"runtime", "_settings", "demo"},
     # 6: the package itself, then what sits on top
     {"__init__"},
-    {"cli", "server", "__main__", "_client", "_views"},
+    {"cli", "server", "__main__", "_client", "_views", "loadtest", "replay"},
 ]
 ACTORS_MAY_IMPORT = {"errors", "_log", "_clock", "_loop"}
 """`corral.actors` is a self-contained actor runtime: it imports only these."""

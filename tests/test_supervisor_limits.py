@@ -70,7 +70,8 @@ async def test_steps_count_the_calls_that_ran_not_the_refused_proposals() -> Non
         n = sum(isinstance(m, ToolResultMessage) for m in request.messages)
         return [call("alpha" if n % 2 == 0 else "beta", n=n)]
 
-    limits = Limits(max_tool_calls=20)
+    # Two tools in turn, each always answering the same: a loop, unless that rule is off.
+    limits = Limits(max_tool_calls=20, max_stale_streak=None)
     async with runtime(agent(counting_tools(ran), FunctionModel(alternate), limits=limits)) as rt:
         capped = await rt.run("never stop")
     assert capped.outcome == "stopped_steps" and len(ran) == 20

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -52,6 +53,13 @@ class Durability(BaseModel):
     Default: keep everything."""
     owner: str | None = None
     """This process's name in run leases. Default: a fresh id each start-up."""
+    mode: Literal["step", "batched"] = "step"
+    """When a read-only step's events are committed. ``"step"`` (default): each model
+    call's result is committed before the next step starts (concurrent runs share one
+    group commit), so a crash never asks the model again for an answer it already gave.
+    ``"batched"``: they go out with the next group commit, at the latest before the next
+    side effect, gate or end of run (whose own appends always wait): faster for one run
+    alone, and a crash may repeat the last model calls (never a side effect)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -253,6 +253,7 @@ class Runtime(Maintenance, WorkflowRuns):
             result_screen=self.guards.result_screen,
             alert=self._send_alert if self._alerter is not None else None,
             gate_ttl_s=self.durability.gate_ttl_s,
+            commit_each_step=self.durability.mode == "step",
             on_fatal=self._on_fatal,
             on_journal_failed=self._on_journal_failed,
         )

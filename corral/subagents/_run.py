@@ -159,6 +159,9 @@ class RunServices:
     None: the actor crashes instead (and restarts, as for any crash)."""
     checks: tuple[CallCheck, ...] = ()
     """Your own checks before every agent's calls, after each agent's own (see `CheckChain`)."""
+    commit_each_step: bool = True
+    """Commit each model call's result before the next step (`Durability.mode` ``"step"``);
+    False: with the next group commit, at the latest before the next side effect."""
 
 
 class _Stop(Exception):
@@ -535,10 +538,12 @@ class RunActor(OneShotActor):
             await self._record(
                 state,
                 called,
-                # Committed with the next batch, and at the latest before the next side
-                # effect, gate or end of run (whose own appends wait): a crash can only
-                # make the runtime ask the model again, never repeat a side effect.
-                wait=False,
+                # Each step durable: committed (with every other run's appends of this
+                # tick) before the next step. Batched: with the next group commit, at the
+                # latest before the next side effect, gate or end of run (whose own appends
+                # wait): a crash can then make the runtime ask the model again, never
+                # repeat a side effect.
+                wait=self.s.commit_each_step,
             )
         finally:
             # The supervisor's figures are the recorded event's (0 when the call failed).

@@ -32,9 +32,16 @@ class Limits(BaseModel):
     the run. A poll whose answer changes never stops. None turns the rule off. Default 2
     (asked three times with one answer, the fourth is refused)."""
     max_stale_streak: int | None = Field(3, gt=0)
-    """Loop rule: after this many results in a row of one tool that the run had already
-    seen (different arguments, nothing new), the next call of that tool stops the run.
-    None turns the rule off. Default 3."""
+    """Loop rule: after this many results in a row that the run had already seen
+    (different arguments, nothing new), of one tool or of several taking turns (two
+    lookups alternating until the step cap), the next call stops the run. A call of a
+    tool with side effects breaks the streak. None turns the rule off. Default 3."""
+    max_failure_chain: int | None = Field(3, gt=0)
+    """Cascade rule: this many tool calls in a row that were refused or failed for good,
+    whatever tools they named (bad values from one tool breaking the next, each round
+    with new values, so no call repeats), stop the run (``stopped_breaker``) before
+    another model call is paid for. A call that returns a result resets the count. None
+    turns the rule off. Default 3."""
     max_consecutive_same_tool: int | None = Field(None, gt=0)
     """The old loop rule: the same tool called more than this many times in a row stops
     the run, whatever it returns (it stops sweeps: four channels read one by one). Default

@@ -14,14 +14,22 @@ arguments and at what their results told the model:
   (`identity`), repeated that many times since it last returned a result it had not
   returned before, stops the run at the next repeat. A poll whose status changes never
   stops; ``get_status(job)`` answered "running" three times is refused a fourth;
-* **a streak that brings nothing new** (`Limits.max_stale_streak`, default 3): calls of
-  one tool in a row, with different arguments, whose results the run had all seen
-  already (``search("a")``, ``search("b")``, ... each answered "no results"; a page
-  parameter the API ignores), stop the run once that many results in a row were stale.
+* **a streak that brings nothing new** (`Limits.max_stale_streak`, default 3): calls in
+  a row, with different arguments, whose results the run had all seen already
+  (``search("a")``, ``search("b")``, ... each answered "no results"; a page parameter
+  the API ignores; ``search`` and ``get_user`` taking turns, each answering "not found"),
+  stop the run once that many results in a row were stale, whichever tools gave them.
   A call of a tool with side effects (``write``, ``external``, ``destructive``) is
   progress whatever it answers: sending five messages that each answer "sent" is work
   done, not a loop (the identical-call rule still stops the same message sent again
-  and again).
+  and again);
+* **a chain of failures** (`Limits.max_failure_chain`, default 3): calls in a row that
+  were refused or failed for good, whatever tools they named, stop the run
+  (``stopped_breaker``) before the next model call. This is the cascade: a tool answers
+  with wrong-shaped data, the model feeds it to the next tool, which fails, and each
+  round brings new bad values, so no call repeats and the run breaker's count of errors
+  (`Limits.max_errors`) would let it go on for ten more rounds. A call that returns a
+  result ends the chain.
 
 A result is known by its digest (`result_digest` of the text the model was shown), which
 the run tells the supervisor after each call (`CallFinished`) and folds from its journal
@@ -131,7 +139,11 @@ class LoopState:
     streak: int = 0
     """Proposals of `last_tool` in a row, the latest included."""
     stale: int = 0
-    """Results of the current streak, in a row, that the run had already seen."""
+    """Results in a row, of any read-only tools, that the run had already seen."""
+    stale_tools: list[str] = field(default_factory=list)
+    """The tools that gave those stale results, in order (for the reason)."""
+    failing: list[str] = field(default_factory=list)
+    """The tools of the calls in a row that were refused or failed for good."""
     since_new: dict[str, int] = field(default_factory=dict)
     """By `identity`: calls made since that call last returned something it had not
     (that call included: its repeats are one fewer)."""
@@ -171,7 +183,9 @@ class LoopState:
             if tool is not None:
                 state._step(tool)
             if digest is not None:
-                state.result(tool, key, digest, acted=acted)
+                state.result(tool or _tool_of(key), key, digest, acted=acted)
+            elif key in state.failed:
+                state.failing.append(_tool_of(key))
         if not calls and last_tools:  # an older run actor that sent only its streak
             state.last_tool, state.streak = last_tools[-1], len(last_tools)
         return state
@@ -186,7 +200,31 @@ class LoopState:
         if tool == self.last_tool:
             self.streak += 1
         else:
-            self.last_tool, self.streak, self.stale = tool, 1, 0
+            self.last_tool, self.streak = tool, 1
+
+    def cascade(self, limits: Limits) -> str | None:
+        """Say why the run must stop for a chain of failures, or None (`max_failure_chain`).
+
+        Checked before each model call and each proposed call, so a run failing in
+        cascade stops before it pays for another answer.
+        """
+        cap = limits.max_failure_chain
+        if cap is None or len(self.failing) < cap:
+            return None
+        tools = ", ".join(dict.fromkeys(self.failing[-cap:]))
+        return (
+            f"{len(self.failing)} tool calls in a row refused or failed ({tools}), "
+            f"limit {cap}: the run is failing in cascade"
+        )
+
+    def fail(self, key: str) -> None:
+        """Record that a call was refused or failed for good: repeating it is a loop.
+
+        Args:
+            key: the call's key (its tool is read from it).
+        """
+        self.failed.add(key)
+        self.failing.append(_tool_of(key))
 
     def propose(self, tool: str, key: str, limits: Limits) -> str | None:
         """Count a proposed call; say why it is a loop, or None to let it run.
@@ -202,6 +240,9 @@ class LoopState:
         """
         if key and key in self.failed:
             return f"loop detected: the model repeated a call that already failed: {key}"
+        cascade = self.cascade(limits)
+        if cascade is not None:
+            return cascade
         self._step(tool)
         if key:
             ident = self._identity(key)
@@ -214,10 +255,17 @@ class LoopState:
                     f"{made} calls with an unchanged answer (limit {cap} repeats): {_short(key)}"
                 )
         stale_cap = limits.max_stale_streak
-        if stale_cap is not None and self.streak > 1 and self.stale >= stale_cap:
+        if stale_cap is not None and self.stale >= stale_cap:
+            tools = set(self.stale_tools)
+            if tools == {tool} and self.streak > self.stale:
+                return (
+                    f"loop detected: {tool!r} called {self.streak} times in a row, its last "
+                    f"{self.stale} results all already seen in this run (limit {stale_cap})"
+                )
+            names = " and ".join(repr(t) for t in dict.fromkeys([*self.stale_tools, tool]))
             return (
-                f"loop detected: {tool!r} called {self.streak} times in a row, its last "
-                f"{self.stale} results all already seen in this run (limit {stale_cap})"
+                f"loop detected: {names} called in turn, the last {self.stale} results all "
+                f"already seen in this run (limit {stale_cap})"
             )
         cap = limits.max_consecutive_same_tool
         if cap is not None and self.streak > cap:
@@ -236,16 +284,26 @@ class LoopState:
         """
         ident = self._identity(key)
         pair = (ident, digest)
+        self.failing.clear()
         if pair not in self.returned:
             self.returned.add(pair)
             self.since_new[ident] = 1  # this call brought something new: count from it
         if acted:
-            if tool is not None and tool == self.last_tool:
-                self.stale = 0
+            self.stale = 0
+            self.stale_tools.clear()
             return
-        if tool is not None and tool == self.last_tool:
-            self.stale = self.stale + 1 if digest in self.seen else 0
+        if digest in self.seen:
+            self.stale += 1
+            self.stale_tools.append(tool or _tool_of(key))
+        else:
+            self.stale = 0
+            self.stale_tools.clear()
         self.seen.add(digest)
+
+
+def _tool_of(key: str) -> str:
+    """The tool named by a call key (``tool(<arguments>)``)."""
+    return key.partition("(")[0]
 
 
 def _short(key: str) -> str:

@@ -526,6 +526,9 @@ class Supervisor(Actor):
                 f"run breaker: {budget.errors} errors, rejections and fallbacks in this run "
                 f"(limit {limits.max_errors}); the run is failing in cascade",
             )
+        cascade = run.loops.cascade(limits)
+        if cascade is not None:
+            return Deny("stopped_breaker", f"run breaker: {cascade}")
         return None
 
     # -- model calls --------------------------------------------------------------------
@@ -730,7 +733,7 @@ class Supervisor(Actor):
     def _call_failed(self, m: CallFailed) -> None:
         run = self._runs.get(m.run_id)
         if run is not None:
-            run.loops.failed.add(m.call_key)
+            run.loops.fail(m.call_key)
 
     def _call_finished(self, m: CallFinished) -> None:
         run = self._runs.get(m.run_id)
