@@ -508,7 +508,10 @@ async def test_runs_in_flight_when_the_disk_fills_each_end_promptly_and_agree_wi
             assert outcome.ok  # it fitted: finished, in the file too, event for event
             assert await status(path, run_id) == "finished"
             assert [e.seq for e in await committed(path, run_id)] == [e.seq for e in outcome.events]
-        assert len(models[customer].requests) == 2  # no run asked its model again
+        # No run asked its model again: each step once (a run whose first answer could not
+        # be committed ends there, each step being durable before the next).
+        steps = [r.step for r in models[customer].requests]
+        assert steps in ([1], [1, 2]) if isinstance(outcome, JournalError) else steps == [1, 2]
 
 
 async def test_a_new_run_on_a_full_disk_is_refused_to_the_caller_and_leaves_nothing_behind(

@@ -40,9 +40,12 @@ too. SQLite rolls the transaction back, so what was committed before stays intac
 the store keeps working: the next append that finds room succeeds.
 
 Threads. Every database call is one job on an aiosqlite connection's own thread: a whole
-batch, or a whole conditional append, is one hop, not one per statement. Writes go to one
-writer connection and are shielded from cancellation (the caller learns the outcome);
-reads go to a second, read-only connection, so they do not queue behind commits.
+batch, or a whole conditional append, is one hop, not one per statement; except that a
+small batch under ``synchronous=NORMAL`` is committed on the event loop itself, when the
+writer's thread is idle and no other connection holds the write lock (its commit costs
+less than the hop; see ``_sqlite_batch.py``). Writes go to one writer connection and are
+shielded from cancellation (the caller learns the outcome); reads go to a second,
+read-only connection, so they do not queue behind commits.
 
 Files. This module holds `SqliteStore`: the contract's methods over the index tables.
 ``_sqlite_batch.py`` holds its base class (the connections, group commit, conditional

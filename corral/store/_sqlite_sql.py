@@ -144,6 +144,35 @@ def setup_writer(
         conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()
 
 
+def setup_inline(conn: sqlite3.Connection) -> None:
+    """Let the event loop commit small batches on the writer (see ``_sqlite_batch.py``).
+
+    Busy timeout 0 between jobs (a locked file sends the batch to the thread, never blocks
+    the loop); no automatic checkpoints (their fsync would run on the loop).
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+
+def waiting(conn: sqlite3.Connection, busy_ms: int, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run `fn(conn, *args)` with the busy timeout `busy_ms`, then set it back to 0."""
+    conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute("PRAGMA busy_timeout = 0")
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database as far as readers allow (``PASSIVE``: waits for none)."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def raw(db: aiosqlite.Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under `db` (the internal `call` relies on too)."""
+    return db._conn
+
+
 def setup_reader(conn: sqlite3.Connection, busy_ms: int) -> None:
     """Pragmas of the reading connection: it waits for locks as the writer does, and only reads."""
     conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
