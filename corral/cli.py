@@ -25,6 +25,8 @@ Commands::
     store vacuum [--dry-run]      prune old finished runs and compact
     serve                         the HTTP API and a runtime driving runs (`corral.server`)
     trace RUN_ID                  a run's reasoning, as a tree
+    export RUN_ID [FILE]          the same as ``runs export``
+    replay RUN_ID|FILE | --since 7d   re-run recorded runs against the current code
 
 Deciding is a journal write (or an API call) that returns at once: ``approve``,
 ``reject``, ``deliver`` and ``runs cancel`` drive nothing. They use a `Runtime` that is
@@ -235,6 +237,23 @@ def _parser() -> argparse.ArgumentParser:
     trace = command(sub, "trace", "a run's reasoning, as a tree")
     trace.add_argument("run_id")
 
+    export = command(sub, "export", "a run and all its events, as one JSON document")
+    export.add_argument("run_id")
+    export.add_argument("file", nargs="?", type=Path, help="write it here (default: stdout)")
+
+    replay = command(sub, "replay", "re-run recorded runs against the current code, in memory")
+    with_app(replay, "the application the runs meet now, module:factory")
+    replay.add_argument("source", nargs="?", metavar="RUN_ID|FILE", help="a run, or its export")
+    replay.add_argument("--since", help="replay the runs created since: 7d, 12h, or ISO 8601")
+    replay.add_argument("--until", help="with --since: only runs created before this")
+    replay.add_argument("--agent", help="with --since: only this agent's runs")
+    replay.add_argument("--outcome", help="with --since: only runs that ended this way")
+    replay.add_argument("--limit", type=_positive_int, help="with --since: at most N runs")
+
+    from .memory._command import add_memory_commands  # argparse only: cheap to import
+
+    add_memory_commands(sub, command)
+
     token = sub.add_parser("token", help="API tokens for corral serve")
     token_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
     token_new = command(token_sub, "new", "make a token: the token once, and its settings entry")
@@ -247,6 +266,9 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="what it may do (repeatable)",
     )
+    from .loadtest._command import add_parser as add_loadtest  # its own options and body
+
+    add_loadtest(sub)
     return parser
 
 
@@ -1476,7 +1498,26 @@ async def _cmd_serve(args: argparse.Namespace) -> int:
     return code
 
 
+async def _cmd_memory(args: argparse.Namespace) -> int:
+    _local_only(args, "memory")
+    from .memory._command import run_memory_command
+
+    return await run_memory_command(args, _db_url(args))
+
+
 # -- dispatch --------------------------------------------------------------------------------------
+
+
+async def _cmd_replay(args: argparse.Namespace) -> int:
+    from .replay._command import cmd_replay  # on top of everything: imported when used
+
+    return await cmd_replay(args)
+
+
+async def _cmd_loadtest(args: argparse.Namespace) -> int:
+    from .loadtest._command import run  # imported here: only this command needs it
+
+    return await run(args)
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
@@ -1511,8 +1552,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "store": _cmd_store,
         "serve": _cmd_serve,
         "trace": _cmd_trace,
+        "export": _cmd_runs_export,
+        "replay": _cmd_replay,
         "mcp": _cmd_mcp,
         "token": _cmd_token,
+        "loadtest": _cmd_loadtest,
+        "memory": _cmd_memory,
     }
     code: int = await handlers[command](args)
     return code

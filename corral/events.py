@@ -39,6 +39,8 @@ __all__ = [
     "BudgetReserved",
     "BudgetSettled",
     "CallReconciled",
+    "ContextSummarised",
+    "EpisodesRecalled",
     "Event",
     "EventAdapter",
     "GateDecided",
@@ -466,6 +468,58 @@ class CallReconciled(_EventBase):
     duration_s: float = 0.0
 
 
+class ContextSummarised(_EventBase):
+    """Older turns of the conversation were replaced by a summary to fit the context window.
+
+    The summary is rolling: it covers every turn before `through_turn` (turns are the
+    model's answers, counted from 0, each with the results of its calls) and replaces any
+    earlier summary. A resumed run reads it back and never recomputes it, so it sends the
+    model exactly the context the run would have sent (see `corral.memory.ContextWindow`).
+    A model-backed summariser's tokens and cost count against the run's budget like any
+    model call's.
+    """
+
+    kind: Literal["context_summarised"] = "context_summarised"
+    step: int
+    """The model step whose context needed the summary."""
+    first_turn: int
+    """The first turn this summary takes in (the previous summary covered those before)."""
+    through_turn: int
+    """The summary covers turns ``0 .. through_turn - 1``."""
+    summary: str
+    """The summary's text, as the model is shown it."""
+    summariser: str
+    """Which summariser wrote it (``extractive``, ``model:<name>``...)."""
+    tokens_before: int
+    """Estimated tokens of the context before summarising."""
+    tokens_after: int
+    """Estimated tokens of the context with the summary."""
+    model: str = ""
+    """The model a model-backed summariser called, if any."""
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+    """Tokens the summariser's model calls consumed (none for an extractive one)."""
+    cost_usd: float = 0.0
+    reserved_tokens: int = 0
+    """Tokens the supervisor set aside for the summariser's model calls."""
+    duration_s: float = 0.0
+
+
+class EpisodesRecalled(_EventBase):
+    """Past runs of the same agent were offered to the model as examples (episodic memory).
+
+    `text` is the block the model is shown before the task, labelled as past examples
+    and untrusted; a resumed run reads it back, never searches again.
+    """
+
+    kind: Literal["episodes_recalled"] = "episodes_recalled"
+    episodes: list[dict[str, Any]] = Field(default_factory=list)
+    """Each episode offered: ``run_id`` and ``score`` (lexical relevance, 0 to 1)."""
+    text: str
+    """The block given to the model."""
+    tokens: int = 0
+    """Its estimated tokens."""
+
+
 class WaitStarted(_EventBase):
     """A tool call waits for an external event (a webhook) by correlation key."""
 
@@ -566,6 +620,8 @@ Event = Annotated[
     | GateOpened
     | GateDecided
     | CallReconciled
+    | ContextSummarised
+    | EpisodesRecalled
     | WaitStarted
     | WaitResolved
     | StepStarted

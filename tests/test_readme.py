@@ -22,8 +22,9 @@ Each fenced block of README.md is one of these, and a block that is none of them
   directory for the whole block; the lines after it, up to the next ``$``, are its
   expected stdout. The command must exit 0 with an empty stderr.
 * ```` ```toml ```` with ``[[rule]]``: routing rules; they must load with
-  `Router.from_toml` and be rules of ``examples/routes.toml``, as the text says. Any
-  other ```` ```toml ```` block is a settings file: it must load with
+  `Router.from_toml` and be rules of ``examples/routes.toml``, as the text says. One with
+  ``[faults]`` is a load-test profile: it must load with `corral.loadtest.load_profile`.
+  Any other ```` ```toml ```` block is a settings file: it must load with
   `corral.load_settings` (every value validated).
 
 Claimed output. In a Python block a comment ``# -> TEXT``, at the end of a line or on a
@@ -141,7 +142,10 @@ PYTHON = [b for b in RUN if b.lang == "python"]
 SHELL_BLOCKS = [b for b in RUN if b.lang in SHELL]
 CONSOLE = [b for b in RUN if b.lang == "console"]
 TOML = [b for b in RUN if b.lang == "toml" and "[[rule]]" in b.code]
-SETTINGS_TOML = [b for b in RUN if b.lang == "toml" and "[[rule]]" not in b.code]
+PROFILE_TOML = [b for b in RUN if b.lang == "toml" and "[faults]" in b.code]
+SETTINGS_TOML = [
+    b for b in RUN if b.lang == "toml" and "[[rule]]" not in b.code and b not in PROFILE_TOML
+]
 
 
 # -- matching output -------------------------------------------------------------------------
@@ -395,6 +399,16 @@ def test_toml_settings_load(block: Block, tmp_path: Path) -> None:
     path.write_text(block.code, encoding="utf-8")
     settings = load_settings(env={}, config_file=path)
     assert settings.model_dump() != load_settings(env={}).model_dump(), "it changes nothing"
+
+
+@pytest.mark.parametrize("block", PROFILE_TOML, ids=[b.id for b in PROFILE_TOML])
+def test_toml_loadtest_profiles_load(block: Block, tmp_path: Path) -> None:
+    from corral.loadtest import load_profile
+
+    path = tmp_path / "profile.toml"
+    path.write_text(block.code, encoding="utf-8")
+    profile = load_profile(str(path))
+    assert profile.name and profile.model_dump() != load_profile("production").model_dump()
 
 
 # -- the conventions themselves --------------------------------------------------------------

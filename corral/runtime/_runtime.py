@@ -30,6 +30,7 @@ from ..actors import ActorSystem, RestartPolicy
 from ..errors import ConfigError, JournalError, RoutingError, UsageError
 from ..events import Event, GuardrailVerdict, RunFinished, RunStarted
 from ..guardrails import CheckChain, ProposedCall, Verdict
+from ..memory._episodes import EpisodeStore, episodes_for
 from ..models import Usage
 from ..models._pricing import require_price
 from ..router import Route, Router
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
     from .._settings import Settings
 
 __all__ = ["Runtime"]
+
+_PRUNE_EPISODES_EVERY_S = 3600.0
+"""How often the maintenance tick deletes episodes past their agent's retention."""
 
 
 class Runtime(Maintenance, WorkflowRuns):
@@ -148,6 +152,10 @@ class Runtime(Maintenance, WorkflowRuns):
         self._saved_breakers = {}
         self._pruned_at = float("-inf")
         self._owned_journal = None
+        self._episodes: EpisodeStore | None = None
+        """Episodic memory, for the agents that use it (opened on entry)."""
+        self._owned_episodes = False
+        self._episodes_pruned_at = float("-inf")
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, /, **options: Any) -> Runtime:
@@ -236,6 +244,8 @@ class Runtime(Maintenance, WorkflowRuns):
         if self.alerts.enabled:
             alerts = self.alerts
             self._alerter = await system.spawn(lambda: Alerter(alerts), name="alerter")
+        if self._episodes is None and any(a.episodes is not None for a in self.agents.values()):
+            self._episodes, self._owned_episodes = episodes_for(self.journal)
         self._services = RunServices(
             supervisor=self._supervisor,
             journal=self.journal,
@@ -254,6 +264,7 @@ class Runtime(Maintenance, WorkflowRuns):
             alert=self._send_alert if self._alerter is not None else None,
             gate_ttl_s=self.durability.gate_ttl_s,
             commit_each_step=self.durability.mode == "step",
+            episodes=self._episodes,
             on_fatal=self._on_fatal,
             on_journal_failed=self._on_journal_failed,
         )
@@ -299,6 +310,9 @@ class Runtime(Maintenance, WorkflowRuns):
                         break  # the journal cannot be written: do not wait on it per run
             self._active.clear()
             self._wake_all_waiters()
+            episodes, self._episodes = self._episodes, None
+            if episodes is not None and self._owned_episodes:
+                await episodes.close()
             await self._close_owned_journal()
             stuck = abandoned_calls()
             if stuck:
@@ -307,6 +321,25 @@ class Runtime(Maintenance, WorkflowRuns):
                     calls=sorted(set(stuck)),
                     hint="they timed out and ignored cancellation; nothing waits for them",
                 )
+
+    async def _prune(self, now: float) -> None:
+        """Retention on the maintenance tick: the journal's, then each agent's episodes'."""
+        try:
+            await super()._prune(now)
+        finally:
+            await self._prune_episodes(now)
+
+    async def _prune_episodes(self, now: float) -> None:
+        store = self._episodes
+        if store is None or now - self._episodes_pruned_at < _PRUNE_EPISODES_EVERY_S:
+            return
+        self._episodes_pruned_at = now
+        for name, agent in self.agents.items():
+            days = agent.episodes.retention_days if agent.episodes is not None else None
+            if days is not None:
+                pruned = await store.prune(before=now - days * 86_400, agent=name)
+                if pruned:
+                    log.info("memory.episodes_pruned", agent=name, episodes=pruned)
 
     def _send_alert(self, verdict: Verdict, call: ProposedCall) -> None:
         if self._alerter is not None:

@@ -9,6 +9,9 @@ from typing import Literal
 from ..actors import RestartPolicy
 from ..errors import ConfigError
 from ..guardrails import ApprovalPolicy, CallCheck, ProvenancePolicy, ScopePolicy
+from ..memory._context import ContextPolicy
+from ..memory._context_tokens import context_window
+from ..memory._episodes import EpisodeSettings
 from ..models import Model, ToolSpec
 from ..supervisor import Limits
 from ..tools import SideEffect, Tool
@@ -52,6 +55,17 @@ class SubAgent:
             there, so the agent can do work that needs it; ``redact`` replaces it.
             Secrets (API keys, tokens, private keys, passwords) and card numbers are
             redacted either way.
+        context_tokens: the most input tokens of one model call (system prompt, tools and
+            messages, estimated by `corral.memory.text_tokens`). Past it, older turns are
+            summarised and long results cut; the instructions, the task and the notices
+            are never dropped (see `corral.memory.ContextWindow`). Default: the model's
+            context window (`corral.memory.context_window`) less the output cap.
+        context: how the window is kept: the summariser, turns kept verbatim, shares
+            (`corral.memory.ContextPolicy`). Default `ContextPolicy()` (extractive
+            summaries).
+        episodes: offer the model its past runs on similar tasks as examples, and keep
+            each finished run as an episode (`corral.memory.EpisodeSettings`).
+            Default None: off.
 
     Raises:
         ConfigError: (a `ValueError`) an invalid name, a duplicate tool name, more tools
@@ -75,6 +89,9 @@ class SubAgent:
         approval: ApprovalPolicy | None = None,
         provenance: ProvenancePolicy | None = None,
         pii: Literal["flag", "redact"] = "flag",
+        context_tokens: int | None = None,
+        context: ContextPolicy | None = None,
+        episodes: EpisodeSettings | None = None,
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(
@@ -141,6 +158,35 @@ class SubAgent:
         self.provenance = provenance
         """Its provenance policy; None: the runtime's."""
         self.specs: tuple[ToolSpec, ...] = tuple(t.spec() for t in tools)
+        if context is not None and not isinstance(context, ContextPolicy):
+            raise ConfigError(f"sub-agent {name!r}: context must be a ContextPolicy")
+        if episodes is not None and not isinstance(episodes, EpisodeSettings):
+            raise ConfigError(f"sub-agent {name!r}: episodes must be an EpisodeSettings")
+        self.context: ContextPolicy = context or ContextPolicy()
+        """How its context window is kept."""
+        tokens = context_tokens if context_tokens is not None else self.context.tokens
+        if tokens is not None and tokens < 256:
+            raise ConfigError(
+                f"sub-agent {name!r}: context_tokens must be at least 256, got {tokens}"
+            )
+        self.context_tokens: int | None = tokens
+        """The most input tokens of one model call; None: from the model's window."""
+        self.episodes = episodes
+        """Its episodic-memory settings; None: off."""
+
+    def window_tokens(self, output_tokens: int) -> int:
+        """The most input tokens of one of its model calls.
+
+        Args:
+            output_tokens: the run's output cap (`Limits.output_tokens`), which shares
+                the model's window when `context_tokens` is not set.
+
+        Returns:
+            `context_tokens`, or the model's window less `output_tokens` (at least 1,024).
+        """
+        if self.context_tokens is not None:
+            return self.context_tokens
+        return max(1_024, context_window(self.model) - output_tokens)
 
     def tool_for(self, name: str) -> Tool | None:
         """The tool a call by this name runs: one of the agent's tools, or a fallback of one.

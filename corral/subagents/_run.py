@@ -25,13 +25,14 @@ from typing import Any, NamedTuple
 import anyio
 
 from .._clock import Clock
-from .._log import bind_run_context, bind_step
+from .._log import bind_run_context, bind_step, get_logger
 from .._retry import Attempts, RetryDecision
 from .._task import new_id
 from .._timeout import CallAbandoned, within, within_isolated
 from ..actors import ActorRef, OneShotActor
 from ..errors import (
     CallError,
+    ConfigError,
     JournalError,
     MailboxFullError,
     ModelContractError,
@@ -40,6 +41,8 @@ from ..errors import (
 )
 from ..events import (
     CallReconciled,
+    ContextSummarised,
+    EpisodesRecalled,
     Event,
     GateDecided,
     GateOpened,
@@ -54,6 +57,7 @@ from ..events import (
     ToolCallProposed,
     ToolCallRejected,
     ToolCallStarted,
+    UsageRecord,
     WaitResolved,
     WaitStarted,
 )
@@ -76,8 +80,25 @@ from ..guardrails import (
     filter_result,
     redact_secrets,
 )
-from ..models import Model, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
-from ..models._tokens import TOOL_PROMPT, input_bound, token_bound, tools_token_bound
+from ..memory._context import NOTICE_ROOM, Context, ContextWindow
+from ..memory._episodes import EpisodeStore, episode_of, recall
+from ..memory._summarise import ExtractiveSummariser, clip
+from ..models import (
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    UserMessage,
+)
+from ..models._tokens import (
+    TOOL_PROMPT,
+    input_bound,
+    message_token_bound,
+    token_bound,
+    tools_token_bound,
+)
 from ..store import Journal
 from ..supervisor import DEFAULT_GATE_TTL_S, Limits
 from ..supervisor._supervisor import (
@@ -98,6 +119,8 @@ from ._agent import SubAgent
 from ._state import BUDGET_NOTICE, RunState, render_payload
 
 __all__ = ["RunActor", "RunServices"]
+
+log = get_logger("corral.memory")
 
 
 def _breaker_note(name: str, fallback: str | None) -> str:
@@ -162,6 +185,9 @@ class RunServices:
     commit_each_step: bool = True
     """Commit each model call's result before the next step (`Durability.mode` ``"step"``);
     False: with the next group commit, at the latest before the next side effect."""
+    episodes: EpisodeStore | None = None
+    """Where finished runs are kept as episodes and recalled from, for the agents that
+    use episodic memory (``SubAgent(episodes=...)``); None: nowhere."""
 
 
 class _Stop(Exception):
@@ -245,6 +271,9 @@ class RunActor(OneShotActor):
         self._price_cache: dict[str, tuple[float, float]] = {}
         self._log_token: Token[Any] | None = None
         """The run context bound for logs by `_drive`, reset when `run_once` ends."""
+        self._window: ContextWindow | None = None
+        """Builds each model call's context under the agent's token budget (incremental)."""
+        self._leading_message: UserMessage | None = None
 
     async def run_once(self) -> None:
         """Drive the run from its journal to its end or a pause.
@@ -389,6 +418,14 @@ class RunActor(OneShotActor):
         )
         await self._record(state, finished)
         self.after_stop = lambda: self.s.on_finished(state)
+        store = self.s.episodes
+        if self.agent.episodes is not None and store is not None:
+            try:  # memory must never fail a run: a lost episode is only a lost example
+                episode = episode_of(await self.s.journal.read(self.run_id))
+                if episode is not None:
+                    await store.put(episode)
+            except Exception as exc:
+                log.warning("memory.episode_not_kept", run_id=self.run_id, error=repr(exc))
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -453,17 +490,37 @@ class RunActor(OneShotActor):
         bind_step(step)
         model = agent.model
         input_price, output_price = self._prices(model.name)
-        estimate = input_bound(
-            model,
-            agent.instructions,
-            state.messages,
-            agent.specs,
-            messages_bound=state.message_tokens,
-            tools_bound=self._tool_tokens(),
-            # The previous request as the provider counted it, plus what was added since.
-            previous_input=state.reported_input,
-            added_bound=state.added_tokens,
-        )
+        if step == 1 and agent.episodes is not None and state.recalled is None:
+            await self._recall(state)
+        # Planned before the supervisor answers, with room left for its notice.
+        planned = self._context(state, agent.instructions, headroom=NOTICE_ROOM)
+        if planned.need is not None:
+            await self._summarise(state, planned, step)
+            planned = self._context(state, agent.instructions, headroom=NOTICE_ROOM, final=True)
+        planned_len = len(state.messages)
+        if planned.compacted:
+            # Not the previous request grown: reserve the whole (compacted) request.
+            estimate = input_bound(
+                model,
+                agent.instructions,
+                planned.messages,
+                agent.specs,
+                tools_bound=self._tool_tokens(),
+            )
+        else:
+            leading = self._leading_message
+            estimate = input_bound(
+                model,
+                agent.instructions,
+                planned.messages,
+                agent.specs,
+                messages_bound=state.message_tokens
+                + (message_token_bound(leading) if leading is not None else 0),
+                tools_bound=self._tool_tokens(),
+                # The previous request as the provider counted it, plus what was added since.
+                previous_input=state.reported_input,
+                added_bound=state.added_tokens,
+            )
         permit = await self._ask_supervisor(
             ReserveModel(
                 self.run_id,
@@ -489,9 +546,12 @@ class RunActor(OneShotActor):
                     ),
                 )
             specs, system = self._offer(permit.unavailable)
+            context = planned
+            if len(state.messages) != planned_len or system is not agent.instructions:
+                context = self._context(state, system, headroom=0, final=True)
             request = ModelRequest.model_construct(
                 system=system,
-                messages=tuple(state.messages),
+                messages=context.messages,
                 tools=specs,
                 max_tokens=permit.max_tokens,
                 run_id=self.run_id,
@@ -560,6 +620,185 @@ class RunActor(OneShotActor):
                 with anyio.CancelScope(shield=True):  # a reservation must never leak
                     await self.s.supervisor.tell(settle)
         return response
+
+    # -- conversation and episodic memory --------------------------------------------------
+
+    def _context(
+        self, state: RunState, system: str, *, headroom: int, final: bool = False
+    ) -> Context:
+        """The context of the next model call, under the agent's token budget.
+
+        Args:
+            state: the run's state (its messages, summary and past examples).
+            system: the system prompt as it will be sent.
+            headroom: tokens to leave free for what the supervisor may still add.
+            final: never ask for a summary: cut results further instead.
+
+        Raises:
+            _Stop: the pinned part alone does not fit the window (the run fails).
+        """
+        window = self._window
+        if window is None:
+            tokens = self.agent.window_tokens(self.limits.output_tokens)
+            window = self._window = ContextWindow(tokens, self.agent.context)
+        recalled = state.recalled
+        if recalled is not None and self._leading_message is None:
+            self._leading_message = UserMessage(content=recalled.text)
+        try:
+            return window.build(
+                state.messages,
+                system=system,
+                tool_tokens=self._tool_tokens(),
+                summary=state.summary,
+                summarised_through=state.summarised_through,
+                leading=self._leading_message,
+                headroom=headroom,
+                summarise=not final,
+            )
+        except ConfigError as exc:
+            raise _Stop("failed", str(exc)) from exc
+
+    async def _summarise(self, state: RunState, context: Context, step: int) -> None:
+        """Fold the oldest turns into the summary, and journal it (``context_summarised``).
+
+        A model-backed summariser's calls are reserved from the run's budget and settled
+        like the agent's own (a denial stops the run as any reservation does); if its call
+        fails, the extractive summary stands in, journaled under that name.
+        """
+        need = context.need
+        assert need is not None
+        summariser = self.agent.context.summariser
+        spent = {"input": 0, "output": 0, "read": 0, "write": 0, "reserved": 0}
+        cost = [0.0]
+        models: list[str] = []
+
+        async def call(model: Model, request: ModelRequest) -> ModelResponse:
+            request = request.model_copy(update={"run_id": self.run_id, "step": step})
+            input_price, output_price = self._prices(model.name)
+            permit = await self._ask_supervisor(
+                ReserveModel(
+                    self.run_id,
+                    input_bound(model, request.system, request.messages, request.tools),
+                    request.max_tokens,
+                    input_price=input_price,
+                    output_price=output_price,
+                )
+            )
+            spent["reserved"] += permit.reserved
+            usage: Usage | None = None
+            price = 0.0
+            try:
+                response = await self._request(
+                    model, request.model_copy(update={"max_tokens": permit.max_tokens})
+                )
+                usage = response.usage
+                price = float(self.s.cost(response.model or model.name, usage))
+                spent["input"] += usage.input_tokens
+                spent["output"] += usage.output_tokens
+                spent["read"] += usage.cache_read_tokens
+                spent["write"] += usage.cache_write_tokens
+                cost[0] += price
+                models.append(response.model or model.name)
+            finally:
+                settle = SettleModel(
+                    self.run_id,
+                    reserved=permit.reserved,
+                    used=usage.total_tokens if usage is not None else 0,
+                    cost_usd=price,
+                    reserved_cost=permit.reserved_cost,
+                )
+                try:
+                    self.s.supervisor.tell_nowait(settle)
+                except MailboxFullError:
+                    with anyio.CancelScope(shield=True):  # a reservation must never leak
+                        await self.s.supervisor.tell(settle)
+            return response
+
+        name = summariser.name
+        began = time.perf_counter()
+        try:
+            text = await summariser.summarise(need.job, call)
+        except _Stop:
+            raise
+        except Exception as exc:
+            log.warning("memory.summariser_failed", summariser=name, error=repr(exc))
+            text = ExtractiveSummariser().summarise_now(need.job)
+            name = f"extractive (after {name} failed: {type(exc).__name__})"
+        text = clip(redact_secrets(text), need.job.max_tokens)
+        window = self._window
+        assert window is not None
+        after = window.build(
+            state.messages,
+            system=self.agent.instructions,
+            tool_tokens=self._tool_tokens(),
+            summary=text,
+            summarised_through=need.through_turn,
+            leading=self._leading_message,
+            summarise=False,
+        )
+        usage_record = UsageRecord(
+            input_tokens=spent["input"],
+            output_tokens=spent["output"],
+            cache_read_tokens=spent["read"],
+            cache_write_tokens=spent["write"],
+        )
+        await self._record(
+            state,
+            ContextSummarised(
+                run_id=self.run_id,
+                ts=self.s.clock.now(),
+                step=step,
+                first_turn=need.first_turn,
+                through_turn=need.through_turn,
+                summary=text,
+                summariser=name,
+                tokens_before=need.tokens_before,
+                tokens_after=after.tokens,
+                model=models[-1] if models else "",
+                usage=usage_record,
+                cost_usd=cost[0],
+                reserved_tokens=spent["reserved"],
+                duration_s=time.perf_counter() - began,
+            ),
+            # Paid-for tokens must not be lost in a crash; an extractive summary is
+            # written again, the same, if it is.
+            wait=usage_record.total_tokens > 0,
+        )
+
+    async def _recall(self, state: RunState) -> None:
+        """Offer past episodes of this agent on similar tasks (``episodes_recalled``).
+
+        Recalled once, before the first model call; a failure to read them is logged and
+        the run goes on without examples.
+        """
+        store, settings = self.s.episodes, self.agent.episodes
+        if store is None or settings is None:
+            return
+        try:
+            found = await recall(
+                store,
+                settings,
+                agent=self.agent.name,
+                tenant=state.tenant,
+                task=state.task,
+                exclude=self.run_id,
+            )
+        except Exception as exc:
+            log.warning("memory.recall_failed", run_id=self.run_id, error=repr(exc))
+            return
+        if not found.text:
+            return
+        await self._record(
+            state,
+            EpisodesRecalled(
+                run_id=self.run_id,
+                ts=self.s.clock.now(),
+                episodes=[{"run_id": e.run_id, "score": round(s, 4)} for e, s in found.episodes],
+                text=found.text,
+                tokens=found.tokens,
+            ),
+            wait=False,
+        )
 
     async def _request(self, model: Model, request: ModelRequest) -> ModelResponse:
         """One attempt of a model call, under the model timeout.

@@ -20,6 +20,8 @@ from pydantic import BaseModel
 
 from ..events import (
     CallReconciled,
+    ContextSummarised,
+    EpisodesRecalled,
     Event,
     GateDecided,
     GateOpened,
@@ -47,10 +49,13 @@ from ..models import (
 from ..models._tokens import message_token_bound
 from ..supervisor._loops import result_digest
 
-__all__ = ["BUDGET_NOTICE", "RunState", "call_key", "render_payload"]
+__all__ = ["BUDGET_NOTICE", "EPISODES_SOURCE", "RunState", "call_key", "render_payload"]
 
 BUDGET_NOTICE = "budget"
 """Guardrail name of the budget notice; its verdict's reason is given to the model."""
+
+EPISODES_SOURCE = "memory.episodes"
+"""The untrusted source past examples are traced to by provenance (like a tool's result)."""
 
 
 def render_payload(value: Any) -> str:
@@ -163,6 +168,15 @@ class RunState:
     sources: Sources = field(default_factory=Sources)
     """Every text of the run's context with where it came from (the task, each result as
     the model saw it, a person's decisions), for tracing argument values."""
+    summary: str = ""
+    """The rolling summary of the turns that left the context window (read back from the
+    latest ``context_summarised``, never recomputed)."""
+    summarised_through: int = 0
+    """The turns the summary covers (``0 .. summarised_through - 1``)."""
+    summaries: int = 0
+    """How many times older turns were summarised."""
+    recalled: EpisodesRecalled | None = None
+    """The past examples episodic memory offered the run, if any."""
 
     @classmethod
     def fold(cls, run_id: str, events: Iterable[Event]) -> RunState:
@@ -299,6 +313,20 @@ class RunState:
             self.started_at = event.ts
             self._add_message(UserMessage(content=event.task))
             self.sources.add(event.task, Origin("task"))
+        elif isinstance(event, ContextSummarised):
+            self.summary = event.summary
+            self.summarised_through = event.through_turn
+            self.summaries += 1
+            usage = event.usage  # a model-backed summariser's tokens are the run's too
+            self.input_tokens += usage.input_tokens
+            self.output_tokens += usage.output_tokens
+            self.cache_read_tokens += usage.cache_read_tokens
+            self.cache_write_tokens += usage.cache_write_tokens
+            self.cost_usd += event.cost_usd
+        elif isinstance(event, EpisodesRecalled):
+            self.recalled = event
+            # Past runs' texts are no source a side-effecting call may trust.
+            self.sources.add(event.text, Origin("tool", EPISODES_SOURCE))
         elif isinstance(event, RunFinished):
             self.finished = event
 
