@@ -15,7 +15,7 @@ def test_import_corral_stays_light() -> None:
     code = (
         "import sys, corral; "
         "heavy = [m for m in ('fastapi', 'uvicorn', 'corral.cli', 'corral.server', "
-        "'corral.observability') "
+        "'corral.observability', 'numpy', 'corral.loadtest', 'corral.replay') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -34,6 +34,7 @@ says what it dropped and why; when nothing clears the threshold, it holds no hit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -57,11 +58,19 @@ from ._embed import Embedder, HashingEmbedder
 from ._semantic_schema import migrate
 from ._semantic_text import terms
 
-_np: Any
-try:  # numpy makes the dense search fast; without it, plain Python does the same work
-    import numpy as _np
-except ImportError:  # pragma: no cover - exercised by use_numpy=False
-    _np = None
+
+@functools.cache
+def _numpy() -> Any:
+    """numpy, imported on first use (``import corral`` stays light), or None without it.
+
+    numpy makes the dense search fast; without it, plain Python does the same work.
+    """
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - exercised by use_numpy=False
+        return None
+    return numpy
+
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -250,7 +259,8 @@ class _DenseIndex:
         self.row = {chunk_id: n for n, chunk_id in enumerate(ids)}
         self.matrix: Any = None
         self.rows: list[array[float]] = []
-        if use_numpy and _np is not None:
+        _np = _numpy() if use_numpy else None
+        if _np is not None:
             data = b"".join(blobs)
             self.matrix = _np.frombuffer(data, dtype=_np.float32).reshape(len(ids), dims)
         else:
@@ -262,6 +272,7 @@ class _DenseIndex:
     def similarities(self, query: Sequence[float]) -> list[float] | Any:
         """Cosine similarity of the (unit) query to every row (rows are unit vectors)."""
         if self.matrix is not None:
+            _np = _numpy()
             return self.matrix @ _np.asarray(query, dtype=_np.float32)
         q = list(query)
         return [sum(map(operator.mul, q, row)) for row in self.rows]
@@ -273,6 +284,7 @@ class _DenseIndex:
         if self.matrix is not None:
             mean = float(sims.mean()) * len(self.ids) / (len(self.ids) + _BACKGROUND_PRIOR)
             n = min(n, len(self.ids))
+            _np = _numpy()
             part = _np.argpartition(-sims, n - 1)[:n]
             order = part[_np.argsort(-sims[part], kind="stable")]
             return [int(i) for i in order], mean
@@ -354,7 +366,7 @@ class SemanticMemory:
             raise ConfigError(f"mmr_lambda must be between 0 and 1, got {mmr_lambda}")
         if candidates < 1 or max_dropped < 0:
             raise ConfigError("candidates must be positive and max_dropped not negative")
-        if use_numpy and _np is None:
+        if use_numpy and _numpy() is None:
             raise ConfigError("use_numpy=True but numpy is not installed")
         chunk_markdown("", source="", max_chars=chunk_chars, overlap_chars=overlap_chars)
         self.path = os.fspath(path)
@@ -366,7 +378,7 @@ class SemanticMemory:
         self.chunk_chars = chunk_chars
         self.overlap_chars = overlap_chars
         self.max_dropped = max_dropped
-        self.use_numpy = _np is not None if use_numpy is None else use_numpy
+        self.use_numpy = _numpy() is not None if use_numpy is None else use_numpy
         self._lock = threading.RLock()
         self._indexes: dict[str, _DenseIndex] = {}
         self._data_version = -1
