@@ -140,6 +140,10 @@ class _KeywordIndex:
                 )
             )
 
+        # Bits are given out pattern by pattern, so each bit has one owner: the patterns
+        # worth running are found from the hit bits alone, not by testing all of them.
+        self.bit_owner = [i for i, need in enumerate(self.need) for _ in range(need.bit_count())]
+        self.ungated = tuple(i for i, need in enumerate(self.need) if not need)
         self.vocab_keys = frozenset(self.vocab)
         self.literals_by_first: dict[str, tuple[str, ...]] = {}
         for literal in self.literals:
@@ -182,6 +186,20 @@ class _KeywordIndex:
         for literal in found:
             hits |= self.literals[literal]
         return hits, _Present(tokens, found)
+
+    def runnable(self, hits: int) -> list[int]:
+        """The patterns whose every keyword group has a hit, in pattern order."""
+        out = list(self.ungated)
+        need, owner = self.need, self.bit_owner
+        while hits:
+            i = owner[(hits & -hits).bit_length() - 1]
+            mine = need[i]
+            if hits & mine == mine:
+                out.append(i)
+            hits &= ~mine
+        if self.ungated:
+            out.sort()
+        return out
 
     def matches(self, i: int, low: str, present: _Present) -> list[re.Match[str]]:
         """Matches of pattern `i`, tried only where its anchor allows."""
@@ -552,10 +570,9 @@ class InjectionDetector:
         out: list[InjectionFinding] = []
         if not hits and index.all_gated:
             return out
-        for i, pattern in enumerate(index.patterns):
-            need = index.need[i]
-            if hits & need != need:
-                continue
+        patterns = index.patterns
+        for i in index.runnable(hits):
+            pattern = patterns[i]
             for m in index.matches(i, low, present):
                 start, end = to_original(m.start(), m.end())
                 out.append(
