@@ -49,6 +49,7 @@ __all__ = [
     "CorralError",
     "GateExpired",
     "JournalError",
+    "LeaseLostError",
     "LoopDetected",
     "MailboxFullError",
     "ModelContractError",
@@ -244,6 +245,36 @@ class JournalError(CorralError):
         self.path = path
         self.sqlite_error = sqlite_error
         self.run_id = run_id
+
+
+class LeaseLostError(JournalError):
+    """Another process took over a run this process was driving: its writes are refused.
+
+    A process that stalls longer than its lease (a long pause, a partitioned network)
+    may find, when it resumes, that another worker claimed the run after the lease ran
+    out. Each claim that takes a run over advances its lease epoch, and the journal
+    refuses, in the transaction that would write them, the events of a process holding
+    an older epoch: nothing the message names was written, so two processes never both
+    record (or, since a side effect runs only after its ``tool_call_started`` commits,
+    both execute) a step. The process stops driving the run; the new holder goes on.
+
+    Attributes:
+        holder: the lease's holder now (None when it was released meanwhile).
+        epoch: the run's lease epoch now.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str = "",
+        run_id: str = "",
+        holder: str | None = None,
+        epoch: int = 0,
+    ) -> None:
+        super().__init__(message, path=path, run_id=run_id)
+        self.holder = holder
+        self.epoch = epoch
 
 
 class RunError(CorralError):

@@ -1299,9 +1299,9 @@ def test_the_default_url_comes_from_the_environment_mapping() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://user:secret@db.example/corral", "PostgreSQL backend not available yet"),
-        ("postgres://db/corral", "PostgreSQL backend not available yet"),
-        ("postgresql+asyncpg://db/corral", "PostgreSQL backend not available yet"),
+        ("postgresql://user:secret@db.example/corral", "use journal_from_url"),
+        ("postgres://db/corral", "use journal_from_url"),
+        ("postgresql+asyncpg://db/corral", "use journal_from_url"),
         ("mysql://x", "unknown journal URL"),
         ("corral.db", "unknown journal URL"),
         ("sqlite://", "no file named"),

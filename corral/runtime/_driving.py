@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from ..actors import Actor, ActorRef, RestartPolicy
-from ..errors import JournalError
+from ..errors import JournalError, LeaseLostError
 from ..events import Event
 from ..subagents import RunState
 from ..supervisor._supervisor import StopRun
@@ -187,11 +187,25 @@ class RunDriving(RuntimeBase):
     async def _on_journal_failed(self, run_id: str, error: JournalError) -> None:
         """A run's events could not be journaled: stop driving it here, tell its waiters.
 
+        A `LeaseLostError` means another worker holds the run now: it is not an error of
+        the run, which goes on there, and this runtime's waiters keep following it.
+
         The run stays unfinished in the journal (even its end could not be written). This
         runtime does not drive it again: each attempt would ask the model again while the
         disk stays full. A Runtime started on the journal later resumes it.
         """
         self._active.discard(run_id)
+        if isinstance(error, LeaseLostError):
+            # Another worker took the run over after this one stalled past its lease: it
+            # goes on there. A waiter here follows it through the journal; this store's
+            # stale claim is dropped (a release never frees the new holder's lease).
+            log.warning(
+                "runtime.lease_lost", run_id=run_id, holder=error.holder, epoch=error.epoch
+            )
+            self._wake_waiter(run_id)
+            with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
+                await self.journal.release(run_id, self.owner)
+            return
         self._stalled[run_id] = error
         log.error("runtime.journal_failed", run_id=run_id, error=str(error))
         self._wake_waiter(run_id)

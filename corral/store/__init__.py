@@ -1,11 +1,12 @@
 """Store: the append-only journal of run events and its indexes (gates, waits, leases).
 
 Public: the contract, split by concern (`EventLog`, `RunIndex`, `Leases`, `Blobs`,
-`Upkeep`, and `Journal`, all of them), its backends `MemoryJournal` and `SqliteStore`
-(alias `SqliteJournal`), `journal_from_url` / `open_store`, the index records `RunInfo`,
-`GateRecord`, `WaitRecord`, `RunStatus`, the rules every backend applies (`run_status`,
-`check_not_expired`, `gate_expired`), and the SQLite extras `RunRow`, `WaitRow`,
-`StoreStatistics`. `corral.store.testing` holds the conformance suite for backends.
+`Upkeep`, and `Journal`, all of them), its backends `MemoryJournal`, `SqliteStore`
+(alias `SqliteJournal`) and `PostgresStore` (``corral[postgres]``), `journal_from_url` /
+`open_store`, the index records `RunInfo`, `GateRecord`, `WaitRecord`, `RunStatus`, the
+rules every backend applies (`run_status`, `check_not_expired`, `gate_expired`), and the
+SQLite extras `RunRow`, `WaitRow`, `StoreStatistics`. `corral.store.testing` holds the
+conformance suite for backends.
 """
 
 from ._contract import Blobs as Blobs
@@ -27,6 +28,7 @@ from ._open import DEFAULT_DB_URL as DEFAULT_DB_URL
 from ._open import journal_from_url as journal_from_url
 from ._open import open_store as open_store
 from ._open import store_url as store_url
+from ._postgres import PostgresStore as PostgresStore
 from ._rows import RunRow as RunRow
 from ._rows import StoreStatistics as StoreStatistics
 from ._rows import WaitRow as WaitRow
@@ -42,6 +44,7 @@ __all__ = [
     "Journal",
     "Leases",
     "MemoryJournal",
+    "PostgresStore",
     "RunIndex",
     "RunInfo",
     "RunRow",

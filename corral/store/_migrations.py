@@ -9,7 +9,8 @@ SQLite file that belongs to another application.
 Never edit a released migration: append a new one. Version 1 is the schema the first
 journal shipped with; version 2 stores events in insertion order, turns the JSON copies
 of gates into columns, merges early webhook deliveries into ``waits``, and adds timers,
-``last_seq``, blob references, saved breaker states and the append-only triggers.
+``last_seq``, blob references, saved breaker states and the append-only triggers;
+version 3 adds lease epochs (fencing: see `corral.errors.LeaseLostError`).
 """
 
 from __future__ import annotations
@@ -221,6 +222,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             f"PRAGMA application_id = {APPLICATION_ID}",
         ),
+    ),
+    Migration(
+        3,
+        "lease epochs: each claim that takes a run over advances it, and writes of an older "
+        "epoch are refused (fencing)",
+        ("ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",),
     ),
 )
 """Every schema step, oldest first; step ``i`` takes the file from version ``i`` to ``i + 1``."""

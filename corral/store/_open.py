@@ -10,7 +10,9 @@
                                               fails; default 10), ``max_size_mb`` (the
                                               most the file may grow to, in MiB)
 ``memory://``                                 a `MemoryJournal` (`journal_from_url` only)
-``postgresql://...``                          not available yet: a `ConfigError`
+``postgresql://user:pw@host:5432/db``         a `PostgresStore` (`journal_from_url` only;
+                                              ``postgres://`` too; needs
+                                              ``pip install 'corral[postgres]'``)
 ============================================  ==========================================
 
 Without a URL, ``CORRAL_DB`` is used, else `DEFAULT_DB_URL` (``./corral.db``).
@@ -27,6 +29,7 @@ from urllib.parse import parse_qsl, unquote
 from ..errors import ConfigError, UsageError
 from ._contract import Journal
 from ._journal import MemoryJournal
+from ._postgres import PostgresStore, redact_postgres_url
 from ._sqlite import SqliteStore
 
 __all__ = ["DEFAULT_DB_URL", "journal_from_url", "open_store", "redact_url", "store_url"]
@@ -60,17 +63,18 @@ def open_store(url: str | None = None, *, env: Mapping[str, str] | None = None) 
         An unopened `SqliteStore`.
 
     Raises:
-        ConfigError: PostgreSQL (not available yet), an unknown scheme, a malformed URL,
-            or an unknown or invalid option.
+        ConfigError: a PostgreSQL URL (`journal_from_url` builds those stores), an
+            unknown scheme, a malformed URL, or an unknown or invalid option.
     """
     url = store_url(url, env=env)
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
         raise ConfigError(f"unknown journal URL {url!r}: use {_FORMS}")
-    if scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+"):
+    if _is_postgres(scheme):
         raise ConfigError(
-            f"PostgreSQL backend not available yet ({redact_url(url)}); use a SQLite URL: {_FORMS}"
+            f"open_store builds SQLite stores; for {redact_url(url)} use journal_from_url "
+            "(or PostgresStore)"
         )
     if scheme != "sqlite":
         raise ConfigError(f"unknown journal URL {redact_url(url)!r}: use {_FORMS}")
@@ -130,23 +134,33 @@ def open_store(url: str | None = None, *, env: Mapping[str, str] | None = None) 
 def journal_from_url(
     url: str | None = None, *, env: Mapping[str, str] | None = None, must_exist: bool = False
 ) -> Journal:
-    """Build the journal a URL names: `open_store`'s URLs, plus ``memory://``.
+    """Build the journal a URL names: `open_store`'s URLs, ``memory://``, ``postgresql://``.
 
-    SQLite journals must be opened before use (``async with journal:``).
+    SQLite and PostgreSQL journals must be opened before use (``async with journal:``).
 
     Args:
         url: the journal's URL (see `open_store`).
         env: the environment to read ``CORRAL_DB`` from. Default: ``os.environ``.
         must_exist: refuse a SQLite file that does not exist yet, instead of creating
             it: what a command that only reads wants (``corral runs list`` with a
-            mistyped ``--db`` must not leave an empty database behind).
+            mistyped ``--db`` must not leave an empty database behind). SQLite only: a
+            PostgreSQL database must exist on its server already.
 
     Raises:
-        ConfigError: as `open_store`.
+        ConfigError: as `open_store`, or an invalid PostgreSQL URL (`PostgresStore`).
         UsageError: `must_exist` and the SQLite file does not exist.
     """
-    if store_url(url, env=env) == "memory://":
+    chosen = store_url(url, env=env)
+    if chosen == "memory://":
         return MemoryJournal()
+    scheme, sep, _ = chosen.partition("://")
+    if sep and _is_postgres(scheme.lower()):
+        if scheme.lower() not in ("postgres", "postgresql", "postgresql+asyncpg"):
+            raise ConfigError(
+                f"unknown journal URL {redact_url(chosen)!r}: PostgreSQL URLs are "
+                "postgresql://user:password@host:port/database (asyncpg is the driver)"
+            )
+        return PostgresStore(chosen)
     store = open_store(url, env=env)
     if must_exist and store.path != ":memory:" and not os.path.exists(store.path):
         raise UsageError(
@@ -156,8 +170,14 @@ def journal_from_url(
     return store
 
 
+def _is_postgres(scheme: str) -> bool:
+    return scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+")
+
+
 def redact_url(url: str) -> str:
     """The URL without its password, for messages."""
+    if _is_postgres(url.partition("://")[0].lower()):
+        return redact_postgres_url(url)
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not at or ":" not in credentials:

@@ -413,13 +413,23 @@ class SqliteStore(SqliteEngine):
             pending.ops.append((run_id, queries.SET_OWNER, (owner, now + lease_s, run_id)))
             pending.wait(run_id)
             await self._wait_for(pending, run_id)
+            self._held[run_id] = (owner, 1)  # a new run's first lease
             return True
         if self._uncommitted(run_id):
             await self._flush()
-        claimed, fresh = await self._write(queries.claim, run_id, owner, now + lease_s, now)
-        if fresh:
-            self._forget_counter(run_id)  # another process may have appended meanwhile
+        claimed, fresh, epoch = await self._write(
+            queries.claim, run_id, owner, now + lease_s, now, self._held
+        )
+        self._claimed([(run_id, fresh, epoch)] if claimed else [], owner)
         return claimed
+
+    def _claimed(self, claims: list[tuple[str, bool, int]], owner: str) -> None:
+        """Hold the leases just claimed; forget the counters of runs taken over."""
+        held = self._held
+        for run_id, fresh, epoch in claims:
+            held[run_id] = (owner, epoch)
+            if fresh:
+                self._forget_counter(run_id)  # another process may have appended meanwhile
 
     async def claim_runs(
         self,
@@ -451,7 +461,7 @@ class SqliteStore(SqliteEngine):
         """
         if self._pending.rows or self._inflight is not None:
             await self._flush()
-        claimed: list[tuple[str, bool]] = await self._write(
+        claimed: list[tuple[str, bool, int]] = await self._write(
             queries.claim_runs,
             owner,
             now + lease_s,
@@ -459,11 +469,10 @@ class SqliteStore(SqliteEngine):
             limit,
             None if agents is None else list(agents),
             list(exclude),
+            self._held,
         )
-        for run_id, fresh in claimed:
-            if fresh:
-                self._forget_counter(run_id)
-        return [run_id for run_id, _ in claimed]
+        self._claimed(claimed, owner)
+        return [run_id for run_id, _, _ in claimed]
 
     async def claim_many(
         self, run_ids: list[str], owner: str, *, lease_s: float, now: float
@@ -483,13 +492,11 @@ class SqliteStore(SqliteEngine):
             return []
         if self._pending.rows or self._inflight is not None:
             await self._flush()
-        claimed: list[tuple[str, bool]] = await self._write(
-            queries.claim_many, list(run_ids), owner, now + lease_s, now
+        claimed: list[tuple[str, bool, int]] = await self._write(
+            queries.claim_many, list(run_ids), owner, now + lease_s, now, self._held
         )
-        for run_id, fresh in claimed:
-            if fresh:
-                self._forget_counter(run_id)
-        return [run_id for run_id, _ in claimed]
+        self._claimed(claimed, owner)
+        return [run_id for run_id, _, _ in claimed]
 
     async def renew_leases(
         self,
@@ -524,15 +531,27 @@ class SqliteStore(SqliteEngine):
         """Give up `owner`'s lease on a run (nothing happens if it holds none).
 
         A ``run_finished`` event already clears the lease in its own transaction; there is
-        no need to release a finished run. The run's counter is forgotten too (another
-        process may append next; the next append here reads it from the file), so a run
-        waiting at a gate holds no memory in this process.
+        no need to release a finished run. A lease this store claimed is released only if
+        it is still that claim (same epoch): a stale process never frees the lease of the
+        one that took its run over, even under the same owner name. The run's counter is
+        forgotten too (another process may append next; the next append here reads it
+        from the file), so a run waiting at a gate holds no memory in this process.
         """
-        await self._write(
-            queries.execute_count,
-            "UPDATE runs SET owner = NULL, lease_until = NULL WHERE run_id = ? AND owner = ?",
-            (run_id, owner),
-        )
+        held = self._held.get(run_id)
+        if held is not None and held[0] == owner:  # only the lease this store claimed
+            await self._write(
+                queries.execute_count,
+                "UPDATE runs SET owner = NULL, lease_until = NULL "
+                "WHERE run_id = ? AND owner = ? AND lease_epoch = ?",
+                (run_id, owner, held[1]),
+            )
+        else:
+            await self._write(
+                queries.execute_count,
+                "UPDATE runs SET owner = NULL, lease_until = NULL WHERE run_id = ? AND owner = ?",
+                (run_id, owner),
+            )
+        self._held.pop(run_id, None)
         self._forget_counter(run_id)
 
     async def set_wake(self, run_id: str, wake_at: float | None) -> bool:

@@ -41,7 +41,7 @@ import anyio.lowlevel
 
 from .._clock import Clock
 from .._loop import require_asyncio
-from ..errors import ConfigError, JournalError, UsageError
+from ..errors import ConfigError, JournalError, LeaseLostError, UsageError
 from ..events import Event, RunStarted
 from . import _sqlite_sql as sql
 from ._codec import LazyEvents, decode, encode, with_seq
@@ -88,13 +88,27 @@ class Failure:
         self.sqlite_error = sqlite_error
 
     def error(self, suffix: str = "") -> JournalError:
-        """A new `JournalError` saying so (with `suffix` appended), caused by the original."""
-        error = JournalError(
-            self.message + suffix,
-            path=self.path,
-            sqlite_error=self.sqlite_error,
-            run_id=self.run_id,
-        )
+        """A new `JournalError` saying so (with `suffix` appended), caused by the original.
+
+        A `LeaseLostError` when the run's lease was taken over by another process.
+        """
+        cause = self.cause
+        error: JournalError
+        if isinstance(cause, sql.LeaseTaken):
+            error = LeaseLostError(
+                self.message + suffix,
+                path=self.path,
+                run_id=self.run_id,
+                holder=cause.holder,
+                epoch=cause.epoch,
+            )
+        else:
+            error = JournalError(
+                self.message + suffix,
+                path=self.path,
+                sqlite_error=self.sqlite_error,
+                run_id=self.run_id,
+            )
         error.__cause__ = self.cause
         return error
 
@@ -105,6 +119,7 @@ class Batch:
     __slots__ = (
         "done",
         "errors",
+        "finished",
         "nbytes",
         "ops",
         "releases",
@@ -125,6 +140,8 @@ class Batch:
         self.releases: list[tuple[str, int]] = []
         self.started: set[str] = set()
         """Runs whose ``run_started`` is in this batch: new runs, not yet visible to others."""
+        self.finished: set[str] = set()
+        """Runs whose ``run_finished`` is in this batch."""
         self.waited: set[str] = set()
         """Runs with an appender waiting on this batch (they will be told of a failure)."""
         self.nbytes = 0
@@ -144,6 +161,8 @@ class Batch:
             self.ops.extend((run_id, text, args) for text, args in sql.index_ops(event))
             if kind in _RELEASES:
                 self.releases.append((run_id, seq))
+                if kind == "run_finished":
+                    self.finished.add(run_id)
             elif kind == "run_started":
                 self.started.add(run_id)
         if wait:
@@ -165,6 +184,7 @@ class Batch:
         self.nbytes = sum(len(row[4]) for row in self.rows)
         del self.touch[run_id]
         self.started.discard(run_id)
+        self.finished.discard(run_id)
         waited = run_id in self.waited
         self.waited.discard(run_id)
         return seqs, waited
@@ -194,6 +214,9 @@ class SqliteEngine:
 
     def _reset(self) -> None:
         self._seq: dict[str, int] = {}
+        self._held: dict[str, tuple[str, int]] = {}
+        """Leases this store claimed and still holds: run id -> (owner, epoch). Its writes
+        to those runs are fenced: refused once another claim advanced the epoch."""
         self._fences: dict[str, anyio.Event] = {}
         self._fenced = 0
         """Conditional appends finished so far (a counter read before the file is stale if
@@ -501,13 +524,19 @@ class SqliteEngine:
     async def _commit(self, batch: Batch) -> None:
         writer = self._writer
         touches = [(seq, ts, run_id) for run_id, (seq, ts) in batch.touch.items()]
+        held = self._held
+        fences = {
+            run_id: held[run_id]
+            for run_id in batch.touch
+            if run_id in held and run_id not in batch.started
+        }
         try:
             if writer is None:
                 raise UsageError(f"the store {self.path} was closed")
-            failures = self._commit_inline(writer, batch, touches)
+            failures = self._commit_inline(writer, batch, touches, fences)
             if failures is None:
                 failures = await self._writer_call(
-                    writer, sql.commit_batch, batch.rows, batch.ops, touches
+                    writer, sql.commit_batch, batch.rows, batch.ops, touches, fences
                 )
         except Exception as exc:
             failures = dict.fromkeys(batch.touch, exc)
@@ -522,13 +551,20 @@ class SqliteEngine:
         for run_id, seq in batch.releases:
             if self._seq.get(run_id) == seq:  # nothing numbered after it: forget the run
                 del self._seq[run_id]
+        for run_id in batch.finished:  # its lease ended with it
+            if run_id not in failures:
+                held.pop(run_id, None)
         if self._unchecked >= _CHECKPOINT_BYTES and writer is not None:
             self._unchecked = 0
             with suppress(sqlite3.Error):  # a checkpoint that cannot run now runs next time
                 await self._writer_call(writer, sql.checkpoint)
 
     def _commit_inline(
-        self, writer: aiosqlite.Connection, batch: Batch, touches: list[tuple[int, float, str]]
+        self,
+        writer: aiosqlite.Connection,
+        batch: Batch,
+        touches: list[tuple[int, float, str]],
+        fences: sql.Fences,
     ) -> dict[str, Exception] | None:
         """Commit a small batch on the event loop; None: it must go to the writer's thread.
 
@@ -543,7 +579,7 @@ class SqliteEngine:
         ):
             return None
         try:
-            failures = sql.commit_batch(sql.raw(writer), batch.rows, batch.ops, touches)
+            failures = sql.commit_batch(sql.raw(writer), batch.rows, batch.ops, touches, fences)
         except sqlite3.OperationalError as exc:
             if str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
                 return None  # to the thread, which waits for the lock
@@ -556,7 +592,12 @@ class SqliteEngine:
         for run_id, exc in failures.items():
             seqs = [row[1] for row in batch.rows if row[0] == run_id]
             lost = f"events {min(seqs)}..{max(seqs)} of run {run_id!r}"
-            text, name = self._describe(exc)
+            if isinstance(exc, sql.LeaseTaken):
+                # The stale claim stays held: every later write of the run is refused too,
+                # until a new claim (or `release`) replaces it.
+                text, name = _lease_taken_text(exc), ""
+            else:
+                text, name = self._describe(exc)
             message = f"journal {self.path}: {lost} were not written: {text}"
             failure = Failure(message, exc, self.path, run_id, name)
             batch.errors[run_id] = failure
@@ -635,3 +676,12 @@ class SqliteEngine:
     def _uncommitted(self, run_id: str) -> bool:
         inflight = self._inflight
         return run_id in self._pending.touch or (inflight is not None and run_id in inflight.touch)
+
+
+def _lease_taken_text(taken: sql.LeaseTaken) -> str:
+    """Why a run's events were refused: its lease moved on."""
+    who = f"by {taken.holder}" if taken.holder else "and released"
+    return (
+        f"this process no longer holds the run's lease: it was taken over {who} "
+        f"(lease epoch {taken.epoch}), so this process stops driving it"
+    )

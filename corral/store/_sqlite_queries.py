@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -52,7 +52,10 @@ __all__ = [
 
 _M = TypeVar("_M", bound=BaseModel)
 
-SET_OWNER = "UPDATE runs SET owner = ?, lease_until = ? WHERE run_id = ?"
+SET_OWNER = (
+    "UPDATE runs SET owner = ?, lease_until = ?, lease_epoch = lease_epoch + 1 WHERE run_id = ?"
+)
+"""The lease of a new run, in the transaction that inserts it (its epoch becomes 1)."""
 """Give a run's lease to an owner until a time."""
 _INFO_COLUMNS = (
     "run_id, agent, tenant, status, outcome, created_at, updated_at, task, owner, lease_until, "
@@ -312,36 +315,68 @@ def expire_waits(
 _LEASE_FREE = "(owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until <= ?)"
 
 
+Held = Mapping[str, tuple[str, int]]
+"""The leases a store holds: run id -> (owner, epoch) of its own last claim."""
+
+_CLAIM_SELECT = (
+    "SELECT owner, lease_epoch FROM runs WHERE run_id = ? AND status != 'finished' "
+    f"AND {_LEASE_FREE}"
+)
+_RENEW_CLAIM = "UPDATE runs SET owner = ?, lease_until = ? WHERE run_id = ?"
+_TAKE_CLAIM = (
+    "UPDATE runs SET owner = ?, lease_until = ?, lease_epoch = lease_epoch + 1 WHERE run_id = ?"
+)
+
+
+def _take(
+    conn: sqlite3.Connection,
+    run_id: str,
+    previous: str | None,
+    epoch: int,
+    owner: str,
+    until: float,
+    held: Held,
+) -> tuple[bool, int]:
+    """Set the lease; return (fresh, epoch). Fresh: not a renewal of this store's own claim.
+
+    Only the store that made the claim renews it without advancing the epoch: any other
+    claim (another process, or a restarted one under the same owner name) takes the run
+    over, and the writes of the previous holder are refused from then on.
+    """
+    if previous == owner and held.get(run_id) == (owner, epoch):
+        conn.execute(_RENEW_CLAIM, (owner, until, run_id))
+        return False, epoch
+    conn.execute(_TAKE_CLAIM, (owner, until, run_id))
+    return True, epoch + 1
+
+
 def claim(
-    conn: sqlite3.Connection, run_id: str, owner: str, until: float, now: float
-) -> tuple[bool, bool]:
-    """Return (claimed, fresh): fresh when the run was not already `owner`'s."""
+    conn: sqlite3.Connection, run_id: str, owner: str, until: float, now: float, held: Held
+) -> tuple[bool, bool, int]:
+    """Return (claimed, fresh, epoch); fresh when it took the run over (see `_take`)."""
     with transaction(conn):
-        row = conn.execute(
-            f"SELECT owner FROM runs WHERE run_id = ? AND status != 'finished' AND {_LEASE_FREE}",
-            (run_id, owner, now),
-        ).fetchone()
+        row = conn.execute(_CLAIM_SELECT, (run_id, owner, now)).fetchone()
         if row is None:
-            return False, False
-        conn.execute(SET_OWNER, (owner, until, run_id))
-        return True, row[0] != owner
+            return False, False, 0
+        fresh, epoch = _take(conn, run_id, row[0], row[1], owner, until, held)
+        return True, fresh, epoch
 
 
 def claim_many(
-    conn: sqlite3.Connection, run_ids: list[str], owner: str, until: float, now: float
-) -> list[tuple[str, bool]]:
-    """`claim` each run in one transaction; return (run_id, fresh) of those claimed."""
-    claimed: list[tuple[str, bool]] = []
+    conn: sqlite3.Connection,
+    run_ids: list[str],
+    owner: str,
+    until: float,
+    now: float,
+    held: Held,
+) -> list[tuple[str, bool, int]]:
+    """`claim` each run in one transaction; return (run_id, fresh, epoch) of those claimed."""
+    claimed: list[tuple[str, bool, int]] = []
     with transaction(conn):
         for run_id in run_ids:
-            row = conn.execute(
-                f"SELECT owner FROM runs WHERE run_id = ? AND status != 'finished' "
-                f"AND {_LEASE_FREE}",
-                (run_id, owner, now),
-            ).fetchone()
+            row = conn.execute(_CLAIM_SELECT, (run_id, owner, now)).fetchone()
             if row is not None:
-                conn.execute(SET_OWNER, (owner, until, run_id))
-                claimed.append((run_id, row[0] != owner))
+                claimed.append((run_id, *_take(conn, run_id, row[0], row[1], owner, until, held)))
     return claimed
 
 
@@ -353,10 +388,11 @@ def claim_runs(
     limit: int,
     agents: list[str] | None,
     exclude: list[str],
-) -> list[tuple[str, bool]]:
-    """Claim up to `limit` ready runs, oldest first; return (run_id, fresh) of each."""
+    held: Held,
+) -> list[tuple[str, bool, int]]:
+    """Claim up to `limit` ready runs, oldest first; return (run_id, fresh, epoch) of each."""
     sql = (
-        f"SELECT run_id, owner FROM runs WHERE status = 'running' AND {_LEASE_FREE} "
+        f"SELECT run_id, owner, lease_epoch FROM runs WHERE status = 'running' AND {_LEASE_FREE} "
         "AND (wake_at IS NULL OR wake_at <= ?)"
     )
     args: list[Any] = [owner, now, now]
@@ -370,8 +406,10 @@ def claim_runs(
     args.append(limit)
     with transaction(conn):
         rows = conn.execute(sql, args).fetchall()
-        conn.executemany(SET_OWNER, [(owner, until, run_id) for run_id, _ in rows])
-    return [(run_id, previous != owner) for run_id, previous in rows]
+        return [
+            (run_id, *_take(conn, run_id, previous, epoch, owner, until, held))
+            for run_id, previous, epoch in rows
+        ]
 
 
 _RENEW = "UPDATE runs SET lease_until = ? WHERE owner = ? AND status != 'finished'"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar, cast
 
@@ -335,13 +335,46 @@ def _write_many(
         conn.execute(sql(len(chunk)), [value for row in chunk for value in row])
 
 
+class LeaseTaken(Exception):
+    """The run's lease moved on: another claim took it over (see `LeaseLostError`)."""
+
+    def __init__(self, holder: str | None, epoch: int) -> None:
+        super().__init__(holder, epoch)
+        self.holder = holder
+        self.epoch = epoch
+
+
+Fences = Mapping[str, tuple[str, int]]
+"""Runs of a batch that the store holds a lease on: run id -> (owner, epoch) it claimed."""
+
+
+def _taken(conn: sqlite3.Connection, fences: Fences) -> dict[str, Exception]:
+    """The runs of `fences` whose lease is no longer the one claimed, read in the transaction."""
+    taken: dict[str, Exception] = {}
+    for run_id, (owner, epoch) in fences.items():
+        row = conn.execute(_LEASE_OF, (run_id,)).fetchone()
+        if row is not None and (row[0] != owner or row[1] != epoch):
+            taken[run_id] = LeaseTaken(row[0], row[1])
+    return taken
+
+
+_LEASE_OF = "SELECT owner, lease_epoch FROM runs WHERE run_id = ?"
+
+
 def _write_events(
     conn: sqlite3.Connection,
     rows: list[Row],
     ops: list[Op],
     touches: list[tuple[int, float, str]],
-) -> None:
+    fences: Fences,
+) -> dict[str, Exception]:
+    """Write the batch in one transaction, less the runs whose lease was taken over."""
     with transaction(conn):
+        taken = _taken(conn, fences) if fences else {}
+        if taken:
+            rows = [row for row in rows if row[0] not in taken]
+            ops = [op for op in ops if op[0] not in taken]
+            touches = [t for t in touches if t[2] not in taken]
         _write_many(conn, _insert_events_sql, rows)
         for _, sql, args in ops:
             conn.execute(sql, args)
@@ -349,6 +382,7 @@ def _write_events(
             _write_many(conn, _touch_runs_sql, touches)
         else:
             conn.executemany(_TOUCH_RUN, touches)
+    return taken
 
 
 def commit_batch(
@@ -356,16 +390,19 @@ def commit_batch(
     rows: list[Row],
     ops: list[Op],
     touches: list[tuple[int, float, str]],
+    fences: Fences,
 ) -> dict[str, Exception]:
     """Write a batch in one transaction; return the runs whose events could not be written.
 
-    A constraint broken by one run's events (a reused run id, a duplicate gate id, a
-    second writer on the run) must not fail the other runs, so after such a failure the
-    batch is written again run by run. Any other error fails the whole batch.
+    Fencing: the events of a run in `fences` are written only if its lease is still the
+    one this store claimed (same owner, same epoch), checked inside the transaction that
+    writes them; otherwise the run fails with `LeaseTaken`. A constraint broken by one
+    run's events (a reused run id, a duplicate gate id, a second writer on the run) must
+    not fail the other runs, so after such a failure the batch is written again run by
+    run. Any other error fails the whole batch.
     """
     try:
-        _write_events(conn, rows, ops, touches)
-        return {}
+        return _write_events(conn, rows, ops, touches, fences)
     except sqlite3.IntegrityError:
         pass
     by_run: dict[str, tuple[list[Row], list[Op]]] = {}
@@ -375,8 +412,13 @@ def commit_batch(
         by_run[op[0]][1].append(op)
     failures: dict[str, Exception] = {}
     for run_id, (run_rows, run_ops) in by_run.items():
+        fence = {run_id: fences[run_id]} if run_id in fences else {}
         try:
-            _write_events(conn, run_rows, run_ops, [t for t in touches if t[2] == run_id])
+            failures.update(
+                _write_events(
+                    conn, run_rows, run_ops, [t for t in touches if t[2] == run_id], fence
+                )
+            )
         except sqlite3.IntegrityError as exc:
             failures[run_id] = exc
     return failures

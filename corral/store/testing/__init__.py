@@ -32,8 +32,14 @@ claim, timers and expiries fire once; blobs are stored once by content; breaker 
 are replaced, not merged; retention deletes only finished runs older than the cutoff.
 Each of these parts is a class of its own (`EventLogContract`, `RunIndexContract`,
 `LeasesContract`, `UpkeepContract`), one module each; `JournalContract` is all four.
+
+A backend that several processes share also runs `FencingContract`, which needs a second
+fixture, ``second_journal`` (another store object on the same database): a claim that
+takes a run over advances its lease epoch, and the writes of the previous holder are
+refused with `corral.errors.LeaseLostError`.
 """
 
+from ._fencing import FencingContract as FencingContract
 from ._index import RunIndexContract as RunIndexContract
 from ._leases import LeasesContract as LeasesContract
 from ._log import EventLogContract as EventLogContract
@@ -41,6 +47,7 @@ from ._upkeep import UpkeepContract as UpkeepContract
 
 __all__ = [
     "EventLogContract",
+    "FencingContract",
     "JournalContract",
     "LeasesContract",
     "RunIndexContract",
