@@ -199,9 +199,7 @@ class RunDriving(RuntimeBase):
             # Another worker took the run over after this one stalled past its lease: it
             # goes on there. A waiter here follows it through the journal; this store's
             # stale claim is dropped (a release never frees the new holder's lease).
-            log.warning(
-                "runtime.lease_lost", run_id=run_id, holder=error.holder, epoch=error.epoch
-            )
+            log.warning("runtime.lease_lost", run_id=run_id, holder=error.holder, epoch=error.epoch)
             self._wake_waiter(run_id)
             with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
                 await self.journal.release(run_id, self.owner)
