@@ -20,8 +20,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Every benchmarks/bench_*.py, then compare.py, then one table of every figure and its target.
+# The LangGraph and DBOS figures need `pip install -e '.[compare]'` (shown "not measured" without).
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/run_all.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check corral tests benchmarks

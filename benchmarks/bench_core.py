@@ -5,8 +5,8 @@ around them: supervisor reservation and settlement, loop and breaker checks, nam
 schema validation, timeout and retry wrappers, result screening and rendering, and four journal events.
 
 Prints steps per second and microseconds per step (median of several repetitions) for
-one run and for 100 concurrent runs. Target: at most 100 us of orchestration per step at
-one run.
+one run and for 100 concurrent runs. Target (issue 17): at most 60 us of orchestration per
+step at one run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _instant import LIMITS, InstantModel, lookup  # noqa: E402
+from _table import record  # noqa: E402
 
 from corral import Runtime, SubAgent  # noqa: E402
 
@@ -52,7 +53,15 @@ def main() -> None:
         per_step = statistics.median(anyio.run(measure, concurrent) for _ in range(REPEATS))
         print(
             f"  {concurrent:>3} concurrent run(s): {1 / per_step:>9,.0f} steps/s  "
-            f"{per_step * 1e6:>7.1f} us/step" + ("   (target <= 100 us)" if concurrent == 1 else "")
+            f"{per_step * 1e6:>7.1f} us/step" + ("   (target <= 60 us)" if concurrent == 1 else "")
+        )
+        record(
+            "bench_core",
+            f"in-memory orchestration per step, {concurrent} run(s)",
+            per_step * 1e6,
+            "us/step",
+            target=("<=", 60.0) if concurrent == 1 else None,
+            note="no journal, instant model and tool",
         )
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _table import record  # noqa: E402
+
 from corral.guardrails import InjectionDetector, InjectionGuard  # noqa: E402
 from corral.guardrails._screen import InputScreen  # noqa: E402
 
@@ -62,18 +64,34 @@ def rates() -> None:
         totals[split][1] += hits
     for split, (n, hits) in sorted(totals.items()):
         print(f"{'all':30} {split:8} {n:5} {hits / n:7.1%}")
+        record("bench_detection", f"injection TPR, {split} split", 100 * hits / n, "%")
 
 
 def false_positives() -> None:
     benign = CORPUS["benign"]
     flagged = [b for b in benign if DETECTOR.scan(b["text"]).score >= THRESHOLD]
     print(f"\nFPR, text by text: {len(flagged)}/{len(benign)} = {len(flagged) / len(benign):.2%}")
+    fpr_target = ("<=", 1.0)  # tests/test_injection_detection_corpus.py's MAX_FPR
+    record(
+        "bench_detection",
+        "FPR, benign text by text",
+        100 * len(flagged) / len(benign),
+        "%",
+        target=fpr_target,
+    )
     for b in flagged:
         print(f"  {b['source']}: {b['text'][:90]!r}")
     screen = InputScreen(pii="off").for_run()
     seams = [b for b in benign if screen.screen(b["text"]).blocked]
     print(
         f"FPR, read as one run's results: {len(seams)}/{len(benign)} = {len(seams) / len(benign):.2%}"
+    )
+    record(
+        "bench_detection",
+        "FPR, benign read as one run's results",
+        100 * len(seams) / len(benign),
+        "%",
+        target=fpr_target,
     )
     by_source: dict[str, int] = defaultdict(int)
     for b in benign:
@@ -108,6 +126,7 @@ def cost() -> None:
         f"\ncost, benign texts one by one: {elapsed / kb * 1e6:.0f} µs per KB "
         f"({elapsed / len(texts) * 1e6:.0f} µs per text, {kb * 1024 / len(texts):.0f} bytes each)"
     )
+    record("bench_detection", "scan cost, benign texts", elapsed / kb * 1e6, "us/KB")
     attack_kb = sum(len(a["text"].encode()) for a in CORPUS["attacks"]) / 1024
     elapsed = best(3, lambda: [DETECTOR.scan(a["text"]) for a in CORPUS["attacks"]])
     print(f"cost, attacks one by one: {elapsed / attack_kb * 1e6:.0f} µs per KB")

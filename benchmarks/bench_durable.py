@@ -1,249 +1,185 @@
-"""Durability figures: a SQLite journal on disk, an instant model and instant tools.
+"""Durability figures of the standard workload on Corral (see ``_workload.py`` for what each is).
 
-Prints:
-  * a bare aiosqlite group-commit insert loop (rows/s), the ceiling for any journal here;
-  * durable steps per second for 1 run and for 100 concurrent runs (100 callers each
-    submitting a run and awaiting its result), and their ratio to the bare loop;
-  * journal bytes per step for runs of 10 and of 200 steps (must not grow with length);
-  * memory added by 10,000 runs waiting at approval gates (Python heap, exact, and
-    resident, noisier), after 500 warm-up runs;
-  * seconds to resume 1,000 unfinished runs after a restart.
+10-step runs, an instant model, each step committed (the default, ``Durability(mode=
+"step")``; ``mode="batched"`` shown beside it, labelled), SQLite on disk (WAL,
+``synchronous=NORMAL``). Prints and records, each with its target (issue 17):
 
-A step is one model call and the tool call it proposes: 4 events (model_called,
-tool_call_proposed, tool_call_started, tool_call_finished), each committed before the run
-ends. Targets (issue 4): >= 5,000 durable steps/s at 100 concurrent runs and >= 2,000 at
-one run; 10,000 waiting runs add < 10 MB; 1,000 runs resumed in < 1 s.
+* durable steps/s, 1 run at a time and 100 started together (medians of interleaved
+  rounds; the ratio targets against LangGraph are `compare.py`'s);
+* memory of 1,000 runs paused at a gate from a cold start (RSS and Python heap), beside a
+  bare aiosqlite journal writing as many rows of the same size: within 1 MB of it; and
+  per further paused run (1,000 -> 2,000): under 1 KB;
+* resume of 1,000 paused runs after SIGKILL, spawn to done: under 1 s (and in-process);
+* disk bytes per finished gated run: at most 4 KB;
+* the commit floors (aiosqlite and sqlite3, one row per transaction).
+
+Run: ``python benchmarks/bench_durable.py [--quick]`` (``--quick``: tiny counts, a smoke
+test; its figures mean nothing).
 """
 
 from __future__ import annotations
 
-import gc
 import statistics
 import sys
 import tempfile
-import time
-import tracemalloc
+from functools import partial
 from pathlib import Path
 
-import aiosqlite
 import anyio
 
-from corral import Durability
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _measure import cold_memory, file_bytes, kill_and_resume  # noqa: E402
+from _table import is_quick, record  # noqa: E402
+from _workload import (  # noqa: E402
+    aiosqlite_floor,
+    corral_steps_per_s,
+    empty_journal_bytes,
+    journal_rows,
+    model_calls_per_run,
+    sqlite3_floor,
+)
 
-from _instant import LIMITS, USAGE, InstantModel, lookup  # noqa: E402
-
-from corral import RunResult, Runtime, SubAgent, tool  # noqa: E402
-from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall  # noqa: E402
-from corral.store import SqliteJournal  # noqa: E402
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-@tool(timeout=5, side_effect="write")
-async def flag(invoice_id: str) -> str:
-    """A write: waits at a gate."""
-    return "flagged"
-
-
-async def bare_insert_loop(path: Path, rows: int = 60_000, batch: int = 1_000) -> float:
-    payload = "x" * 300
-    async with aiosqlite.connect(path, isolation_level=None) as db:
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute(
-            "CREATE TABLE t (run_id TEXT, seq INTEGER, payload TEXT, PRIMARY KEY (run_id, seq)) WITHOUT ROWID"
-        )
-        start = time.perf_counter()
-        for b in range(rows // batch):
-            await db.execute("BEGIN")
-            await db.executemany(
-                "INSERT INTO t VALUES (?, ?, ?)", [(f"r{b}", i, payload) for i in range(batch)]
-            )
-            await db.execute("COMMIT")
-        return rows / (time.perf_counter() - start)
-
-
-async def run_all(rt: Runtime, count: int) -> list[RunResult]:
-    """`count` callers at once, each submitting a run and waiting for its result."""
-    results: dict[int, RunResult] = {}
-
-    async def caller(i: int) -> None:
-        handle = await rt.submit(f"task {i}")
-        results[i] = await handle.result()
-
-    async with anyio.create_task_group() as tg:
-        for i in range(count):
-            tg.start_soon(caller, i)
-    return [results[i] for i in range(count)]
-
-
-async def durable_steps(path: Path, concurrent: int, steps: int) -> tuple[float, float]:
-    agent = SubAgent(
-        "bench",
-        instructions="Benchmark.",
-        tools=[lookup],
-        model=InstantModel(steps),
-        limits=LIMITS,
-    )
-    async with SqliteJournal(path) as journal:
-        async with Runtime(
-            agents=[agent], journal=journal, durability=Durability(poll_interval_s=None)
-        ) as rt:
-            start = time.perf_counter()
-            results = await run_all(rt, concurrent)
-            elapsed = time.perf_counter() - start
-        assert all(r.outcome == "completed" for r in results)
-        events = sum(len(r.events) for r in results)
-    total_steps = concurrent * steps
-    return total_steps / elapsed, events / total_steps
-
-
-async def bytes_per_step(path: Path, steps: int, runs: int = 20) -> float:
-    agent = SubAgent(
-        "bench",
-        instructions="Benchmark.",
-        tools=[lookup],
-        model=InstantModel(steps),
-        limits=LIMITS,
-    )
-    async with SqliteJournal(path) as journal:
-        before = await journal.size_bytes()
-        async with Runtime(
-            agents=[agent], journal=journal, durability=Durability(poll_interval_s=None)
-        ) as rt:
-            for i in range(runs):
-                await rt.run(f"task {i}")
-        after = await journal.size_bytes()
-    return (after - before) / (runs * steps)
-
-
-async def waiting_memory(
-    path: Path, runs: int = 10_000, warm_up: int = 500
-) -> tuple[float, float, float]:
-    """Memory added by `runs` runs waiting at a gate: (Python heap MB, resident MB, seconds).
-
-    `warm_up` gated runs first fill what does not grow with the number of runs (the
-    allocator's pools, SQLite's page caches). The Python heap figure (tracemalloc: what is
-    still allocated of what the waiting runs allocated) is exact; the resident one is what
-    the operating system sees, noisier (memory freed earlier may be reused, or returned).
-    """
-    agent = SubAgent(
-        "gated", instructions="x", tools=[flag], model=InstantModel(1, tool="flag"), limits=LIMITS
-    )
-
-    async def to_gates(rt: Runtime, first: int, count: int) -> None:
-        for chunk in range(first, first + count, 500):
-            handles = [
-                await rt.submit(f"task {i}") for i in range(chunk, min(chunk + 500, first + count))
-            ]
-            for h in handles:
-                assert (await h.result()).status == "waiting"
-
-    async with SqliteJournal(path) as journal:
-        async with Runtime(
-            agents=[agent], journal=journal, durability=Durability(poll_interval_s=None)
-        ) as rt:
-            await to_gates(rt, 0, warm_up)
-            gc.collect()
-            before = rss_bytes()
-            tracemalloc.start()
-            start = time.perf_counter()
-            await to_gates(rt, warm_up, runs)
-            elapsed = time.perf_counter() - start
-            gc.collect()
-            held, _ = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            after = rss_bytes()
-            assert len(await journal.gates()) == warm_up + runs
-    return held / 1e6, (after - before) / 1e6, elapsed
-
-
-async def resume_time(path: Path, runs: int = 1_000) -> float:
-    block = anyio.Event()
-
-    async def first_life(request: ModelRequest) -> ModelResponse:
-        if request.step >= 2:
-            await block.wait()  # the process "dies" here: step 2 never completes
-        return ModelResponse(
-            tool_calls=(ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"}),),
-            usage=USAGE,
-            model="instant",
-        )
-
-    async with SqliteJournal(path) as journal:
-        dying = SubAgent(
-            "worker",
-            instructions="x",
-            tools=[lookup],
-            model=FunctionModel(first_life),
-            limits=LIMITS,
-        )
-        async with Runtime(
-            agents=[dying],
-            journal=journal,
-            durability=Durability(poll_interval_s=None, owner="host"),
-        ) as rt:
-            for i in range(runs):
-                await rt.submit(f"task {i}")
-            while len([r for r in await journal.runs(status="running", limit=runs + 1)]) < runs:
-                await anyio.sleep(0.01)
-            await anyio.sleep(0.2)
-        assert len(await journal.unfinished_runs()) == runs
-    async with SqliteJournal(path) as journal:
-        healthy = SubAgent(
-            "worker", instructions="x", tools=[lookup], model=InstantModel(1), limits=LIMITS
-        )
-        start = time.perf_counter()
-        async with Runtime(
-            agents=[healthy],
-            journal=journal,
-            durability=Durability(poll_interval_s=None, owner="host"),
-        ):
-            while len(await journal.runs(status="finished", limit=runs + 1)) < runs:
-                await anyio.sleep(0.005)
-            elapsed = time.perf_counter() - start
-        assert all(i.outcome == "completed" for i in await journal.runs(limit=runs + 1))
-    return elapsed
+WORKLOAD = Path(__file__).resolve().parent / "_workload.py"
+BENCH = "bench_durable"
 
 
 def main() -> None:
+    quick = is_quick()
+    rounds, serial_runs, paused = (1, 3, 20) if quick else (3, 30, 1_000)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        bare = statistics.median(anyio.run(bare_insert_loop, d / f"bare{i}.db") for i in range(3))
-        print("bench_durable (SQLite on disk, WAL, synchronous=NORMAL)")
-        print(f"  bare aiosqlite group-commit insert loop: {bare:>10,.0f} rows/s")
-        for concurrent, steps, target in ((1, 200, 2_000), (100, 20, 5_000)):
-            figures = [
-                anyio.run(durable_steps, d / f"s{concurrent}_{i}.db", concurrent, steps)
-                for i in range(3)
-            ]
-            rate = statistics.median(f[0] for f in figures)
-            per_step = figures[0][1]
-            print(
-                f"  durable steps/s, {concurrent:>3} run(s):      {rate:>10,.0f} steps/s "
-                f"({per_step:.1f} events/step = {rate * per_step:,.0f} events/s, "
-                f"{rate * per_step / bare:.0%} of the bare loop; target >= {target:,})"
+        print("bench_durable: 10-step runs, instant model, SQLite on disk (WAL, NORMAL)")
+        rates: dict[tuple[int, str], list[float]] = {}
+        for r in range(rounds):
+            for concurrent, runs in ((1, serial_runs), (100, 100)):
+                for mode in ("step", "batched"):
+                    path = d / f"s{r}_{concurrent}_{mode}.db"
+                    rate = anyio.run(
+                        partial(
+                            corral_steps_per_s, path, concurrent=concurrent, runs=runs, mode=mode
+                        )
+                    )
+                    rates.setdefault((concurrent, mode), []).append(rate)
+        for (concurrent, mode), values in rates.items():
+            label = "each step committed" if mode == "step" else "batched, NOT the default"
+            rate = statistics.median(values)
+            what = "1 run at a time" if concurrent == 1 else "100 started together"
+            print(f"  durable steps/s, {what:<21} {label:<26} {rate:>9,.0f}")
+            record(
+                BENCH,
+                f"durable steps/s, {what} ({mode})",
+                rate,
+                "steps/s",
+                quick=quick,
+                note="" if mode == "step" else "not the default: a crash may repeat model calls",
             )
-        for steps in (10, 200):
-            b = anyio.run(bytes_per_step, d / f"b{steps}.db", steps)
-            print(f"  journal bytes per step, {steps:>3}-step runs:  {b:>8,.0f} B")
-        heap, rss, took = anyio.run(waiting_memory, d / "wait.db")
-        print(
-            f"  memory added by 10,000 runs waiting at gates: {heap:.1f} MB of Python heap, "
-            f"{rss:+.1f} MB resident (target < 10 MB; {took:.1f} s to get them there)"
+        floors = (
+            [anyio.run(aiosqlite_floor, d / f"fa{i}.db", 2_000) for i in range(3)],
+            [sqlite3_floor(d / f"fs{i}.db", 5_000) for i in range(3)],
         )
-        seconds = anyio.run(resume_time, d / "resume.db")
-        print(
-            f"  resume 1,000 unfinished runs after a restart: {seconds:.2f} s to all completed (target < 1 s)"
+        for name, values in zip(("aiosqlite", "sqlite3 (no thread hop)"), floors, strict=True):
+            value, spread = statistics.median(values), f"{min(values):,.0f}..{max(values):,.0f}"
+            print(
+                f"  commit floor, {name}, 1 row per transaction: {value:>9,.0f} commits/s "
+                f"(median of {spread})"
+            )
+            record(
+                BENCH,
+                f"commit floor, {name}, 1 row/txn",
+                value,
+                "commits/s",
+                quick=quick,
+                note=f"median; tries {spread}",
+            )
+
+        db = d / "mem.db"
+        rss = cold_memory(WORKLOAD, "corral", db, paused, heap=False)
+        heap = cold_memory(WORKLOAD, "corral", d / "heap.db", paused, heap=True)
+        events, payload = journal_rows(db)
+        rows_per_run, row_bytes = events // (2 * paused), payload // events
+        bare_rss = cold_memory(
+            WORKLOAD, "bare", d / "bare.db", paused, str(rows_per_run), str(row_bytes), heap=False
         )
+        print(
+            f"  memory from cold, {paused:,} paused runs: RSS {rss.growth_mb:+.1f} MB "
+            f"(first paused run {rss.first_run_mb:+.1f} MB), Python heap {heap.growth_mb:+.1f} MB; "
+            f"bare aiosqlite journal ({rows_per_run} rows of {row_bytes} B per run) "
+            f"RSS {bare_rss.growth_mb:+.1f} MB"
+        )
+        print(
+            f"  per further paused run ({paused:,} -> {2 * paused:,}): RSS "
+            f"{rss.per_further_run:,.0f} B, Python heap {heap.per_further_run:,.0f} B"
+        )
+        record(
+            BENCH,
+            f"memory from cold, {paused:,} paused runs (RSS)",
+            rss.growth_mb,
+            "MB",
+            quick=quick,
+            note=f"first paused run alone {rss.first_run_mb:+.1f} MB",
+        )
+        record(BENCH, "  same, Python heap", heap.growth_mb, "MB", quick=quick)
+        record(
+            BENCH,
+            "  bare aiosqlite journal, same rows (RSS)",
+            bare_rss.growth_mb,
+            "MB",
+            quick=quick,
+        )
+        record(
+            BENCH,
+            "  Corral minus bare journal (RSS)",
+            rss.growth_mb - bare_rss.growth_mb,
+            "MB",
+            target=("<=", 1.0),
+            quick=quick,
+        )
+        record(
+            BENCH,
+            "memory per further paused run (RSS)",
+            rss.per_further_run,
+            "B",
+            target=("<", 1024),
+            quick=quick,
+        )
+        record(
+            BENCH, "  same, Python heap", heap.per_further_run, "B", target=("<", 1024), quick=quick
+        )
+
+        killed = d / "killed.db"
+        resume = kill_and_resume(WORKLOAD, "corral", killed, paused)
+        fewest, most = model_calls_per_run(killed)
+        empty = anyio.run(empty_journal_bytes, d / "empty.db")
+        disk = (file_bytes(killed) - empty) / paused
+        print(
+            f"  resume {paused:,} paused runs after SIGKILL: {resume.from_spawn_s:.2f} s from spawn "
+            f"to all done ({resume.in_process_s:.2f} s in-process, {resume.to_exit_s:.2f} s to "
+            f"exit); {resume.completed:,} completed; model calls per run {fewest}..{most} "
+            f"(11 = none repeated)"
+        )
+        print(f"  disk per finished gated run: {disk:,.0f} B (empty journal {empty:,} B excluded)")
+        record(
+            BENCH,
+            f"resume {paused:,} after SIGKILL, spawn to done",
+            resume.from_spawn_s,
+            "s",
+            target=("<", 1.0),
+            quick=quick,
+            note="imports included",
+        )
+        record(BENCH, "  same, in-process (after imports)", resume.in_process_s, "s", quick=quick)
+        record(
+            BENCH,
+            "disk per finished gated 10-step run",
+            disk,
+            "B",
+            target=("<=", 4096),
+            quick=quick,
+            note="DB+WAL after checkpoint, empty journal excluded",
+        )
+        if resume.completed != paused or (fewest, most) != (11, 11):
+            raise SystemExit("resume after SIGKILL lost runs or repeated model calls")
 
 
 if __name__ == "__main__":

@@ -341,6 +341,8 @@ def _line(label: str, s: Score) -> str:
 
 
 def main() -> None:
+    from _table import record  # here: tests import this module without benchmarks/ on the path
+
     old, new = score(OLD), score(NEW)
     print(f"{len(benign_traces())} benign traces, {len(looping_traces())} looping traces\n")
     print(_line("old: same tool > 3 in a row", old))
@@ -356,7 +358,20 @@ def main() -> None:
     print("old rule misses:", ", ".join(old.missed) or "none")
     print("new rule misses:", ", ".join(new.missed) or "none")
     print()
-    print(f"cost per call: old {cost_us(OLD):.2f} us, new {cost_us(NEW):.2f} us")
+    new_cost = cost_us(NEW)
+    print(f"cost per call: old {cost_us(OLD):.2f} us, new {new_cost:.2f} us")
+    # the bounds are tests/test_loop_detection.py's assertions on the new rule
+    record(
+        "bench_loops",
+        "loop rule: benign traces stopped",
+        100 * new.false_stop_rate,
+        "%",
+        target=("<", 6.0),
+    )
+    record(
+        "bench_loops", "loop rule: loops caught", 100 * new.catch_rate, "%", target=(">=", 100.0)
+    )
+    record("bench_loops", "loop rule: cost per call", new_cost, "us")
 
 
 if __name__ == "__main__":

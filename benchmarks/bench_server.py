@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _table import record
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-" + "0" * 24
@@ -148,6 +149,16 @@ async def main() -> None:
         f"end to end: {RUNS} runs by {CLIENTS} clients (submit, poll until finished): "
         f"{RUNS / elapsed:.0f} runs/s, {RUNS * STEPS / elapsed:.0f} durable steps/s "
         f"(client and server share 2 cores; polling costs the server reads too)"
+    )
+    record("bench_server", "submit latency p50 (POST /v1/runs)", _pct(submit_ms, 50), "ms")
+    record("bench_server", "submit latency p99 (POST /v1/runs)", _pct(submit_ms, 99), "ms")
+    record("bench_server", "read latency p99 (GET /v1/runs/ID)", _pct(read_ms, 99), "ms")
+    record(
+        "bench_server",
+        f"end to end, {RUNS} runs by {CLIENTS} clients",
+        RUNS * STEPS / elapsed,
+        "steps/s",
+        note="client and server share the 2 cores",
     )
 
 

@@ -29,6 +29,8 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _table import record  # noqa: E402
+
 from corral.events import (  # noqa: E402
     Event,
     EventAdapter,
@@ -316,6 +318,15 @@ def main() -> None:
                 f"{rate * EVENTS_PER_STEP / bare[ref]:.0%} of the bare loop at {ref}; runtime target "
                 f">= {target:,} steps/s)"
             )
+            record(
+                "bench_store",
+                f"SqliteStore runtime-shaped steps/s, {runs} run(s)",
+                rate,
+                "steps/s",
+                target=(">=", float(target)),
+                quick=quick,
+                note="store alone, 4 events a step; the target is the runtime's",
+            )
 
         print("3. bytes per step (4 events), same total steps:")
         for runs, per in ((100, 10), (5, 200)):
@@ -324,12 +335,21 @@ def main() -> None:
                 f"   runs of {per:>3} steps: {used:>6,.0f} bytes/step in pages "
                 f"({on_disk:,.0f} bytes/step of file after vacuum)"
             )
+            record("bench_store", f"bytes per step, runs of {per} steps", used, "B", quick=quick)
 
         print("4. resume: list 1,000 unfinished runs and read their events (after reopening):")
         sequential, concurrent, events = anyio.run(resume_reads, d / "resume.db")
         print(
             f"   {events:,} events: {sequential * 1000:,.0f} ms one by one, "
             f"{concurrent * 1000:,.0f} ms with 50 concurrent readers (target < 1,000 ms)"
+        )
+        record(
+            "bench_store",
+            "resume reads, 1,000 unfinished runs, 50 readers",
+            concurrent * 1000,
+            "ms",
+            target=("<", 1000.0),
+            quick=quick,
         )
 
 
