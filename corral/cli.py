@@ -86,7 +86,7 @@ from ._task import Task
 from ._views import GateView, RunSummary, RunView, iso
 from .errors import ConfigError, CorralError, UsageError
 from .events import Event, EventAdapter, WaitStarted
-from .runtime import App, RunResult, Runtime, load_app
+from .runtime import App, Durability, RunResult, Runtime, load_app
 from .runtime._app import DEFAULT_APP
 from .store import GateRecord, Journal, RunInfo, journal_from_url
 from .subagents import RunState
@@ -236,6 +236,14 @@ def _parser() -> argparse.ArgumentParser:
 
     trace = command(sub, "trace", "a run's reasoning, as a tree")
     trace.add_argument("run_id")
+
+    workers = command(sub, "workers", "the worker processes on the journal, and their leases")
+    workers.add_argument(
+        "--within",
+        type=float,
+        metavar="S",
+        help="seen in the last S seconds (default: one lease, durability.lease_s)",
+    )
 
     export = command(sub, "export", "a run and all its events, as one JSON document")
     export.add_argument("run_id")
@@ -1083,6 +1091,52 @@ async def _cmd_runs_export(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_workers(args: argparse.Namespace) -> int:
+    settings: Settings | None = getattr(args, "settings", None)
+    lease_s = settings.durability.lease_s if settings is not None else Durability().lease_s
+    within = args.within if args.within is not None else lease_s
+    if within <= 0:
+        raise UsageError(f"--within must be more than 0 seconds, got {within:g}")
+    now = time.time()
+    async with _journal(args, must_exist=True) as journal:
+        found = await journal.workers(now=now, within_s=within)
+    rows = [
+        {
+            "owner": w.owner,
+            "host": w.host,
+            "pid": w.pid,
+            "started_at": w.started_at,
+            "seen_at": w.seen_at,
+            "seen_s_ago": round(max(0.0, now - w.seen_at), 1),
+            "leases": w.leases,
+            "max_active_runs": w.max_active_runs,
+            "version": w.version,
+        }
+        for w in found
+    ]
+    if _json_out(args):
+        _print_json(rows)
+    elif not rows:
+        print(f"no worker seen in the last {within:g} s")
+    else:
+        headers = ["OWNER", "HOST", "PID", "STARTED", "SEEN", "LEASES", "MAX RUNS", "VERSION"]
+        table = [
+            [
+                r["owner"],
+                r["host"],
+                r["pid"],
+                _when(r["started_at"]),
+                f"{r['seen_s_ago']:g} s ago",
+                r["leases"],
+                r["max_active_runs"] if r["max_active_runs"] is not None else "-",
+                r["version"],
+            ]
+            for r in rows
+        ]
+        _print_table(headers, table)
+    return 0
+
+
 async def _cmd_approvals(args: argparse.Namespace) -> int:
     url = _server(args)
     if url is not None:
@@ -1558,6 +1612,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "token": _cmd_token,
         "loadtest": _cmd_loadtest,
         "memory": _cmd_memory,
+        "workers": _cmd_workers,
     }
     code: int = await handlers[command](args)
     return code

@@ -134,6 +134,8 @@ PINNED: dict[str, list[str]] = {
         "Upkeep",
         "WaitRecord",
         "WaitRow",
+        "WorkerInfo",
+        "Workers",
         "check_not_expired",
         "gate_expired",
         "journal_from_url",

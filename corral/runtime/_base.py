@@ -81,6 +81,8 @@ class RuntimeBase:
     """Runs this process drives now (it holds their leases)."""
     _stalled: dict[str, JournalError]
     """Runs stopped here because their events could not be journaled (see `wait`)."""
+    _started_at: float | None
+    """When this runtime's poller started (it sends heartbeats); None: it does not poll."""
     _waiters: dict[str, Waiter]
     _subscribers: list[Callable[[Event], None]]
     _fatal: BaseException | None

@@ -98,10 +98,14 @@ class RunDriving(RuntimeBase):
         self._require_running()
         resumed: list[str] = []
         while True:
+            room = self._room()
+            if room <= 0:
+                return resumed
             claimed = await self.journal.claim_runs(
                 self.owner,
                 lease_s=self.durability.lease_s,
                 now=self.clock.now(),
+                limit=min(room, 100),
                 agents=self._agent_refs.keys(),
                 exclude={*self._active, *self._stalled},
             )
@@ -113,7 +117,7 @@ class RunDriving(RuntimeBase):
                 self._active.add(run_id)
                 await self._agent_refs[info.agent].ask(StartRun(run_id))
                 resumed.append(run_id)
-            if len(claimed) < 100 or not fresh:
+            if len(claimed) < min(room, 100) or not fresh:
                 return resumed
 
     async def _start(self, run_id: str, agent: str, events: Sequence[Event] | None = None) -> bool:
@@ -128,6 +132,9 @@ class RunDriving(RuntimeBase):
             return False
         if run_id in self._stalled:  # a journal failure stopped it here: see `wait`
             return False
+        if self._room() <= 0:
+            log.info("runtime.queued", run_id=run_id, active=len(self._active))
+            return False  # it waits in the journal for a worker with room
         if not await self.journal.claim(
             run_id, self.owner, lease_s=self.durability.lease_s, now=self.clock.now()
         ):
@@ -167,6 +174,16 @@ class RunDriving(RuntimeBase):
         self._wake_waiter(state.run_id, state)
         if state.parent_run_id is not None:  # a workflow step: its workflow may be waiting
             await self.deliver(child_done_key(state.run_id))
+        if self.durability.max_active_runs is not None and self._system is not None:
+            try:  # room for a queued run: pull it now, not at the next tick
+                await self.resume()
+            except JournalError as exc:  # the next tick tries again
+                log.error("runtime.pull_failed", error=str(exc))
+
+    def _room(self) -> int:
+        """How many more runs this process may drive now (`Durability.max_active_runs`)."""
+        cap = self.durability.max_active_runs
+        return 1 << 30 if cap is None else cap - len(self._active)
 
     async def _on_paused(self, state: RunState) -> None:
         await self._release(state.run_id)

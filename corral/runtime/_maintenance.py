@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,12 +19,27 @@ import anyio
 
 from ..actors import Actor
 from ..events import ModelCalled
+from ..store import WorkerInfo
 from ..supervisor import BreakerState
 from ..supervisor._supervisor import GetBreakers, SeedBreakers, SeedTenant
 from ._approvals import Approvals
 from ._base import log
 
 __all__ = ["Maintenance", "Poller"]
+
+_HOST = socket.gethostname()
+
+
+@functools.cache
+def _version() -> str:
+    """The installed Corral's version, as the registry shows it (empty if not installed)."""
+    import importlib.metadata  # on the first heartbeat, not at import
+
+    try:
+        return importlib.metadata.version("corral")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        return ""
+
 
 _PRUNE_EVERY_S = 3600.0
 """How often the poller prunes finished runs past their retention."""
@@ -81,6 +99,7 @@ class Maintenance(Approvals):
             ("expire_gates", self._expire_gates),
             ("expire_waits", self._expire_waits),
             ("renew_leases", self._renew_leases),
+            ("heartbeat", self._heartbeat),
             ("save_breakers", self._tick_save_breakers),
             ("prune", self._prune),
             ("resume", self._tick_resume),
@@ -116,6 +135,21 @@ class Maintenance(Approvals):
             await self.journal.renew_leases(
                 self.owner, lease_s=self.durability.lease_s, now=now, run_ids=active
             )
+
+    async def _heartbeat(self, now: float) -> None:
+        """Tell the journal's registry this worker is alive (``corral workers``)."""
+        started = self._started_at if self._started_at is not None else now
+        await self.journal.heartbeat(
+            WorkerInfo(
+                owner=self.owner,
+                host=_HOST,
+                pid=os.getpid(),
+                started_at=started,
+                seen_at=now,
+                max_active_runs=self.durability.max_active_runs,
+                version=_version(),
+            )
+        )
 
     async def renew_leases(self) -> None:
         """Extend the leases of the runs driven here now, as every tick does.

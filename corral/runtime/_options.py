@@ -53,6 +53,10 @@ class Durability(BaseModel):
     Default: keep everything."""
     owner: str | None = None
     """This process's name in run leases. Default: a fresh id each start-up."""
+    max_active_runs: int | None = Field(None, gt=0)
+    """The most runs this process drives at once (back-pressure). A run submitted beyond
+    it is journaled and waits, unleased, for this process (as its runs finish, and at each
+    tick) or another worker on the same journal to pull it. Default: no cap."""
     mode: Literal["step", "batched"] = "step"
     """When a read-only step's events are committed. ``"step"`` (default): each model
     call's result is committed before the next step starts (concurrent runs share one

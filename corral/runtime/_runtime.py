@@ -131,6 +131,7 @@ class Runtime(Maintenance, WorkflowRuns):
         self.alerts = alerts or Alerts()
         self.durability = durability or Durability()
         self.owner = self.durability.owner or new_id("owner")
+        self._started_at: float | None = None
         tenant_usd = self.tenants.usd_budgets()
         for agent in agents:  # a USD budget over an unpriced model would count $0: refuse it
             run_usd = (agent.limits or self.limits).max_cost_usd
@@ -218,6 +219,8 @@ class Runtime(Maintenance, WorkflowRuns):
                 await self.resume()
             interval = self.durability.poll_interval_s
             if interval is not None:
+                self._started_at = self.clock.now()
+                await self._heartbeat(self._started_at)  # listed by `corral workers` at once
                 await system.spawn(lambda: Poller(self, interval), name="poller")
         except BaseException:
             try:
@@ -310,6 +313,13 @@ class Runtime(Maintenance, WorkflowRuns):
                         break  # the journal cannot be written: do not wait on it per run
             self._active.clear()
             self._wake_all_waiters()
+            if self._started_at is not None:  # it sent heartbeats: leave the registry
+                self._started_at = None
+                with anyio.move_on_after(5, shield=True):
+                    try:
+                        await self.journal.retire(self.owner)
+                    except JournalError as exc:  # it drops out of the list by itself
+                        log.error("runtime.retire_failed", error=str(exc))
             episodes, self._episodes = self._episodes, None
             if episodes is not None and self._owned_episodes:
                 await episodes.close()

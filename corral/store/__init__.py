@@ -19,6 +19,8 @@ from ._contract import RunInfo as RunInfo
 from ._contract import RunStatus as RunStatus
 from ._contract import Upkeep as Upkeep
 from ._contract import WaitRecord as WaitRecord
+from ._contract import WorkerInfo as WorkerInfo
+from ._contract import Workers as Workers
 from ._contract import check_not_expired as check_not_expired
 from ._contract import gate_expired as gate_expired
 from ._contract import run_status as run_status
@@ -55,6 +57,8 @@ __all__ = [
     "Upkeep",
     "WaitRecord",
     "WaitRow",
+    "WorkerInfo",
+    "Workers",
     "check_not_expired",
     "gate_expired",
     "journal_from_url",

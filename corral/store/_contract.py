@@ -31,6 +31,7 @@ from ..errors import GateExpired
 from ..events import Event, GateDecided, GateOpened, WaitResolved, WaitStarted
 
 __all__ = [
+    "WORKER_FORGET_S",
     "Blobs",
     "EventLog",
     "GateRecord",
@@ -41,6 +42,8 @@ __all__ = [
     "RunStatus",
     "Upkeep",
     "WaitRecord",
+    "WorkerInfo",
+    "Workers",
     "check_not_expired",
     "gate_expired",
     "run_status",
@@ -90,6 +93,30 @@ class RunInfo:
     """When the owner's lease ends, Unix seconds; after that any process may claim it."""
     wake_at: float | None = None
     """The run's durable timer (`Leases.set_wake`), Unix seconds; None: no timer."""
+
+
+WORKER_FORGET_S = 7 * 86_400.0
+"""Workers not seen for this long are deleted from the registry (a week)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as the journal's registry knows it (see `Workers`)."""
+
+    owner: str
+    """Its name in run leases (`Durability.owner`, by default a fresh id per start-up)."""
+    host: str
+    pid: int
+    started_at: float
+    """When its runtime started, Unix seconds."""
+    seen_at: float
+    """Its latest heartbeat, Unix seconds."""
+    max_active_runs: int | None = None
+    """The most runs it drives at once (`Durability.max_active_runs`); None: no cap."""
+    version: str = ""
+    """The Corral version it runs."""
+    leases: int = 0
+    """Unfinished runs on which it holds a live lease (filled in by `Workers.workers`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,7 +521,33 @@ class Upkeep(Protocol):
 
 
 @runtime_checkable
-class Journal(EventLog, RunIndex, Leases, Blobs, Upkeep, Protocol):
+class Workers(Protocol):
+    """The registry of the worker processes sharing the journal (``corral workers``).
+
+    Each runtime that polls (`Durability.poll_interval_s`) records a heartbeat on every
+    tick and retires itself when it stops cleanly; a worker that died stops being seen.
+    """
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record `worker` as alive at ``worker.seen_at`` (one row per owner, replaced).
+
+        Workers not seen for a week are deleted on the way.
+        """
+        ...
+
+    async def workers(self, *, now: float, within_s: float) -> list[WorkerInfo]:
+        """Return the workers seen within `within_s` seconds of `now`, oldest first.
+
+        Each with `WorkerInfo.leases`: the unfinished runs it holds a live lease on.
+        """
+        ...
+
+    async def retire(self, owner: str) -> None:
+        """Remove a worker from the registry (it stopped cleanly)."""
+        ...
+
+
+class Journal(EventLog, RunIndex, Leases, Blobs, Upkeep, Workers, Protocol):
     """Where run events go: the whole contract, and the journal's lifecycle.
 
     Use it as ``async with journal: ...`` (entering opens what needs opening, leaving

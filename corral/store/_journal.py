@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Self, cast
 
 from .._clock import Clock, SystemClock
@@ -30,10 +30,12 @@ from ..events import (
 )
 from ._codec import from_json, to_json, with_seq
 from ._contract import (
+    WORKER_FORGET_S,
     GateRecord,
     RunInfo,
     RunStatus,
     WaitRecord,
+    WorkerInfo,
     check_not_expired,
     run_status,
 )
@@ -128,6 +130,7 @@ class MemoryJournal:
         self._blobs: dict[str, tuple[bytes, float]] = {}
         self._blob_refs: dict[str, set[str]] = {}
         self._breakers: dict[str, str] = {}
+        self._workers: dict[str, WorkerInfo] = {}
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -516,6 +519,34 @@ class MemoryJournal:
     async def load_breakers(self) -> dict[str, dict[str, Any]]:
         """Return the kept breaker states (new copies)."""
         return {tool: from_json(state) for tool, state in sorted(self._breakers.items())}
+
+    # -- workers ----------------------------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record `worker` as alive at ``worker.seen_at``; forget workers unseen for a week."""
+        self._workers[worker.owner] = replace(worker, leases=0)
+        cutoff = worker.seen_at - WORKER_FORGET_S
+        for owner in [o for o, w in self._workers.items() if w.seen_at < cutoff]:
+            del self._workers[owner]
+
+    async def workers(self, *, now: float, within_s: float) -> list[WorkerInfo]:
+        """Return the workers seen within `within_s` of `now`, oldest first, with leases."""
+        live: dict[str, int] = {}
+        for run in self._runs.values():
+            if (
+                not run.finished
+                and run.owner is not None
+                and run.lease_until is not None
+                and run.lease_until > now
+            ):
+                live[run.owner] = live.get(run.owner, 0) + 1
+        seen = [w for w in self._workers.values() if w.seen_at >= now - within_s]
+        seen.sort(key=lambda w: (w.started_at, w.owner))
+        return [replace(w, leases=live.get(w.owner, 0)) for w in seen]
+
+    async def retire(self, owner: str) -> None:
+        """Remove a worker from the registry."""
+        self._workers.pop(owner, None)
 
     async def prune(self, *, older_than_s: float, now: float) -> int:
         """Delete finished runs last updated before ``now - older_than_s``.

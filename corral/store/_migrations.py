@@ -10,7 +10,8 @@ Never edit a released migration: append a new one. Version 1 is the schema the f
 journal shipped with; version 2 stores events in insertion order, turns the JSON copies
 of gates into columns, merges early webhook deliveries into ``waits``, and adds timers,
 ``last_seq``, blob references, saved breaker states and the append-only triggers;
-version 3 adds lease epochs (fencing: see `corral.errors.LeaseLostError`).
+version 3 adds lease epochs (fencing: see `corral.errors.LeaseLostError`) and the
+registry of worker processes (``corral workers``).
 """
 
 from __future__ import annotations
@@ -226,8 +227,19 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         3,
         "lease epochs: each claim that takes a run over advances it, and writes of an older "
-        "epoch are refused (fencing)",
-        ("ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",),
+        "epoch are refused (fencing); the registry of worker processes",
+        (
+            "ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",
+            """CREATE TABLE workers (
+                owner TEXT PRIMARY KEY,
+                host TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                started_at REAL NOT NULL,
+                seen_at REAL NOT NULL,
+                max_active_runs INTEGER,
+                version TEXT NOT NULL
+            )""",
+        ),
     ),
 )
 """Every schema step, oldest first; step ``i`` takes the file from version ``i`` to ``i + 1``."""

@@ -44,7 +44,15 @@ from .._clock import Clock, SystemClock
 from ..errors import ConfigError, CorralError, UsageError
 from ..events import GateDecided, GateOpened, WaitResolved, WaitStarted
 from ._codec import decode_as, from_json, to_json
-from ._contract import GateRecord, RunInfo, RunStatus, WaitRecord, check_not_expired
+from ._contract import (
+    WORKER_FORGET_S,
+    GateRecord,
+    RunInfo,
+    RunStatus,
+    WaitRecord,
+    WorkerInfo,
+    check_not_expired,
+)
 from ._postgres_batch import PostgresEngine, append_in_transaction
 from ._rows import StoreStatistics
 
@@ -707,6 +715,21 @@ class PostgresStore(PostgresEngine):
             raise CorralError(f"journal {self.where}: blob {digest} is corrupt")
         return found
 
+    # -- workers --------------------------------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record `worker` as alive at ``worker.seen_at``; forget workers unseen for a week."""
+        await self._write(_heartbeat, worker, worker.seen_at - WORKER_FORGET_S)
+
+    async def workers(self, *, now: float, within_s: float) -> list[WorkerInfo]:
+        """Return the workers seen within `within_s` of `now`, oldest first, with leases."""
+        rows = await self._query(_fetch, _WORKERS, now, now - within_s)
+        return [WorkerInfo(*row) for row in rows]
+
+    async def retire(self, owner: str) -> None:
+        """Remove a worker from the registry."""
+        await self._write(_count, "DELETE FROM corral.workers WHERE owner = $1", owner)
+
     # -- breakers, retention, maintenance -------------------------------------------------------
 
     async def save_breakers(self, states: Mapping[str, Mapping[str, Any]]) -> None:
@@ -777,6 +800,33 @@ class PostgresStore(PostgresEngine):
 
 
 # -- statements, each given a connection (in a transaction for writes) ----------------------------
+
+
+_WORKERS = (
+    "SELECT w.owner, w.host, w.pid, w.started_at, w.seen_at, w.max_active_runs, w.version, "
+    "(SELECT count(*) FROM corral.runs r WHERE r.owner = w.owner AND r.status <> 'finished' "
+    "AND r.lease_until > $1)::integer FROM corral.workers w WHERE w.seen_at >= $2 "
+    "ORDER BY w.started_at, w.owner"
+)
+
+
+async def _heartbeat(conn: Any, worker: WorkerInfo, cutoff: float) -> None:
+    await conn.execute(
+        "INSERT INTO corral.workers "
+        "(owner, host, pid, started_at, seen_at, max_active_runs, version) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (owner) DO UPDATE SET "
+        "host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at, "
+        "seen_at = EXCLUDED.seen_at, max_active_runs = EXCLUDED.max_active_runs, "
+        "version = EXCLUDED.version",
+        worker.owner,
+        worker.host,
+        worker.pid,
+        worker.started_at,
+        worker.seen_at,
+        worker.max_active_runs,
+        worker.version,
+    )
+    await conn.execute("DELETE FROM corral.workers WHERE seen_at < $1", cutoff)
 
 
 async def _fetch(conn: Any, text: str, *args: Any) -> list[Any]:

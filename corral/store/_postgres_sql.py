@@ -281,6 +281,21 @@ MIGRATIONS: tuple[PgMigration, ...] = (
             _APPEND_FUNCTION,
         ),
     ),
+    PgMigration(
+        2,
+        "the registry of worker processes (corral workers)",
+        (
+            """CREATE TABLE corral.workers (
+                owner text PRIMARY KEY,
+                host text NOT NULL,
+                pid integer NOT NULL,
+                started_at double precision NOT NULL,
+                seen_at double precision NOT NULL,
+                max_active_runs integer,
+                version text NOT NULL
+            )""",
+        ),
+    ),
 )
 """Every schema step, oldest first; step ``i`` takes the database from version ``i`` on."""
 

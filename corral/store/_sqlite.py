@@ -66,7 +66,14 @@ from ..errors import ConfigError, CorralError
 from ..events import GateDecided, WaitResolved, WaitStarted
 from . import _sqlite_queries as queries
 from ._codec import decode_as, from_json, to_json
-from ._contract import GateRecord, RunInfo, RunStatus, WaitRecord
+from ._contract import (
+    WORKER_FORGET_S,
+    GateRecord,
+    RunInfo,
+    RunStatus,
+    WaitRecord,
+    WorkerInfo,
+)
 from ._migrations import SCHEMA_VERSION
 from ._rows import RunRow, StoreStatistics, WaitRow
 from ._sqlite_batch import SqliteEngine
@@ -608,6 +615,30 @@ class SqliteStore(SqliteEngine):
         if found is not None and hashlib.sha256(found).hexdigest() != digest:
             raise CorralError(f"journal {self.path}: blob {digest} is corrupt")
         return found
+
+    # -- workers --------------------------------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record `worker` as alive at ``worker.seen_at``; forget workers unseen for a week."""
+        row = (
+            worker.owner,
+            worker.host,
+            worker.pid,
+            worker.started_at,
+            worker.seen_at,
+            worker.max_active_runs,
+            worker.version,
+        )
+        await self._write(queries.heartbeat, row, worker.seen_at - WORKER_FORGET_S)
+
+    async def workers(self, *, now: float, within_s: float) -> list[WorkerInfo]:
+        """Return the workers seen within `within_s` of `now`, oldest first, with leases."""
+        rows = await self._read(queries.fetch_all, queries.WORKERS, (now, now - within_s))
+        return [WorkerInfo(*row) for row in rows]
+
+    async def retire(self, owner: str) -> None:
+        """Remove a worker from the registry."""
+        await self._write(queries.execute_count, "DELETE FROM workers WHERE owner = ?", (owner,))
 
     # -- breakers, retention, maintenance -------------------------------------------------------
 

@@ -429,6 +429,26 @@ def renew_leases(
         return int(conn.executemany(_RENEW_ONE, rows).rowcount)
 
 
+def heartbeat(conn: sqlite3.Connection, row: tuple[Any, ...], cutoff: float) -> None:
+    """Insert or replace a worker's row, and delete the workers unseen since `cutoff`."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT OR REPLACE INTO workers "
+            "(owner, host, pid, started_at, seen_at, max_active_runs, version) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        conn.execute("DELETE FROM workers WHERE seen_at < ?", (cutoff,))
+
+
+WORKERS = (
+    "SELECT w.owner, w.host, w.pid, w.started_at, w.seen_at, w.max_active_runs, w.version, "
+    "(SELECT COUNT(*) FROM runs r WHERE r.owner = w.owner AND r.status != 'finished' "
+    "AND r.lease_until > ?) FROM workers w WHERE w.seen_at >= ? ORDER BY w.started_at, w.owner"
+)
+"""The live workers and their live leases (``now``, ``now - within_s``)."""
+
+
 def execute_count(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
     """Run one write statement in a transaction; return the rows it changed."""
     with transaction(conn):

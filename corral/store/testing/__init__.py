@@ -31,7 +31,8 @@ live lease and take an expired one, batched claims take only ready runs, renewal
 claim, timers and expiries fire once; blobs are stored once by content; breaker states
 are replaced, not merged; retention deletes only finished runs older than the cutoff.
 Each of these parts is a class of its own (`EventLogContract`, `RunIndexContract`,
-`LeasesContract`, `UpkeepContract`), one module each; `JournalContract` is all four.
+`LeasesContract`, `UpkeepContract`, `WorkersContract`: heartbeats and the live workers
+with their leases), one module each; `JournalContract` is all five.
 
 A backend that several processes share also runs `FencingContract`, which needs a second
 fixture, ``second_journal`` (another store object on the same database): a claim that
@@ -44,6 +45,7 @@ from ._index import RunIndexContract as RunIndexContract
 from ._leases import LeasesContract as LeasesContract
 from ._log import EventLogContract as EventLogContract
 from ._upkeep import UpkeepContract as UpkeepContract
+from ._workers import WorkersContract as WorkersContract
 
 __all__ = [
     "EventLogContract",
@@ -52,10 +54,13 @@ __all__ = [
     "LeasesContract",
     "RunIndexContract",
     "UpkeepContract",
+    "WorkersContract",
 ]
 
 
-class JournalContract(EventLogContract, RunIndexContract, LeasesContract, UpkeepContract):
+class JournalContract(
+    EventLogContract, RunIndexContract, LeasesContract, UpkeepContract, WorkersContract
+):
     """Every test of the contract; subclass it and provide an async ``journal`` fixture.
 
     Each part can also be run alone (`EventLogContract`, `RunIndexContract`,
