@@ -589,3 +589,54 @@ async def test_an_approved_fallback_call_runs_after_the_run_resumes() -> None:
     assert not of_kind(result.events, "tool_call_rejected")  # it was offered when proposed
     finished = of_kind(result.events, "tool_call_finished")
     assert [(e.tool, e.content) for e in finished] == [("pay_backup", "paid B via backup")]
+
+
+def test_replace_swaps_the_model_and_tools_and_keeps_every_other_setting() -> None:
+    from corral import SubAgent
+    from corral.errors import ConfigError
+    from corral.guardrails import ApprovalPolicy
+    from corral.models import ScriptedModel
+
+    @tool(timeout=1)
+    async def backup(x: int) -> int:
+        """The fallback."""
+        return x
+
+    @tool(timeout=1, fallback=backup)
+    async def first(x: int) -> int:
+        """The first tool."""
+        return x
+
+    @tool(timeout=1)
+    async def second(y: str) -> str:
+        """The second tool."""
+        return y
+
+    policy = ApprovalPolicy([])
+    original = SubAgent(
+        "clerk",
+        instructions="Be exact.",
+        tools=[first],
+        model=ScriptedModel(["a"]),
+        scopes={"billing:read"},
+        limits=Limits(max_tool_calls=3),
+        approval=policy,
+        context_tokens=4_000,
+        max_tools=2,
+    )
+    other = ScriptedModel(["b"])
+    copy = original.replace(model=other, tools=[second, first])
+    assert copy.model is other and list(copy.tools) == ["second", "first"]
+    assert [s.name for s in copy.specs] == ["second", "first"]
+    assert copy.tool_for("backup") is backup and copy.tool_for("second") is second
+    assert (copy.instructions, copy.scopes, copy.limits, copy.approval, copy.context_tokens) == (
+        "Be exact.",
+        frozenset({"billing:read"}),
+        Limits(max_tool_calls=3),
+        policy,
+        4_000,
+    )
+    assert list(original.tools) == ["first"] and original.tool_for("second") is None
+    assert original.replace().tools == original.tools
+    with pytest.raises(ConfigError, match="the limit is 2"):
+        original.replace(tools=[first, second, backup])

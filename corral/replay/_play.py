@@ -198,18 +198,7 @@ def _replay_agent(agent: SubAgent, model: Model, deck: _Deck) -> SubAgent:
     checks, approval, provenance, context and whatever a later version adds), with its
     model and its tools (and their fallbacks, which `SubAgent.tool_for` resolves) replaced.
     """
-    tools = {t.name: t for t in _replay_tools(agent, deck)}
-    fallbacks = {
-        name: fallback
-        for t in tools.values()
-        if (fallback := t.fallback) is not None and (name := fallback.name) not in tools
-    }
-    copy = object.__new__(type(agent))
-    copy.__dict__.update(agent.__dict__)
-    copy.__dict__.update(
-        model=model, tools=tools, fallbacks=fallbacks, _callable={**fallbacks, **tools}
-    )
-    return copy
+    return agent.replace(model=model, tools=_replay_tools(agent, deck))
 
 
 def _application(app: App | str) -> App:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, Self
 
 from ..actors import RestartPolicy
 from ..errors import ConfigError
@@ -99,21 +99,7 @@ class SubAgent:
                 "starting with a letter"
             )
         tools = list(tools)
-        if len(tools) > max_tools:
-            raise ConfigError(
-                f"sub-agent {name!r} has {len(tools)} tools ({', '.join(t.name for t in tools)}); "
-                f"the limit is {max_tools}. Models pick tools less reliably as the list grows: "
-                "split the work across several sub-agents and route between them."
-            )
-        by_name: dict[str, Tool] = {}
-        for t in tools:
-            if not isinstance(t, Tool):
-                raise ConfigError(
-                    f"sub-agent {name!r}: {t!r} is not a Tool; decorate the function with @tool"
-                )
-            if t.name in by_name:
-                raise ConfigError(f"sub-agent {name!r} has two tools named {t.name!r}")
-            by_name[t.name] = t
+        by_name, fallbacks = _index_tools(name, tools, max_tools)
         if not instructions.strip():
             raise ConfigError(f"sub-agent {name!r} needs instructions (its system prompt)")
         checks = tuple(checks)
@@ -127,10 +113,6 @@ class SubAgent:
         self.instructions = instructions
         self.tools: dict[str, Tool] = by_name
         """The tools the model may call, by name."""
-        fallbacks: dict[str, Tool] = {}
-        for t in tools:
-            if t.fallback is not None and t.fallback.name not in by_name:
-                fallbacks.setdefault(t.fallback.name, t.fallback)
         self.fallbacks: dict[str, Tool] = fallbacks
         """The fallbacks of its tools that are not tools of the agent themselves, by name
         (offered only while the breaker of the tool they stand in for is open)."""
@@ -202,5 +184,63 @@ class SubAgent:
         """
         return self._callable.get(name)
 
+    def replace(self, *, model: Model | None = None, tools: Sequence[Tool] | None = None) -> Self:
+        """A copy of this agent with another model and/or other tools, all else kept.
+
+        Instructions, scopes, limits, policies, checks, approval, provenance, context and
+        episodes stay as they are (shared, not copied: they are settings). The tools are
+        checked as the constructor checks them (names, the `max_tools` cap), and their
+        fallbacks resolved again. Replay (`corral.replay`) uses it to put a recording in
+        place of the model and the tools.
+
+        Args:
+            model: the copy's model. Default: this agent's.
+            tools: the copy's tools. Default: this agent's.
+
+        Raises:
+            ConfigError: the tools break a rule of the constructor.
+        """
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        if model is not None:
+            copy.model = model
+        if tools is not None:
+            tools = list(tools)
+            by_name, fallbacks = _index_tools(self.name, tools, self.max_tools)
+            copy.tools, copy.fallbacks = by_name, fallbacks
+            copy._callable = {**fallbacks, **by_name}
+            copy.specs = tuple(t.spec() for t in tools)
+        return copy
+
     def __repr__(self) -> str:
         return f"SubAgent({self.name!r}, tools={list(self.tools)}, model={self.model.name!r})"
+
+
+def _index_tools(
+    name: str, tools: list[Tool], max_tools: int
+) -> tuple[dict[str, Tool], dict[str, Tool]]:
+    """An agent's tools by name, and the fallbacks that are not tools of its own.
+
+    Raises:
+        ConfigError: more tools than `max_tools`, a non-tool, or two tools of one name.
+    """
+    if len(tools) > max_tools:
+        raise ConfigError(
+            f"sub-agent {name!r} has {len(tools)} tools ({', '.join(t.name for t in tools)}); "
+            f"the limit is {max_tools}. Models pick tools less reliably as the list grows: "
+            "split the work across several sub-agents and route between them."
+        )
+    by_name: dict[str, Tool] = {}
+    for t in tools:
+        if not isinstance(t, Tool):
+            raise ConfigError(
+                f"sub-agent {name!r}: {t!r} is not a Tool; decorate the function with @tool"
+            )
+        if t.name in by_name:
+            raise ConfigError(f"sub-agent {name!r} has two tools named {t.name!r}")
+        by_name[t.name] = t
+    fallbacks: dict[str, Tool] = {}
+    for t in tools:
+        if t.fallback is not None and t.fallback.name not in by_name:
+            fallbacks.setdefault(t.fallback.name, t.fallback)
+    return by_name, fallbacks
