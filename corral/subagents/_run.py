@@ -311,6 +311,14 @@ class RunActor(OneShotActor):
             await self._tell(Counted(self.run_id, state.errors - errors))
         self.s.publish(stored)
 
+    async def _settle(self, settle: SettleModel) -> None:
+        """Give a model reservation back to the supervisor, even while being cancelled."""
+        try:
+            self.s.supervisor.tell_nowait(settle)
+        except MailboxFullError:
+            with anyio.CancelScope(shield=True):  # a reservation must never leak
+                await self.s.supervisor.tell(settle)
+
     async def _tell(self, message: Any) -> None:
         """Tell the supervisor; wait for room only if its mailbox is full (it rarely is)."""
         try:
@@ -614,11 +622,7 @@ class RunActor(OneShotActor):
                 cost_usd=called.cost_usd if called is not None else 0.0,
                 reserved_cost=permit.reserved_cost,
             )
-            try:
-                self.s.supervisor.tell_nowait(settle)
-            except MailboxFullError:
-                with anyio.CancelScope(shield=True):  # a reservation must never leak
-                    await self.s.supervisor.tell(settle)
+            await self._settle(settle)
         return response
 
     # -- conversation and episodic memory --------------------------------------------------
@@ -707,11 +711,7 @@ class RunActor(OneShotActor):
                     cost_usd=price,
                     reserved_cost=permit.reserved_cost,
                 )
-                try:
-                    self.s.supervisor.tell_nowait(settle)
-                except MailboxFullError:
-                    with anyio.CancelScope(shield=True):  # a reservation must never leak
-                        await self.s.supervisor.tell(settle)
+                await self._settle(settle)
             return response
 
         name = summariser.name
