@@ -74,8 +74,10 @@ class Served:
 
 
 @contextmanager
-def served(tmp_path: Path, *, app: str = "tests.serve_app:app", **env: str) -> Iterator[Served]:
-    """Run ``corral serve`` on a journal in `tmp_path`; `env` adds environment variables."""
+def served(
+    tmp_path: Path, *, app: str = "tests.serve_app:app", db: str | None = None, **env: str
+) -> Iterator[Served]:
+    """Run ``corral serve`` on a journal in `tmp_path` (or `db`); `env` adds variables."""
     environ = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -94,7 +96,7 @@ def served(tmp_path: Path, *, app: str = "tests.serve_app:app", **env: str) -> I
             "-m",
             "corral",
             "--db",
-            f"sqlite:///{tmp_path / 'corral.db'}",
+            db or f"sqlite:///{tmp_path / 'corral.db'}",
             "serve",
             "--port",
             "0",

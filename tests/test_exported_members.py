@@ -117,6 +117,7 @@ PINNED: dict[str, list[str]] = {
     "corral.store": [
         "DEFAULT_DB_URL",
         "SCHEMA_VERSION",
+        "WAKEUP_KINDS",
         "Blobs",
         "EventLog",
         "GateRecord",
@@ -134,6 +135,7 @@ PINNED: dict[str, list[str]] = {
         "Upkeep",
         "WaitRecord",
         "WaitRow",
+        "WakeupSource",
         "WorkerInfo",
         "Workers",
         "check_not_expired",

@@ -19,13 +19,13 @@ import anyio
 
 from ..actors import Actor
 from ..events import ModelCalled
-from ..store import WorkerInfo
+from ..store import WakeupSource, WorkerInfo
 from ..supervisor import BreakerState
 from ..supervisor._supervisor import GetBreakers, SeedBreakers, SeedTenant
 from ._approvals import Approvals
 from ._base import log
 
-__all__ = ["Maintenance", "Poller"]
+__all__ = ["Listener", "Maintenance", "Poller"]
 
 _HOST = socket.gethostname()
 
@@ -57,6 +57,10 @@ class Poller(Actor):
         self._interval = interval
 
     async def started(self) -> None:
+        if isinstance(self._runtime.journal, WakeupSource):
+            if self.system.get(f"{self.ref.name}/listen") is None:
+                source = self._runtime.journal
+                await self.spawn(lambda: Listener(self._runtime, source), name="listen")
         await self.ref.tell(_Tick())
 
     async def receive(self, message: Any) -> Any:
@@ -69,6 +73,31 @@ class Poller(Actor):
             except Exception as exc:  # a bad tick must not stop the polling
                 log.error("runtime.tick_failed", part="tick", error=repr(exc))
             await self.ref.tell(_Tick())
+            return None
+        return await super().receive(message)
+
+
+class _Listen:
+    """Message the listener sends itself."""
+
+
+class Listener(Actor):
+    """Wakes runs the moment any process changes them, when the journal can tell (NOTIFY).
+
+    A child of the `Poller`, started when the journal is a `WakeupSource`: the poller
+    stays the fallback for a notification lost.
+    """
+
+    def __init__(self, runtime: Maintenance, source: WakeupSource) -> None:
+        self._runtime = runtime
+        self._source = source
+
+    async def started(self) -> None:
+        await self.ref.tell(_Listen())
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, _Listen):
+            await self._source.watch_wakeups(self._runtime._on_wakeup)  # until cancelled
             return None
         return await super().receive(message)
 
@@ -112,6 +141,37 @@ class Maintenance(Approvals):
                 failures.append(exc)
         self._wake_all_waiters()  # runs driven elsewhere may have moved on: look again
         return failures
+
+    async def _on_wakeup(self, kind: str, run_id: str) -> None:
+        """A change committed by some process (`WakeupSource`): act on it now, not at a tick.
+
+        Waiters of the run are woken; a run left ready (decided, delivered, queued,
+        released) is claimed and driven here if nobody holds it and this process has
+        room. ``resync`` (the journal's connection was lost and is back: notifications
+        may have been lost) looks at every ready run, and drives again the runs stopped
+        here because their events could not be written meanwhile (their leases are still
+        this process's, unless they ran out and another worker took them).
+        """
+        if self._system is None:
+            return
+        if kind == "resync":
+            if self._stalled:  # the database is back: drive again the runs it stopped
+                log.info("runtime.journal_back", runs=len(self._stalled))
+                self._stalled.clear()
+            await self.resume()
+            self._wake_all_waiters()
+            return
+        self._wake_waiter(run_id)
+        if kind == "run_finished" or run_id in self._active or self._room() <= 0:
+            return
+        info = await self.journal.run(run_id)
+        now = self.clock.now()
+        if info is None or info.status != "running" or info.agent not in self._agent_refs:
+            return
+        held = info.owner not in (None, self.owner) and (info.lease_until or 0.0) > now
+        if held or (info.wake_at is not None and info.wake_at > now):
+            return  # another live worker drives it, or its timer is not due
+        await self._wake(run_id)
 
     async def _expire_gates(self, now: float) -> None:
         for gate in await self.journal.expire_gates(now, note=self._expiry_note()):

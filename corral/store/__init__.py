@@ -5,10 +5,13 @@ Public: the contract, split by concern (`EventLog`, `RunIndex`, `Leases`, `Blobs
 (alias `SqliteJournal`) and `PostgresStore` (``corral[postgres]``), `journal_from_url` /
 `open_store`, the index records `RunInfo`, `GateRecord`, `WaitRecord`, `RunStatus`, the
 rules every backend applies (`run_status`, `check_not_expired`, `gate_expired`), and the
-SQLite extras `RunRow`, `WaitRow`, `StoreStatistics`. `corral.store.testing` holds the
-conformance suite for backends.
+SQLite extras `RunRow`, `WaitRow`, `StoreStatistics`, the worker registry's `WorkerInfo`
+(`Workers`), and `WakeupSource` (a journal that tells every process of a change at once:
+PostgreSQL's LISTEN/NOTIFY). `corral.store.testing` holds the conformance suite for
+backends.
 """
 
+from ._contract import WAKEUP_KINDS as WAKEUP_KINDS
 from ._contract import Blobs as Blobs
 from ._contract import EventLog as EventLog
 from ._contract import GateRecord as GateRecord
@@ -19,6 +22,7 @@ from ._contract import RunInfo as RunInfo
 from ._contract import RunStatus as RunStatus
 from ._contract import Upkeep as Upkeep
 from ._contract import WaitRecord as WaitRecord
+from ._contract import WakeupSource as WakeupSource
 from ._contract import WorkerInfo as WorkerInfo
 from ._contract import Workers as Workers
 from ._contract import check_not_expired as check_not_expired
@@ -40,6 +44,7 @@ from ._sqlite import SqliteStore as SqliteStore
 __all__ = [
     "DEFAULT_DB_URL",
     "SCHEMA_VERSION",
+    "WAKEUP_KINDS",
     "Blobs",
     "EventLog",
     "GateRecord",
@@ -57,6 +62,7 @@ __all__ = [
     "Upkeep",
     "WaitRecord",
     "WaitRow",
+    "WakeupSource",
     "WorkerInfo",
     "Workers",
     "check_not_expired",

@@ -23,7 +23,7 @@ the same way (`run_status`, `check_not_expired`) live here too.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
@@ -31,6 +31,7 @@ from ..errors import GateExpired
 from ..events import Event, GateDecided, GateOpened, WaitResolved, WaitStarted
 
 __all__ = [
+    "WAKEUP_KINDS",
     "WORKER_FORGET_S",
     "Blobs",
     "EventLog",
@@ -42,6 +43,7 @@ __all__ = [
     "RunStatus",
     "Upkeep",
     "WaitRecord",
+    "WakeupSource",
     "WorkerInfo",
     "Workers",
     "check_not_expired",
@@ -564,3 +566,32 @@ class Journal(EventLog, RunIndex, Leases, Blobs, Upkeep, Workers, Protocol):
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+WAKEUP_KINDS = ("gate_decided", "wait_resolved", "run_finished", "run_queued", "resync")
+"""What a `WakeupSource` reports: a gate decided (or expired), a wait resolved (a delivery,
+a timeout), a run finished (a cancellation too), a run queued with no worker holding it
+(a submission beyond the submitter's `Durability.max_active_runs`, a lease released while
+the run was ready), or ``resync``: notifications may have been lost (the listening
+connection was down), so look at everything."""
+
+
+@runtime_checkable
+class WakeupSource(Protocol):
+    """Optional: a journal that tells every process at once when a run may go on.
+
+    Not part of `Journal`: a runtime checks for it (``isinstance``) and, when its journal
+    has it, wakes runs as soon as any process decides, delivers, cancels or queues them,
+    instead of at its next poll. Polling stays the fallback for a notification lost.
+    The PostgreSQL store has it (LISTEN/NOTIFY); SQLite and memory journals do not.
+    """
+
+    async def watch_wakeups(self, wake: Callable[[str, str], Awaitable[None]]) -> None:
+        """Call ``await wake(kind, run_id)`` for each change any process commits.
+
+        `kind` is one of `WAKEUP_KINDS` (``run_id`` is empty for ``resync``). Changes this
+        process made are reported too. A lost connection is retried (and followed by a
+        ``resync``); it runs until cancelled, or until the journal is closed. Each call
+        is awaited before the next, so keep `wake` short.
+        """
+        ...

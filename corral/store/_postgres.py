@@ -22,8 +22,12 @@ with the epoch it claimed them at: once another worker has taken a run over (its
 having run out), this worker's appends to it fail with a `JournalError` ("taken over"),
 so it never writes the intent of a step the new owner may also take. (Conditional
 appends are not fenced: any process may decide a gate or deliver an event, by design.)
-What this backend does not do yet: wake runs across workers with LISTEN/NOTIFY (other
-workers learn of a decision by polling), and keep tenant budgets in the database.
+Wake-ups. Every change another worker may have to act on (a gate decided or expired, a
+wait resolved, a run finished or cancelled, a run queued or released while ready) sends
+``NOTIFY corral_wake`` in the transaction that commits it; `watch_wakeups` LISTENs on a
+connection of its own and reports them (`corral.store.WakeupSource`), so a runtime wakes
+the run at once; its poller remains the fallback for a notification lost. What this
+backend does not do yet: keep tenant budgets in the database.
 
 Failures. A lost connection (the server stopped, restarted, failed over), a server that
 refuses work, or a statement timeout fails the appenders concerned with a `JournalError`
@@ -54,11 +58,14 @@ from ._contract import (
     check_not_expired,
 )
 from ._postgres_batch import PostgresEngine, append_in_transaction
+from ._postgres_sql import WAKE_CHANNEL
 from ._rows import StoreStatistics
 
 __all__ = ["PostgresStore", "parse_postgres_url", "redact_postgres_url"]
 
 _SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
+_OPTIONS = ("pool_size", "connect_timeout", "command_timeout", "listen_retry", "listen_check")
+"""Corral's own URL options (the others go to asyncpg)."""
 _INFO = (
     "run_id, agent, tenant, status, outcome, created_at, updated_at, task, owner, lease_until, "
     "wake_at"
@@ -113,8 +120,9 @@ def redact_postgres_url(url: str) -> str:
 def parse_postgres_url(url: str) -> tuple[str, str, str, dict[str, float]]:
     """Split a ``postgresql://`` URL into what asyncpg needs and Corral's own options.
 
-    Corral's options (``pool_size``, ``connect_timeout``, ``command_timeout``) are taken
-    out of the query; the others (``sslmode``, ``application_name``...) go to asyncpg.
+    Corral's options (``pool_size``, ``connect_timeout``, ``command_timeout``,
+    ``listen_retry``, ``listen_check``) are taken out of the query; the others
+    (``sslmode``, ``application_name``...) go to asyncpg.
 
     Args:
         url: ``postgresql://user:password@host:port/database?options`` (or
@@ -145,7 +153,7 @@ def parse_postgres_url(url: str) -> tuple[str, str, str, dict[str, float]]:
     options: dict[str, float] = {}
     passed: list[tuple[str, str]] = []
     for name, value in parse_qsl(query, keep_blank_values=True):
-        if name in ("pool_size", "connect_timeout", "command_timeout"):
+        if name in _OPTIONS:
             try:
                 number = float(value)
             except ValueError:
@@ -172,13 +180,15 @@ class PostgresStore(PostgresEngine):
     Use it as ``async with PostgresStore(url) as store: ...``, or call `open` and `close`;
     `journal_from_url` builds one from a ``postgresql://`` URL. It needs asyncpg
     (``pip install 'corral[postgres]'``). Beyond the `Journal` contract it offers
-    `statistics`. One object serves one event loop; several processes may share the
-    database (see the module docstring for what that covers today).
+    `statistics`, and `watch_wakeups` (it is a `corral.store.WakeupSource`). One object
+    serves one event loop; several processes may share the database (see the module
+    docstring for what that covers today).
 
     Args:
         url: ``postgresql://user:password@host:port/database`` (``postgres://`` too), with
             asyncpg's options (``sslmode=require``...) and Corral's: ``pool_size``,
-            ``connect_timeout``, ``command_timeout`` (they override the arguments below).
+            ``connect_timeout``, ``command_timeout``, ``listen_retry``, ``listen_check``
+            (they override the arguments below).
         pool_size: most connections the store holds open. Default 10.
         connect_timeout_s: how long connecting (or waiting for a free pooled connection)
             may take before failing. Default 10 s.
@@ -187,6 +197,10 @@ class PostgresStore(PostgresEngine):
         max_pending_events: most events appended and not yet committed; an append beyond
             it waits until a batch commits (back-pressure). Default 10,000.
         max_pending_bytes: the same bound on their JSON size. Default 16 MiB.
+        listen_retry_s: how long `watch_wakeups` waits before connecting again after its
+            connection was lost or refused. Default 1 s.
+        listen_check_s: how often `watch_wakeups` checks its connection with a query (a
+            connection dead without a word is noticed within this). Default 10 s.
         clock: where `put_blob` and `save_breakers` read the time. Default: the system
             clock.
 
@@ -203,18 +217,24 @@ class PostgresStore(PostgresEngine):
         command_timeout_s: float = 60.0,
         max_pending_events: int = 10_000,
         max_pending_bytes: int = 16 * 2**20,
+        listen_retry_s: float = 1.0,
+        listen_check_s: float = 10.0,
         clock: Clock | None = None,
     ) -> None:
         dsn, where, secret, options = parse_postgres_url(url)
         pool_size = int(options.get("pool_size", pool_size))
         connect_timeout_s = options.get("connect_timeout", connect_timeout_s)
         command_timeout_s = options.get("command_timeout", command_timeout_s)
+        listen_retry_s = options.get("listen_retry", listen_retry_s)
+        listen_check_s = options.get("listen_check", listen_check_s)
         if pool_size < 1:
             raise ConfigError(f"pool_size must be >= 1, got {pool_size}")
         if not (connect_timeout_s > 0 and command_timeout_s > 0):
             raise ConfigError("connect_timeout_s and command_timeout_s must be positive")
         if max_pending_events < 1 or max_pending_bytes < 1:
             raise ConfigError("max_pending_events and max_pending_bytes must be positive")
+        if not (listen_retry_s > 0 and listen_check_s > 0):
+            raise ConfigError("listen_retry_s and listen_check_s must be positive")
         self.where = where
         self._dsn = dsn
         self._secret = secret
@@ -223,6 +243,9 @@ class PostgresStore(PostgresEngine):
         self._command_timeout_s = command_timeout_s
         self._max_events = max_pending_events
         self._max_bytes = max_pending_bytes
+        self._listen_retry_s = listen_retry_s
+        self._listen_check_s = listen_check_s
+        self._listeners = set()
         self._clock = clock or SystemClock()
         self._pool = None
         self._closing = False
@@ -631,20 +654,27 @@ class PostgresStore(PostgresEngine):
     async def release(self, run_id: str, owner: str) -> None:
         """Give up `owner`'s lease on a run (nothing happens if it holds none).
 
-        A lease this store claimed is released only if it is still that claim (same
-        epoch): a stale process never frees the lease of the one that took its run over,
-        even under the same owner name. The run's counter is forgotten too (another
-        process may append next), and so is the claim this store held.
+        The run's events still queued here are committed first (so whoever claims it next
+        reads them). A lease this store claimed is released only if it is still that claim
+        (same epoch): a stale process never frees the lease of the one that took its run
+        over, even under the same owner name. Released while the run is ready to go on,
+        the other workers are told at once (``run_queued``, see `watch_wakeups`). The
+        run's counter is forgotten too (another process may append next), and so is the
+        claim this store held.
         """
+        if self._uncommitted(run_id):  # what it appended goes first: the next holder reads it
+            await self._flush()
         text = (
             "UPDATE corral.runs SET owner = NULL, lease_until = NULL "
             "WHERE run_id = $1 AND owner = $2"
         )
         held = self._held.get(run_id)
         if held is not None and held[0] == owner:  # only the lease this store claimed
-            await self._write(_count, text + " AND lease_epoch = $3", run_id, owner, held[1])
+            await self._write(
+                _count, _released(text + " AND lease_epoch = $3"), run_id, owner, held[1]
+            )
         else:
-            await self._write(_count, text, run_id, owner)
+            await self._write(_count, _released(text), run_id, owner)
         self._held.pop(run_id, None)
         self._forget_counter(run_id)
 
@@ -800,6 +830,15 @@ class PostgresStore(PostgresEngine):
 
 
 # -- statements, each given a connection (in a transaction for writes) ----------------------------
+
+
+def _released(update: str) -> str:
+    """`update` (of a lease) notifying the other workers when the run is left ready to go on."""
+    return (
+        f"WITH freed AS ({update} RETURNING run_id, status, wake_at) "
+        f"SELECT count(pg_notify('{WAKE_CHANNEL}', 'run_queued ' || run_id)) FROM freed "
+        "WHERE status = 'running' AND wake_at IS NULL"
+    )
 
 
 _WORKERS = (

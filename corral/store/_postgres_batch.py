@@ -30,7 +30,8 @@ needs it.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ import anyio
 import anyio.lowlevel
 
 from .._clock import Clock
+from .._log import get_logger
 from .._loop import require_asyncio
 from ..errors import ConfigError, CorralError, JournalError, LeaseLostError, UsageError
 from ..events import Event, RunStarted
@@ -55,6 +57,12 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+log = get_logger("corral.store")
+
+_WAKE_BUFFER = 10_000
+"""Notifications held for `watch_wakeups`' callback; beyond it they are dropped, and the
+callback is told ``resync`` instead."""
 
 _RELEASES = frozenset({"gate_opened", "wait_started", "run_finished"})
 """Kinds after which a run pauses or ends: its counter leaves memory once they commit."""
@@ -254,6 +262,10 @@ class PostgresEngine:
     _command_timeout_s: float | None
     _max_events: int
     _max_bytes: int
+    _listen_retry_s: float
+    _listen_check_s: float
+    _listeners: set[Any]
+    """The listening connections of `watch_wakeups` (closing the store ends them)."""
     _clock: Clock
     _pool: Any
     _closing: bool
@@ -334,6 +346,8 @@ class PostgresEngine:
                 await self._flush()
         finally:
             self._pool = None
+            for listening in list(self._listeners):
+                listening.terminate()  # its `watch_wakeups` returns
             with anyio.CancelScope(shield=True):
                 try:
                     with anyio.fail_after(max(self._connect_timeout_s, 1.0)):
@@ -388,7 +402,9 @@ class PostgresEngine:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
-        pool = self._open_pool()
+        pool = self._pool  # (while closing too: `close` commits what is pending through it)
+        if pool is None:
+            raise UsageError(f"the store {self.where} is not open")
         async with pool.acquire(timeout=self._connect_timeout_s) as conn:
             yield conn
 
@@ -439,6 +455,121 @@ class PostgresEngine:
                     continue
                 raise self._journal_error(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- wake-ups across processes (LISTEN/NOTIFY) ----------------------------------------------
+
+    async def watch_wakeups(self, wake: Callable[[str, str], Awaitable[None]]) -> None:
+        """Call ``await wake(kind, run_id)`` for each wake-up any process commits, until cancelled.
+
+        One connection of its own (not from the pool) LISTENs on ``corral_wake``; see
+        `corral.store.WakeupSource` for the kinds. Every `listen_check_s` seconds it is
+        checked with a query, so a connection that died silently is noticed. A connection
+        lost or refused is logged (``store.listen_lost``) and made again every
+        `listen_retry_s` seconds; once it is back (``store.listen_restored``), `wake` is
+        called with ``("resync", "")``: what was notified meanwhile is lost. So it is when
+        more than 10,000 notifications wait for `wake`. An exception from `wake` is
+        logged and the next notification delivered. Closing the store ends it (it
+        returns); cancel it to stop listening before.
+
+        Raises:
+            UsageError: the store is not open.
+            ConfigError: asyncpg is not installed.
+        """
+        self._open_pool()
+        asyncpg = load_asyncpg()
+        lost_before = False
+        while self._pool is not None and not self._closing:
+            try:
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=self._connect_timeout_s,
+                    command_timeout=self._command_timeout_s,
+                    server_settings={"application_name": f"corral listen {os.getpid()}"},
+                )
+            except Exception as exc:
+                log.warning(
+                    "store.listen_lost",
+                    where=self.where,
+                    error=self._text(exc),
+                    retry_s=self._listen_retry_s,
+                )
+                lost_before = True
+                await anyio.sleep(self._listen_retry_s)
+                continue
+            self._listeners.add(conn)
+            try:
+                if lost_before:
+                    log.info("store.listen_restored", where=self.where)
+                why = await self._listen_on(conn, wake, resync=lost_before)
+            finally:
+                self._listeners.discard(conn)
+                with anyio.CancelScope(shield=True):
+                    conn.terminate()
+            if self._pool is None or self._closing:
+                return  # the store was closed
+            log.warning(
+                "store.listen_lost", where=self.where, error=why, retry_s=self._listen_retry_s
+            )
+            lost_before = True
+            await anyio.sleep(self._listen_retry_s)
+
+    async def _listen_on(
+        self, conn: Any, wake: Callable[[str, str], Awaitable[None]], *, resync: bool
+    ) -> str:
+        """Deliver the notifications of `conn` until it is lost; return why it was."""
+        send, receive = anyio.create_memory_object_stream[str](max_buffer_size=_WAKE_BUFFER)
+        why = ["the connection closed"]
+        dropped = False
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            nonlocal dropped
+            try:
+                send.send_nowait(payload)
+            except anyio.WouldBlock:
+                dropped = True
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+
+        def on_lost(_conn: Any) -> None:
+            send.close()
+
+        async def check() -> None:
+            while True:
+                await anyio.sleep(self._listen_check_s)
+                try:
+                    with anyio.fail_after(self._connect_timeout_s):
+                        await conn.fetchval("SELECT 1")
+                except Exception as exc:
+                    why[0] = self._text(exc)
+                    send.close()
+                    return
+
+        conn.add_termination_listener(on_lost)
+        try:
+            await conn.add_listener(sql.WAKE_CHANNEL, on_notify)
+        except Exception as exc:
+            return self._text(exc)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(check)
+            if resync:
+                await self._wake_safely(wake, "resync", "")
+            async with receive:
+                async for payload in receive:
+                    if dropped:
+                        dropped = False
+                        await self._wake_safely(wake, "resync", "")
+                    kind, _, run_id = payload.partition(" ")
+                    await self._wake_safely(wake, kind, run_id)
+            tasks.cancel_scope.cancel()
+        return why[0]
+
+    async def _wake_safely(
+        self, wake: Callable[[str, str], Awaitable[None]], kind: str, run_id: str
+    ) -> None:
+        try:
+            await wake(kind, run_id)
+        except Exception as exc:
+            log.error("store.wake_failed", kind=kind, run_id=run_id, error=repr(exc))
 
     # -- the log --------------------------------------------------------------------------------
 

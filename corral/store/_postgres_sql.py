@@ -19,6 +19,13 @@ fields from each indexed event's JSON text (parsed as ``json``, not ``jsonb``, s
 an event holds is accepted); the run status it keeps is the rule of
 `corral.store._contract.run_status`, written in SQL.
 
+Wake-ups (migration 3). Triggers send ``NOTIFY corral_wake`` in the transaction that
+commits a change another worker may have to act on: an event ``gate_decided``,
+``wait_resolved`` or ``run_finished`` (payload ``<kind> <run_id>``), and, at commit, a new
+run that no worker claimed in it (``run_queued <run_id>``). PostgreSQL delivers them after
+the commit, to every listening connection of the database; see
+`corral.store.WakeupSource`.
+
 Never edit a released migration: append a new one.
 """
 
@@ -34,6 +41,7 @@ __all__ = [
     "LOCK_ID",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "WAKE_CHANNEL",
     "PgMigration",
     "migrate",
 ]
@@ -170,6 +178,10 @@ END
 $fn$
 """
 
+WAKE_CHANNEL = "corral_wake"
+"""The channel every store LISTENs on: ``<kind> <run_id>`` per change that may wake a run
+(see `corral.store.WakeupSource`), sent in the transaction that commits the change."""
+
 MIGRATIONS: tuple[PgMigration, ...] = (
     PgMigration(
         1,
@@ -294,6 +306,37 @@ MIGRATIONS: tuple[PgMigration, ...] = (
                 max_active_runs integer,
                 version text NOT NULL
             )""",
+        ),
+    ),
+    PgMigration(
+        3,
+        "wake-ups across workers: NOTIFY corral_wake on decisions, deliveries, ends, queued runs",
+        (
+            f"""CREATE FUNCTION corral.notify_wake() RETURNS trigger
+            LANGUAGE plpgsql AS $fn$
+            BEGIN
+                PERFORM pg_notify('{WAKE_CHANNEL}', NEW.kind || ' ' || NEW.run_id);
+                RETURN NULL;
+            END
+            $fn$""",
+            """CREATE TRIGGER events_wake AFTER INSERT ON corral.events FOR EACH ROW
+                WHEN (NEW.kind IN ('gate_decided', 'wait_resolved', 'run_finished'))
+                EXECUTE FUNCTION corral.notify_wake()""",
+            # At commit (deferred): a new run nobody claimed in its first transaction
+            # waits for a worker with room, which should hear of it now.
+            f"""CREATE FUNCTION corral.notify_queued() RETURNS trigger
+            LANGUAGE plpgsql AS $fn$
+            BEGIN
+                IF EXISTS (SELECT 1 FROM corral.runs WHERE run_id = NEW.run_id
+                           AND owner IS NULL AND status = 'running') THEN
+                    PERFORM pg_notify('{WAKE_CHANNEL}', 'run_queued ' || NEW.run_id);
+                END IF;
+                RETURN NULL;
+            END
+            $fn$""",
+            """CREATE CONSTRAINT TRIGGER runs_queued AFTER INSERT ON corral.runs
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+                EXECUTE FUNCTION corral.notify_queued()""",
         ),
     ),
 )

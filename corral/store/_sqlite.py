@@ -544,6 +544,8 @@ class SqliteStore(SqliteEngine):
         forgotten too (another process may append next; the next append here reads it
         from the file), so a run waiting at a gate holds no memory in this process.
         """
+        if self._uncommitted(run_id):
+            await self._flush()  # its queued events first, still under (and fenced by) the lease
         held = self._held.get(run_id)
         if held is not None and held[0] == owner:  # only the lease this store claimed
             await self._write(

@@ -132,3 +132,18 @@ class FencingContract:
         assert ev.seqs(await second_journal.read("r1")) == [1]
         with pytest.raises(LeaseLostError):
             await journal.append(ev.proposed("r1", "c2"))
+
+    async def test_a_release_commits_the_runs_queued_events_before_it_lets_go(
+        self, journal: Journal, second_journal: Journal
+    ) -> None:
+        """Events appended without waiting are written under the lease, not after it."""
+        await journal.append(ev.started("r1"))
+        assert await journal.claim("r1", "A", lease_s=10, now=T0)
+        await journal.append(ev.proposed("r1", "c1"), wait=False)
+        await journal.release("r1", "A")
+        assert await second_journal.claim("r1", "B", lease_s=10, now=T0 + 1)
+        assert ev.seqs(await second_journal.read("r1")) == [1, 2]
+        await second_journal.append(ev.proposed("r1", "c2"))
+        await journal.flush()
+        events = await second_journal.read("r1")
+        assert [getattr(e, "call_id", None) for e in events] == [None, "c1", "c2"]
