@@ -267,9 +267,13 @@ class RunExport(BaseModel):
 
 
 class CancelResult(BaseModel):
-    """Whether the request stopped the run (False: it had already ended)."""
+    """Whether the request stopped the run, or asked the worker driving it to."""
 
     cancelled: bool
+    """True: this request ended the run."""
+    requested: bool = False
+    """True: another worker drives the run; it was asked to end it, ``cancelled``, and does
+    so as soon as it hears (at once on PostgreSQL, at its next tick otherwise)."""
     run: RunView
 
 

@@ -1390,33 +1390,29 @@ async def _cmd_deliver(args: argparse.Namespace) -> int:
 
 async def _cmd_runs_cancel(args: argparse.Namespace) -> int:
     url = _server(args)
-    try:
-        if url is not None:
-            async with _client(args, url) as client:
-                result = await client.cancel(args.run_id, reason=args.reason)
-            view = result["run"]
-            cancelled = bool(result["cancelled"])
-        else:
-            cancelled, view = await _cancel_here(args)
-    except ServiceError as exc:
-        if exc.status != 409:  # 409: driven by another process of the service's
-            raise
-        print(f"corral: {exc.detail}", file=sys.stderr)
-        return 1
-    except _DrivenElsewhere as exc:
-        print(f"corral: {exc}", file=sys.stderr)
-        return 1
+    if url is not None:
+        async with _client(args, url) as client:
+            result = await client.cancel(args.run_id, reason=args.reason)
+        view = result["run"]
+        cancelled, requested = bool(result["cancelled"]), bool(result.get("requested"))
+    else:
+        cancelled, requested, view = await _cancel_here(args)
     if _json_out(args):
-        _print_json({"cancelled": cancelled, "run": view})
+        _print_json({"cancelled": cancelled, "requested": requested, "run": view})
     elif cancelled:
         print(f"cancelled run {args.run_id}")
+    elif requested:
+        print(
+            f"asked the worker driving run {args.run_id} to cancel it: it ends the run as "
+            "soon as it hears (corral workers lists the workers)"
+        )
     else:
         print(f"run {args.run_id} had already ended ({view.get('outcome')}); nothing to cancel")
-    return 0 if cancelled else 1
+    return 0 if cancelled or requested else 1
 
 
-async def _cancel_here(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
-    """End a run in the journal, unless another live process drives it.
+async def _cancel_here(args: argparse.Namespace) -> tuple[bool, bool, dict[str, Any]]:
+    """End a run in the journal, or ask the live process driving it to: (cancelled, requested).
 
     The run's lease is claimed first, so no worker starts driving it meanwhile; journaling
     its ``run_finished`` (``cancelled``) releases the lease. `Runtime.cancel` is not used:
@@ -1439,7 +1435,9 @@ async def _cancel_here(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
             if not claimed:
                 current = await journal.run(run_id)
                 if current is not None and current.status != "finished":
-                    raise _DrivenElsewhere(run_id, _lease_holder(current, time.time()) or holder)
+                    await journal.request_cancel(run_id, reason, now=time.time())
+                    view, _ = await _local_run(journal, run_id)
+                    return False, True, view
             else:
                 try:
                     state = RunState.fold(run_id, await journal.read(run_id))
@@ -1451,19 +1449,9 @@ async def _cancel_here(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
                         await journal.release(run_id, owner)
                     raise
                 view, _ = await _local_run(journal, run_id)
-                return True, view
+                return True, False, view
         view, _ = await _local_run(journal, run_id)
-        return False, view
-
-
-class _DrivenElsewhere(CorralError):
-    """`runs cancel` on a run another live process drives: it must be cancelled there."""
-
-    def __init__(self, run_id: str, owner: str | None) -> None:
-        super().__init__(
-            f"run {run_id} is being driven by process {owner!r}; cancel it through that "
-            f"process's API: corral --server URL runs cancel {run_id}"
-        )
+        return False, False, view
 
 
 # -- journal upkeep, the server ------------------------------------------------------------------

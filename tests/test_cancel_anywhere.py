@@ -1,5 +1,5 @@
 """`Runtime.cancel` on runs this process does not drive: paused, left by a crashed worker,
-or held by another live process (which must cancel it itself)."""
+or held by another live process (which is asked to end it, and does at its next tick)."""
 
 from __future__ import annotations
 
@@ -38,11 +38,60 @@ async def test_a_run_nobody_drives_is_claimed_and_cancelled(tmp_path) -> None:
             assert await runtime.cancel("run_orphan") is False  # already ended
 
 
-async def test_a_run_another_live_process_holds_is_left_to_it(tmp_path) -> None:
+async def test_a_run_another_live_process_holds_is_asked_of_it_not_touched(tmp_path) -> None:
     async with SqliteJournal(tmp_path / "c.db") as journal:
         await _orphan(journal, "run_held")
         assert await journal.claim("run_held", "worker-2", lease_s=60, now=T0)
         async with _bystander(journal) as runtime:
-            assert await runtime.cancel("run_held") is False
+            assert await runtime.cancel("run_held", reason="duplicate") is False
             info = await journal.run("run_held")
             assert info is not None and (info.status, info.owner) == ("running", "worker-2")
+            assert await journal.cancel_requests(["run_held"]) == {"run_held": "duplicate"}
+            assert [e.kind for e in await journal.read("run_held")] == ["run_started"]
+
+
+async def test_the_worker_driving_a_run_ends_it_when_another_asks(tmp_path) -> None:
+    import anyio
+
+    from corral import SubAgent, tool
+    from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall
+    from corral.store import SqliteStore
+
+    stalled, ran = anyio.Event(), []
+
+    @tool(timeout=30)
+    async def lookup(invoice_id: str) -> str:
+        """Look an invoice up (it takes its time)."""
+        ran.append(invoice_id)
+        stalled.set()
+        await anyio.sleep(30)
+        return "found"
+
+    def respond(request: ModelRequest) -> ModelResponse:
+        call = ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"})
+        return ModelResponse(tool_calls=(call,))
+
+    agent = SubAgent(
+        "billing", instructions="Look up.", tools=[lookup], model=FunctionModel(respond)
+    )
+    path = tmp_path / "shared.db"
+    async with SqliteStore(path) as store_a, SqliteStore(path) as store_b:
+        async with (
+            Runtime(
+                agents=[agent], journal=store_a, durability=Durability(poll_interval_s=0.05)
+            ) as worker_a,
+            Runtime(
+                agents=[agent],
+                journal=store_b,
+                durability=Durability(resume=False, poll_interval_s=None),
+            ) as worker_b,
+        ):
+            handle = await worker_a.submit("Look up INV-1")
+            with anyio.fail_after(10):
+                await stalled.wait()
+            assert await worker_b.cancel(handle.run_id, reason="the customer called") is False
+            with anyio.fail_after(10):
+                result = await handle.result()
+            seen_by_b = await worker_b.wait(handle.run_id)
+    assert (result.outcome, result.reason) == ("cancelled", "the customer called")
+    assert seen_by_b.outcome == "cancelled" and ran == ["INV-1"]

@@ -414,7 +414,7 @@ def test_runs_cancel_ends_a_run_ready_to_go_on_that_nobody_drives(
     assert as_json(capsys, "--db", db, "-o", "json", "resume") == []  # nothing left to drive
 
 
-def test_runs_cancel_refuses_a_run_another_live_process_drives(
+def test_runs_cancel_asks_the_live_process_driving_the_run_to_end_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = db_url(tmp_path)
@@ -424,15 +424,20 @@ def test_runs_cancel_refuses_a_run_another_live_process_drives(
         async with SqliteStore(tmp_path / "corral.db") as store:
             assert await store.claim(run_id, "worker-7", lease_s=3600, now=time.time())
 
+    async def requests() -> dict[str, str]:
+        async with SqliteStore(tmp_path / "corral.db") as store:
+            return await store.cancel_requests([run_id])
+
     anyio.run(hold)
-    code, out, err = corral(capsys, "--db", db, "runs", "cancel", run_id)
-    assert (code, out) == (1, "")
-    assert err == (
-        f"corral: run {run_id} is being driven by process 'worker-7'; cancel it through that "
-        f"process's API: corral --server URL runs cancel {run_id}\n"
+    code, out, err = corral(capsys, "--db", db, "runs", "cancel", run_id, "--reason", "dup")
+    assert (code, err) == (0, "")
+    assert out == (
+        f"asked the worker driving run {run_id} to cancel it: it ends the run as soon as it "
+        "hears (corral workers lists the workers)\n"
     )
+    assert anyio.run(requests) == {run_id: "dup"}
     (run,) = as_json(capsys, "--db", db, "-o", "json", "runs", "list")
-    assert run["status"] == "waiting"  # untouched
+    assert run["status"] == "waiting"  # the log is the holder's: it ends the run itself
 
 
 # -- upkeep, trace ----------------------------------------------------------------------------

@@ -299,3 +299,50 @@ async def test_closing_the_store_ends_its_watch(url: str) -> None:
             await until_listening(url, 1)
             await store.close()  # the watch returns: the task group ends without a cancel
     await until_listening(url, 0)  # its connection is gone (the server notices it at once)
+
+
+async def test_a_cancellation_asked_through_another_worker_ends_the_run_at_once(url: str) -> None:
+    """The holder polls every 30 s: only the notification can end the run in time."""
+    from corral import Durability, Runtime, SubAgent, tool
+    from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall
+
+    stalled = anyio.Event()
+
+    @tool(timeout=60)
+    async def lookup(invoice_id: str) -> str:
+        """Look an invoice up (it takes its time)."""
+        stalled.set()
+        await anyio.sleep(60)
+        return "found"
+
+    def respond(request: ModelRequest) -> ModelResponse:
+        call = ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"})
+        return ModelResponse(tool_calls=(call,))
+
+    agent = SubAgent(
+        "billing", instructions="Look up.", tools=[lookup], model=FunctionModel(respond)
+    )
+    async with PostgresStore(url) as store_a, PostgresStore(url) as store_b:
+        async with (
+            Runtime(
+                agents=[agent], journal=store_a, durability=Durability(poll_interval_s=30)
+            ) as holder,
+            Runtime(
+                agents=[agent],
+                journal=store_b,
+                durability=Durability(resume=False, poll_interval_s=None),
+            ) as other,
+        ):
+            with anyio.fail_after(10):
+                while await listening(url) < 1:  # the holder's listener is up
+                    await anyio.sleep(0.02)
+            handle = await holder.submit("Look up INV-1")
+            with anyio.fail_after(10):
+                await stalled.wait()
+            asked = anyio.current_time()
+            assert await other.cancel(handle.run_id, reason="the customer called") is False
+            with anyio.fail_after(5):
+                result = await handle.result()
+            took = anyio.current_time() - asked
+    assert (result.outcome, result.reason) == ("cancelled", "the customer called")
+    assert took < 1.0, f"took {took:.2f} s: the holder did not hear of it"

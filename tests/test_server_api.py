@@ -458,6 +458,25 @@ async def test_cancel_a_waiting_run_then_again(tmp_path) -> None:
         assert_problem(await sam.post("/v1/runs/run_nope/cancel"), 404, "run_not_found")
 
 
+async def test_cancel_a_run_another_worker_drives_asks_that_worker(tmp_path) -> None:
+    import time
+
+    from corral.events import RunStarted
+
+    async with live_service(tmp_path) as live:
+        journal = live.runtime.journal
+        await journal.append(
+            RunStarted(run_id="run_held", ts=time.time(), agent="billing", task="Reconcile")
+        )
+        assert await journal.claim("run_held", "worker-9", lease_s=3600, now=time.time())
+        body = (
+            await live.as_("sam").post("/v1/runs/run_held/cancel", json={"reason": "dup"})
+        ).json()
+        assert (body["cancelled"], body["requested"]) == (False, True)
+        assert body["run"]["status"] == "running"  # worker-9 ends it, journaling why
+        assert await journal.cancel_requests(["run_held"]) == {"run_held": "dup"}
+
+
 # -- the event stream ----------------------------------------------------------------------------
 
 

@@ -258,12 +258,13 @@ class RunDriving(RuntimeBase):
 
         A run driven here stops its in-flight call at once. A paused run, or one that no
         live process holds (ready after a decision, or left by a crashed worker), is
-        claimed and ended here. A run another live process drives is not touched: cancel
-        it through that process.
+        claimed and ended here. A run another live process drives is asked to stop
+        (`Leases.request_cancel`): that process ends it, ``cancelled``, as soon as it hears
+        (at once on PostgreSQL, at its next tick otherwise).
 
         Returns:
             True if this call ended the run; False when it had already ended, or another
-            process drives it (`journal.run(run_id)` tells which).
+            process drives it and was asked to end it (`journal.run(run_id)` tells which).
         """
         if await self._require_supervisor().ask(StopRun(run_id, reason=reason)):
             return True  # driven here: it ends itself, journaling why
@@ -276,7 +277,8 @@ class RunDriving(RuntimeBase):
             claimed = await self.journal.claim(
                 run_id, self.owner, lease_s=self.durability.lease_s, now=now
             )
-            if not claimed:
+            if not claimed:  # another live process drives it: ask it to stop the run
+                await self.journal.request_cancel(run_id, reason, now=now)
                 return False
             state = RunState.fold(run_id, await self.journal.read(run_id))  # as claimed
         try:

@@ -21,7 +21,7 @@ from ..actors import Actor
 from ..events import ModelCalled
 from ..store import WakeupSource, WorkerInfo
 from ..supervisor import BreakerState
-from ..supervisor._supervisor import GetBreakers, SeedBreakers, SeedTenant
+from ..supervisor._supervisor import GetBreakers, SeedBreakers, SeedTenant, StopRun
 from ._approvals import Approvals
 from ._base import log
 
@@ -129,6 +129,7 @@ class Maintenance(Approvals):
             ("expire_waits", self._expire_waits),
             ("renew_leases", self._renew_leases),
             ("heartbeat", self._heartbeat),
+            ("cancel_requests", self._tick_cancel_requests),
             ("save_breakers", self._tick_save_breakers),
             ("prune", self._prune),
             ("resume", self._tick_resume),
@@ -160,6 +161,11 @@ class Maintenance(Approvals):
                 self._stalled.clear()
             await self.resume()
             self._wake_all_waiters()
+            return
+        if kind == "cancel_requested":
+            requested = await self.journal.cancel_requests([run_id])
+            if run_id in requested:
+                await self._stop_requested(run_id, requested[run_id])
             return
         self._wake_waiter(run_id)
         if kind == "run_finished" or run_id in self._active or self._room() <= 0:
@@ -195,6 +201,18 @@ class Maintenance(Approvals):
             await self.journal.renew_leases(
                 self.owner, lease_s=self.durability.lease_s, now=now, run_ids=active
             )
+
+    async def _tick_cancel_requests(self, now: float) -> None:
+        """End the runs driven here that another process asked to cancel."""
+        active = list(self._active)
+        if active:
+            for run_id, reason in (await self.journal.cancel_requests(active)).items():
+                await self._stop_requested(run_id, reason)
+
+    async def _stop_requested(self, run_id: str, reason: str) -> None:
+        if run_id in self._active:
+            log.info("runtime.cancel_requested", run_id=run_id, reason=reason)
+            await self._require_supervisor().ask(StopRun(run_id, reason=reason))
 
     async def _heartbeat(self, now: float) -> None:
         """Tell the journal's registry this worker is alive (``corral workers``)."""

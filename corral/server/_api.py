@@ -464,15 +464,26 @@ def create_app(
         "/v1/runs/{run_id}/cancel",
         response_model=CancelResult,
         tags=["runs"],
-        responses=_problem_responses(404, 409, 422, *_AUTHED),
+        responses=_problem_responses(404, 422, *_AUTHED),
     )
     async def cancel_run(
         run_id: str, principal: Submitter, body: CancelBody | None = None
     ) -> CancelResult:
-        """Stop a run now, running or waiting; ``cancelled`` is false when it had ended."""
-        cancelled, view = await service.cancel(run_id, body.reason if body else None)
-        log.info("server.run_cancel", run_id=run_id, by=principal.name, cancelled=cancelled)
-        return CancelResult(cancelled=cancelled, run=view)
+        """Stop a run now, running or waiting, whichever worker drives it.
+
+        ``cancelled``: this request ended it; ``requested``: the worker driving it was
+        asked to, and ends it as soon as it hears; neither: it had already ended.
+        """
+        reason = body.reason if body else None
+        cancelled, requested, view = await service.cancel(run_id, reason)
+        log.info(
+            "server.run_cancel",
+            run_id=run_id,
+            by=principal.name,
+            cancelled=cancelled,
+            requested=requested,
+        )
+        return CancelResult(cancelled=cancelled, requested=requested, run=view)
 
     @api.get(
         "/v1/runs/{run_id}/export",

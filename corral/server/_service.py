@@ -300,26 +300,25 @@ class Service:
             raise ApiError(404, "run_not_found", f"no run {run_id!r}")
         return [EventAdapter.dump_python(e, mode="json") for e in events if e.seq > after]
 
-    async def cancel(self, run_id: str, reason: str | None) -> tuple[bool, RunView]:
-        """Cancel a run (running here, or paused); False when it had already ended.
+    async def cancel(self, run_id: str, reason: str | None) -> tuple[bool, bool, RunView]:
+        """Cancel a run: ``(cancelled, requested, view)``.
+
+        Cancelled: this call ended it (driven here, paused, or left by a crashed worker).
+        Requested: another live worker drives it and was asked to end it. Neither: it had
+        already ended.
 
         Raises:
-            ApiError: 404 no such run; 409 driven by another process (cancel it there).
+            ApiError: 404 no such run.
         """
         info = await self.runtime.journal.run(run_id)
         if info is None:
             raise ApiError(404, "run_not_found", f"no run {run_id!r}")
         cancelled = await self.runtime.cancel(run_id, reason=reason or "cancelled through the API")
-        if not cancelled and info.status != "finished":
+        requested = False
+        if not cancelled:
             current = await self.runtime.journal.run(run_id)
-            if current is not None and current.status != "finished":
-                raise ApiError(
-                    409,
-                    "driven_elsewhere",
-                    f"run {run_id} is being driven by process {current.owner!r}; "
-                    "cancel it through that process's API",
-                )
-        return cancelled, await self.run_view(run_id)
+            requested = current is not None and current.status != "finished"
+        return cancelled, requested, await self.run_view(run_id)
 
     # -- gates --------------------------------------------------------------------------------
 

@@ -424,6 +424,23 @@ class Leases(Protocol):
         """
         ...
 
+    async def request_cancel(self, run_id: str, reason: str, *, now: float) -> bool:
+        """Ask the process driving an unfinished run to cancel it (any process may ask).
+
+        Kept on the run's index row, not in its log (only the lease holder appends to a
+        running run): the holder reads it (`cancel_requests`, each tick; at once where the
+        journal is a `WakeupSource`, which announces ``cancel_requested``) and ends the
+        run ``cancelled``, journaling why. A later request replaces an earlier one.
+
+        Returns:
+            False when the run is finished or unknown.
+        """
+        ...
+
+    async def cancel_requests(self, run_ids: Collection[str]) -> dict[str, str]:
+        """The cancellations requested of the unfinished runs among `run_ids`: id -> reason."""
+        ...
+
     async def release(self, run_id: str, owner: str) -> None:
         """Give up `owner`'s lease on a run (nothing happens if it holds none)."""
         ...
@@ -568,12 +585,20 @@ class Journal(EventLog, RunIndex, Leases, Blobs, Upkeep, Workers, Protocol):
     async def __aexit__(self, *exc_info: object) -> None: ...
 
 
-WAKEUP_KINDS = ("gate_decided", "wait_resolved", "run_finished", "run_queued", "resync")
+WAKEUP_KINDS = (
+    "gate_decided",
+    "wait_resolved",
+    "run_finished",
+    "run_queued",
+    "cancel_requested",
+    "resync",
+)
 """What a `WakeupSource` reports: a gate decided (or expired), a wait resolved (a delivery,
 a timeout), a run finished (a cancellation too), a run queued with no worker holding it
 (a submission beyond the submitter's `Durability.max_active_runs`, a lease released while
-the run was ready), or ``resync``: notifications may have been lost (the listening
-connection was down), so look at everything."""
+the run was ready), a cancellation asked of the run's holder (`Leases.request_cancel`), or
+``resync``: notifications may have been lost (the listening connection was down), so look
+at everything."""
 
 
 @runtime_checkable

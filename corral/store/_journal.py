@@ -60,6 +60,7 @@ class _Run:
     owner: str | None = None
     lease_until: float | None = None
     wake_at: float | None = None
+    cancel_request: str | None = None
 
     @property
     def status(self) -> RunStatus:
@@ -519,6 +520,23 @@ class MemoryJournal:
     async def load_breakers(self) -> dict[str, dict[str, Any]]:
         """Return the kept breaker states (new copies)."""
         return {tool: from_json(state) for tool, state in sorted(self._breakers.items())}
+
+    async def request_cancel(self, run_id: str, reason: str, *, now: float) -> bool:
+        """Ask the process driving an unfinished run to cancel it; False if finished/unknown."""
+        run = self._runs.get(run_id)
+        if run is None or run.finished:
+            return False
+        run.cancel_request = reason
+        return True
+
+    async def cancel_requests(self, run_ids: Collection[str]) -> dict[str, str]:
+        """The cancellations requested of the unfinished runs among `run_ids`."""
+        out: dict[str, str] = {}
+        for run_id in run_ids:
+            run = self._runs.get(run_id)
+            if run is not None and not run.finished and run.cancel_request is not None:
+                out[run_id] = run.cancel_request
+        return out
 
     # -- workers ----------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ journal shipped with; version 2 stores events in insertion order, turns the JSON
 of gates into columns, merges early webhook deliveries into ``waits``, and adds timers,
 ``last_seq``, blob references, saved breaker states and the append-only triggers;
 version 3 adds lease epochs (fencing: see `corral.errors.LeaseLostError`) and the
-registry of worker processes (``corral workers``).
+registry of worker processes (``corral workers``); version 4 keeps a cancellation asked
+of the process driving a run (`Leases.request_cancel`).
 """
 
 from __future__ import annotations
@@ -240,6 +241,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 version TEXT NOT NULL
             )""",
         ),
+    ),
+    Migration(
+        4,
+        "cancellations asked of the process driving a run",
+        ("ALTER TABLE runs ADD COLUMN cancel_request TEXT",),
     ),
 )
 """Every schema step, oldest first; step ``i`` takes the file from version ``i`` to ``i + 1``."""

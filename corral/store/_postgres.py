@@ -678,6 +678,26 @@ class PostgresStore(PostgresEngine):
         self._held.pop(run_id, None)
         self._forget_counter(run_id)
 
+    async def request_cancel(self, run_id: str, reason: str, *, now: float) -> bool:
+        """Ask the process driving an unfinished run to cancel it; False if finished/unknown.
+
+        Its holder hears of it at once (``NOTIFY corral_wake 'cancel_requested <run id>'``,
+        in the same transaction), or at its next tick.
+        """
+        return await self._write(_request_cancel, run_id, reason)
+
+    async def cancel_requests(self, run_ids: Collection[str]) -> dict[str, str]:
+        """The cancellations requested of the unfinished runs among `run_ids`."""
+        if not run_ids:
+            return {}
+        rows = await self._query(
+            _fetch,
+            "SELECT run_id, cancel_request FROM corral.runs WHERE cancel_request IS NOT NULL "
+            "AND status <> 'finished' AND run_id = ANY($1::text[])",
+            list(run_ids),
+        )
+        return {run_id: reason for run_id, reason in rows}
+
     async def set_wake(self, run_id: str, wake_at: float | None) -> bool:
         """Set (or clear, with None) a run's durable timer, read back by `due_runs`.
 
@@ -847,6 +867,18 @@ _WORKERS = (
     "AND r.lease_until > $1)::integer FROM corral.workers w WHERE w.seen_at >= $2 "
     "ORDER BY w.started_at, w.owner"
 )
+
+
+async def _request_cancel(conn: Any, run_id: str, reason: str) -> bool:
+    changed = await _count(
+        conn,
+        "UPDATE corral.runs SET cancel_request = $2 WHERE run_id = $1 AND status <> 'finished'",
+        run_id,
+        reason,
+    )
+    if changed:
+        await conn.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, f"cancel_requested {run_id}")
+    return changed > 0
 
 
 async def _heartbeat(conn: Any, worker: WorkerInfo, cutoff: float) -> None:

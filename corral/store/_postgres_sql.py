@@ -339,6 +339,11 @@ MIGRATIONS: tuple[PgMigration, ...] = (
                 EXECUTE FUNCTION corral.notify_queued()""",
         ),
     ),
+    PgMigration(
+        4,
+        "cancellations asked of the process driving a run",
+        ("ALTER TABLE corral.runs ADD COLUMN cancel_request text",),
+    ),
 )
 """Every schema step, oldest first; step ``i`` takes the database from version ``i`` on."""
 

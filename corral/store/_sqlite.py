@@ -57,6 +57,7 @@ appends), ``_sqlite_sql.py`` the connection set-up and the SQL of appending,
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
@@ -562,6 +563,28 @@ class SqliteStore(SqliteEngine):
             )
         self._held.pop(run_id, None)
         self._forget_counter(run_id)
+
+    async def request_cancel(self, run_id: str, reason: str, *, now: float) -> bool:
+        """Ask the process driving an unfinished run to cancel it; False if finished/unknown."""
+        changed = await self._write(
+            queries.execute_count,
+            "UPDATE runs SET cancel_request = ? WHERE run_id = ? AND status != 'finished'",
+            (reason, run_id),
+        )
+        return changed > 0
+
+    async def cancel_requests(self, run_ids: Collection[str]) -> dict[str, str]:
+        """The cancellations requested of the unfinished runs among `run_ids`."""
+        if not run_ids:
+            return {}
+        rows = await self._job(
+            self._open_reader(),
+            queries.fetch_all,
+            "SELECT run_id, cancel_request FROM runs WHERE cancel_request IS NOT NULL "
+            "AND status != 'finished' AND run_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(run_ids)),),
+        )
+        return {run_id: reason for run_id, reason in rows}
 
     async def set_wake(self, run_id: str, wake_at: float | None) -> bool:
         """Set (or clear, with None) a run's durable timer, read back by `due_runs`.

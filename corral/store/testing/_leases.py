@@ -234,3 +234,25 @@ class LeasesContract:
         assert await journal.deliver("k1", {"late": True}, now=T0 + 61) is None
         assert len(await journal.read("r1")) == 3
         assert [w.key for w in await journal.expire_waits(T0 + 100)] == ["k2"]
+
+    # -- cancellation requests ------------------------------------------------------------------
+
+    async def test_a_cancellation_asked_of_a_runs_holder_is_kept_until_the_run_ends(
+        self, journal: Journal
+    ) -> None:
+        """Any process may ask; the latest reason stands; a finished run has none."""
+        for run_id in ("r1", "r2"):
+            await journal.append(ev.started(run_id))
+        assert await journal.claim("r1", "A", lease_s=10, now=T0)
+        assert await journal.cancel_requests(["r1", "r2", "nope"]) == {}
+        assert await journal.request_cancel("r1", "stop: wrong customer", now=T0 + 1)
+        assert await journal.request_cancel("r1", "stop: the customer called", now=T0 + 2)
+        assert await journal.cancel_requests(["r1", "r2"]) == {"r1": "stop: the customer called"}
+        assert await journal.cancel_requests([]) == {}
+        info = await journal.run("r1")
+        assert info is not None and info.owner == "A"  # asking does not touch the lease
+        await journal.append(ev.finished("r1"))
+        assert await journal.cancel_requests(["r1"]) == {}
+        assert not await journal.request_cancel("r1", "too late", now=T0 + 10)
+        assert not await journal.request_cancel("nope", "unknown", now=T0 + 10)
+        assert ev.seqs(await journal.read("r1")) == [1, 2]  # the log is the holder's alone
