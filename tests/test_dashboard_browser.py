@@ -248,3 +248,31 @@ async def test_a_read_token_sees_the_queue_and_no_button_to_decide(tmp_path: Pat
                 wide = await page.evaluate("document.documentElement.scrollWidth")
                 assert wide <= 390, f"{view} is {wide} px wide on a 390 px screen"
             await b.screenshot("glance-phone.png")
+
+
+async def test_cancelling_a_run_another_worker_drives_says_that_worker_was_asked(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from playwright.async_api import expect
+
+    from corral.events import RunStarted
+
+    async with live_service(tmp_path) as live, browser(live, tmp_path) as b:
+        journal = live.runtime.journal
+        await journal.append(
+            RunStarted(run_id="run_held", ts=time.time(), agent="billing", task="Reconcile Acme")
+        )
+        assert await journal.claim("run_held", "worker-9", lease_s=3600, now=time.time())
+        page = b.page
+        await b.login("tok-sam")
+        await page.goto(live.url + "/#/runs/run_held")
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.get_by_role("button", name="Cancel run").click()
+        await expect(page.locator("#announce")).to_contain_text(
+            "Another worker drives this run: it was asked to cancel it"
+        )
+        assert await journal.cancel_requests(["run_held"]) == {
+            "run_held": "cancelled by sam in the dashboard"
+        }

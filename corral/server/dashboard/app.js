@@ -1012,7 +1012,9 @@
         const result = await api(`/v1/runs/${encodeURIComponent(runId)}/cancel`, { method: "POST", body: { reason: `cancelled by ${state.me.name} in the dashboard` } });
         view = result.run;
         renderFacts();
-        announce(result.cancelled ? "Cancelled." : "The run had already ended.");
+        announce(result.cancelled ? "Cancelled."
+          : result.requested ? "Another worker drives this run: it was asked to cancel it, and does as soon as it hears."
+          : "The run had already ended.");
       } catch (error) {
         banner(`Could not cancel: ${problemText(error)}`);
       }
