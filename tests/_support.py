@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
 
 from corral import Limits, MockClock, Runtime, SubAgent
 from corral.events import Event
-from corral.models import Model, ModelRequest, ToolSpec, UserMessage
+from corral.models import (
+    FunctionModel,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+    UserMessage,
+)
 from corral.tools import RetryPolicy, Tool, tool
 
 TINY_RETRY = RetryPolicy(initial_delay=1.0, multiplier=4.0, max_retries=3, jitter=0.0)
@@ -30,6 +41,40 @@ def agent(
         scopes=scopes,
         limits=limits,
     )
+
+
+@dataclass
+class Stalling:
+    """A ``billing`` agent whose one tool call hangs: a run in flight, for tests to stop."""
+
+    agent: SubAgent
+    stalled: anyio.Event = field(default_factory=anyio.Event)
+    """Set once the call started."""
+    ran: list[str] = field(default_factory=list)
+    """The invoice ids the tool body was called with."""
+
+
+def stalling_agent(seconds: float = 60.0) -> Stalling:
+    """An agent that calls ``lookup(INV-1)``, which waits `seconds` before answering."""
+    holder: list[Stalling] = []
+
+    @tool(timeout=seconds + 1)
+    async def lookup(invoice_id: str) -> str:
+        """Look an invoice up (it takes its time)."""
+        holder[0].ran.append(invoice_id)
+        holder[0].stalled.set()
+        await anyio.sleep(seconds)
+        return "found"
+
+    def respond(request: ModelRequest) -> ModelResponse:
+        call = ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"})
+        return ModelResponse(tool_calls=(call,))
+
+    made = SubAgent(
+        "billing", instructions="Look up.", tools=[lookup], model=FunctionModel(respond)
+    )
+    holder.append(Stalling(made))
+    return holder[0]
 
 
 def runtime(*agents: SubAgent, clock: MockClock | None = None, **options: Any) -> Runtime:

@@ -53,27 +53,12 @@ async def test_a_run_another_live_process_holds_is_asked_of_it_not_touched(tmp_p
 async def test_the_worker_driving_a_run_ends_it_when_another_asks(tmp_path) -> None:
     import anyio
 
-    from corral import SubAgent, tool
-    from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall
     from corral.store import SqliteStore
 
-    stalled, ran = anyio.Event(), []
+    from ._support import stalling_agent
 
-    @tool(timeout=30)
-    async def lookup(invoice_id: str) -> str:
-        """Look an invoice up (it takes its time)."""
-        ran.append(invoice_id)
-        stalled.set()
-        await anyio.sleep(30)
-        return "found"
-
-    def respond(request: ModelRequest) -> ModelResponse:
-        call = ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"})
-        return ModelResponse(tool_calls=(call,))
-
-    agent = SubAgent(
-        "billing", instructions="Look up.", tools=[lookup], model=FunctionModel(respond)
-    )
+    stalling = stalling_agent(30)
+    agent = stalling.agent
     path = tmp_path / "shared.db"
     async with SqliteStore(path) as store_a, SqliteStore(path) as store_b:
         async with (
@@ -88,10 +73,10 @@ async def test_the_worker_driving_a_run_ends_it_when_another_asks(tmp_path) -> N
         ):
             handle = await worker_a.submit("Look up INV-1")
             with anyio.fail_after(10):
-                await stalled.wait()
+                await stalling.stalled.wait()
             assert await worker_b.cancel(handle.run_id, reason="the customer called") is False
             with anyio.fail_after(10):
                 result = await handle.result()
             seen_by_b = await worker_b.wait(handle.run_id)
     assert (result.outcome, result.reason) == ("cancelled", "the customer called")
-    assert seen_by_b.outcome == "cancelled" and ran == ["INV-1"]
+    assert seen_by_b.outcome == "cancelled" and stalling.ran == ["INV-1"]

@@ -303,25 +303,12 @@ async def test_closing_the_store_ends_its_watch(url: str) -> None:
 
 async def test_a_cancellation_asked_through_another_worker_ends_the_run_at_once(url: str) -> None:
     """The holder polls every 30 s: only the notification can end the run in time."""
-    from corral import Durability, Runtime, SubAgent, tool
-    from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall
+    from corral import Durability, Runtime
 
-    stalled = anyio.Event()
+    from ._support import stalling_agent
 
-    @tool(timeout=60)
-    async def lookup(invoice_id: str) -> str:
-        """Look an invoice up (it takes its time)."""
-        stalled.set()
-        await anyio.sleep(60)
-        return "found"
-
-    def respond(request: ModelRequest) -> ModelResponse:
-        call = ToolCall(id="c1", name="lookup", arguments={"invoice_id": "INV-1"})
-        return ModelResponse(tool_calls=(call,))
-
-    agent = SubAgent(
-        "billing", instructions="Look up.", tools=[lookup], model=FunctionModel(respond)
-    )
+    stalling = stalling_agent(60)
+    agent = stalling.agent
     async with PostgresStore(url) as store_a, PostgresStore(url) as store_b:
         async with (
             Runtime(
@@ -338,7 +325,7 @@ async def test_a_cancellation_asked_through_another_worker_ends_the_run_at_once(
                     await anyio.sleep(0.02)
             handle = await holder.submit("Look up INV-1")
             with anyio.fail_after(10):
-                await stalled.wait()
+                await stalling.stalled.wait()
             asked = anyio.current_time()
             assert await other.cancel(handle.run_id, reason="the customer called") is False
             with anyio.fail_after(5):
