@@ -41,16 +41,14 @@ import anyio.lowlevel
 from .._clock import Clock
 from .._log import get_logger
 from .._loop import require_asyncio
-from ..errors import ConfigError, CorralError, JournalError, LeaseLostError, UsageError
+from ..errors import ConfigError, CorralError, JournalError, UsageError
 from ..events import Event, RunStarted
 from . import _postgres_sql as sql
 from ._codec import LazyEvents, decode, encode, with_seq
-from ._sqlite_batch import Failure
+from ._failure import Failure, LeaseTaken
 
 __all__ = [
-    "LeaseTaken",
     "PgBatch",
-    "PgFailure",
     "PostgresEngine",
     "is_connection_error",
     "load_asyncpg",
@@ -74,43 +72,6 @@ Claim = tuple[str, str, float]
 """A claim of a new run committed with its first events: run_id, owner, lease end."""
 Fence = tuple[str, str, int]
 """A run this store holds a lease on, with the owner and the lease epoch it claimed."""
-
-
-class LeaseTaken(Exception):
-    """A run's lease moved on: another claim took it over (see `LeaseLostError`)."""
-
-    def __init__(self, holder: str | None, epoch: int) -> None:
-        super().__init__(holder, epoch)
-        self.holder = holder
-        self.epoch = epoch
-
-    def __str__(self) -> str:
-        who = f"by {self.holder}" if self.holder else "and released"
-        return (
-            f"this process no longer holds the run's lease: it was taken over {who} "
-            f"(lease epoch {self.epoch}), so this process stops driving it"
-        )
-
-
-class PgFailure(Failure):
-    """`Failure`, raised as a `LeaseLostError` when the run was taken over."""
-
-    __slots__ = ()
-
-    def error(self, suffix: str = "") -> JournalError:
-        """A new `JournalError` (`LeaseLostError`: the lease was taken over), from the cause."""
-        cause = self.cause
-        if not isinstance(cause, LeaseTaken):
-            return super().error(suffix)
-        error = LeaseLostError(
-            self.message + suffix,
-            path=self.path,
-            run_id=self.run_id,
-            holder=cause.holder,
-            epoch=cause.epoch,
-        )
-        error.__cause__ = cause
-        return error
 
 
 def load_asyncpg() -> Any:
@@ -789,12 +750,12 @@ class PostgresEngine:
             lost = f"events {min(seqs)}..{max(seqs)} of run {run_id!r}"
             text = self._text(exc)
             message = f"journal {self.where}: {lost} were not written: {text}"
-            failure = PgFailure(message, exc, self.where, run_id, "")
+            failure = Failure(message, exc, self.where, run_id, "")
             batch.errors[run_id] = failure
             told = run_id in batch.waited
             later, later_told = self._pending.remove_run(run_id)
             if later:  # numbered after the lost ones: writing them would leave a gap
-                self._pending.errors[run_id] = PgFailure(
+                self._pending.errors[run_id] = Failure(
                     f"journal {self.where}: events {min(later)}..{max(later)} of run "
                     f"{run_id!r} were dropped, because {lost} were not written: {text}",
                     exc,

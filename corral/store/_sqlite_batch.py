@@ -6,7 +6,7 @@ commits them in batches: events appended in the same event-loop tick go out in o
 transaction (the first appender that must wait leads the batch; see the store's module
 docstring). Conditional appends (gate decisions, wait resolutions, deliveries, expiries)
 hold back the appends of their runs with a fence while their transaction runs, so nothing
-can be numbered in between. `Batch` and `Failure` are the queue and its error report.
+can be numbered in between. `Batch` is the queue; `Failure` (in ``_failure``) its error report.
 
 This is the hot path: `SqliteEngine.append` does as little as it can on the event loop
 (number, copy, encode, queue); everything else is one job on the writer's thread, except
@@ -41,12 +41,13 @@ import anyio.lowlevel
 
 from .._clock import Clock
 from .._loop import require_asyncio
-from ..errors import ConfigError, JournalError, LeaseLostError, UsageError
+from ..errors import ConfigError, JournalError, UsageError
 from ..events import Event, RunStarted
 from . import _sqlite_sql as sql
 from ._codec import LazyEvents, decode, encode, with_seq
+from ._failure import Failure, LeaseTaken
 
-__all__ = ["Batch", "Failure", "SqliteEngine"]
+__all__ = ["Batch", "SqliteEngine"]
 
 _T = TypeVar("_T")
 
@@ -71,46 +72,6 @@ _INLINE_BYTES = 64 * 1024
 _CHECKPOINT_BYTES = 2 * 1024 * 1024
 """Payload bytes committed on the loop after which the leader checkpoints the WAL (its
 pages, with indexes, are about twice that: SQLite's own default is 1,000 pages, 4 MB)."""
-
-
-class Failure:
-    """Why events of a run were not written; raised afresh to each appender concerned."""
-
-    __slots__ = ("cause", "message", "path", "run_id", "sqlite_error")
-
-    def __init__(
-        self, message: str, cause: BaseException, path: str, run_id: str, sqlite_error: str
-    ) -> None:
-        self.message = message
-        self.cause = cause
-        self.path = path
-        self.run_id = run_id
-        self.sqlite_error = sqlite_error
-
-    def error(self, suffix: str = "") -> JournalError:
-        """A new `JournalError` saying so (with `suffix` appended), caused by the original.
-
-        A `LeaseLostError` when the run's lease was taken over by another process.
-        """
-        cause = self.cause
-        error: JournalError
-        if isinstance(cause, sql.LeaseTaken):
-            error = LeaseLostError(
-                self.message + suffix,
-                path=self.path,
-                run_id=self.run_id,
-                holder=cause.holder,
-                epoch=cause.epoch,
-            )
-        else:
-            error = JournalError(
-                self.message + suffix,
-                path=self.path,
-                sqlite_error=self.sqlite_error,
-                run_id=self.run_id,
-            )
-        error.__cause__ = self.cause
-        return error
 
 
 class Batch:
@@ -592,10 +553,10 @@ class SqliteEngine:
         for run_id, exc in failures.items():
             seqs = [row[1] for row in batch.rows if row[0] == run_id]
             lost = f"events {min(seqs)}..{max(seqs)} of run {run_id!r}"
-            if isinstance(exc, sql.LeaseTaken):
+            if isinstance(exc, LeaseTaken):
                 # The stale claim stays held: every later write of the run is refused too,
                 # until a new claim (or `release`) replaces it.
-                text, name = _lease_taken_text(exc), ""
+                text, name = str(exc), ""
             else:
                 text, name = self._describe(exc)
             message = f"journal {self.path}: {lost} were not written: {text}"
@@ -676,12 +637,3 @@ class SqliteEngine:
     def _uncommitted(self, run_id: str) -> bool:
         inflight = self._inflight
         return run_id in self._pending.touch or (inflight is not None and run_id in inflight.touch)
-
-
-def _lease_taken_text(taken: sql.LeaseTaken) -> str:
-    """Why a run's events were refused: its lease moved on."""
-    who = f"by {taken.holder}" if taken.holder else "and released"
-    return (
-        f"this process no longer holds the run's lease: it was taken over {who} "
-        f"(lease epoch {taken.epoch}), so this process stops driving it"
-    )

@@ -34,6 +34,7 @@ from ..events import (
     WaitStarted,
 )
 from ._codec import encode, with_seq
+from ._failure import LeaseTaken
 from ._migrations import migrate
 
 __all__ = [
@@ -333,15 +334,6 @@ def _write_many(
     """
     for chunk in _chunks(rows):
         conn.execute(sql(len(chunk)), [value for row in chunk for value in row])
-
-
-class LeaseTaken(Exception):
-    """The run's lease moved on: another claim took it over (see `LeaseLostError`)."""
-
-    def __init__(self, holder: str | None, epoch: int) -> None:
-        super().__init__(holder, epoch)
-        self.holder = holder
-        self.epoch = epoch
 
 
 Fences = Mapping[str, tuple[str, int]]
