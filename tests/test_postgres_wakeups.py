@@ -8,8 +8,6 @@ skips, when PostgreSQL cannot start), or ``CORRAL_TEST_PG_URL`` is used.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import anyio
 import asyncpg
 import pytest
@@ -18,32 +16,8 @@ from corral.events import GateDecided, GateOpened, RunFinished, RunStarted, Wait
 from corral.store import PostgresStore
 from corral.store._contract import WAKEUP_KINDS, WakeupSource
 from corral.store._postgres_sql import SCHEMA_VERSION
-from tests._postgres import Cluster, create_database, drop_database, external_url, fresh_name
 
 T0 = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def admin_url() -> Iterator[str]:
-    given = external_url()
-    if given is not None:
-        yield given
-        return
-    cluster = Cluster.start()
-    try:
-        yield cluster.url()
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
-async def url(admin_url: str) -> AsyncIterator[str]:
-    name = fresh_name()
-    made = await create_database(admin_url, name)
-    try:
-        yield made
-    finally:
-        await drop_database(admin_url, name)
 
 
 class Heard:
@@ -93,15 +67,15 @@ def test_the_postgres_store_is_a_wakeup_source_and_sqlite_is_not(tmp_path) -> No
     assert SCHEMA_VERSION >= 3
 
 
-async def test_each_change_another_process_may_act_on_is_heard_by_every_store(url: str) -> None:
+async def test_each_change_another_process_may_act_on_is_heard_by_every_store(pg_url: str) -> None:
     heard = Heard()
     async with (
-        PostgresStore(url) as writer,
-        PostgresStore(url) as other,
+        PostgresStore(pg_url) as writer,
+        PostgresStore(pg_url) as other,
         anyio.create_task_group() as tasks,
     ):
         tasks.start_soon(other.watch_wakeups, heard)
-        await until_listening(url, 1)
+        await until_listening(pg_url, 1)
 
         # A run nobody claims when it is submitted: queued for any worker with room.
         await writer.append(RunStarted(run_id="r1", ts=T0, agent="a", task="t"))
@@ -160,16 +134,16 @@ async def test_each_change_another_process_may_act_on_is_heard_by_every_store(ur
     assert {kind for kind, _ in heard.items} <= set(WAKEUP_KINDS)
 
 
-async def test_a_killed_listening_connection_is_made_again_then_resyncs(url: str) -> None:
+async def test_a_killed_listening_connection_is_made_again_then_resyncs(pg_url: str) -> None:
     heard = Heard()
     async with (
-        PostgresStore(url, listen_retry_s=0.2, listen_check_s=0.5) as writer,
-        PostgresStore(url, listen_retry_s=0.2, listen_check_s=0.5) as other,
+        PostgresStore(pg_url, listen_retry_s=0.2, listen_check_s=0.5) as writer,
+        PostgresStore(pg_url, listen_retry_s=0.2, listen_check_s=0.5) as other,
         anyio.create_task_group() as tasks,
     ):
         tasks.start_soon(other.watch_wakeups, heard)
-        await until_listening(url, 1)
-        conn = await asyncpg.connect(url)
+        await until_listening(pg_url, 1)
+        conn = await asyncpg.connect(pg_url)
         try:
             killed = await conn.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -181,7 +155,7 @@ async def test_a_killed_listening_connection_is_made_again_then_resyncs(url: str
         # Changed while nobody listened: that notification is lost, and a resync says so.
         await writer.append(RunStarted(run_id="lost", ts=T0, agent="a", task="t"))
         await heard.until(("resync", ""))
-        await until_listening(url, 1)
+        await until_listening(pg_url, 1)
         await writer.append(RunStarted(run_id="after", ts=T0, agent="a", task="t"))
         await heard.until(("run_queued", "after"))
         tasks.cancel_scope.cancel()
@@ -189,7 +163,7 @@ async def test_a_killed_listening_connection_is_made_again_then_resyncs(url: str
     assert heard.items.index(("resync", "")) < heard.items.index(("run_queued", "after"))
 
 
-async def test_a_failing_callback_is_logged_and_the_next_wakeup_still_comes(url: str) -> None:
+async def test_a_failing_callback_is_logged_and_the_next_wakeup_still_comes(pg_url: str) -> None:
     heard = Heard()
 
     async def flaky(kind: str, run_id: str) -> None:
@@ -198,11 +172,11 @@ async def test_a_failing_callback_is_logged_and_the_next_wakeup_still_comes(url:
         await heard(kind, run_id)
 
     async with (
-        PostgresStore(url) as writer,
+        PostgresStore(pg_url) as writer,
         anyio.create_task_group() as tasks,
     ):
         tasks.start_soon(writer.watch_wakeups, flaky)
-        await until_listening(url, 1)
+        await until_listening(pg_url, 1)
         await writer.append(RunStarted(run_id="bad", ts=T0, agent="a", task="t"))
         await writer.append(RunStarted(run_id="good", ts=T0, agent="a", task="t"))
         await heard.until(("run_queued", "good"))
@@ -241,15 +215,17 @@ def _agent(gate: anyio.Event | None, ran: list[tuple[str, str]], worker: str) ->
     return SubAgent("checker", instructions="x", tools=[check], model=FunctionModel(answer))
 
 
-async def test_a_run_queued_beyond_one_workers_cap_is_pulled_by_another_at_once(url: str) -> None:
+async def test_a_run_queued_beyond_one_workers_cap_is_pulled_by_another_at_once(
+    pg_url: str,
+) -> None:
     from corral import Durability, Guards, Runtime
 
     release = anyio.Event()
     ran: list[tuple[str, str]] = []
     slow = {"poll_interval_s": 30.0, "lease_s": 120.0}  # only a notification can explain it
     async with (
-        PostgresStore(url) as store_a,
-        PostgresStore(url) as store_b,
+        PostgresStore(pg_url) as store_a,
+        PostgresStore(pg_url) as store_b,
         Runtime(
             agents=[_agent(release, ran, "A")],  # type: ignore[list-item]
             journal=store_a,
@@ -263,7 +239,7 @@ async def test_a_run_queued_beyond_one_workers_cap_is_pulled_by_another_at_once(
             durability=Durability(owner="B", **slow),
         ),
     ):
-        await until_listening(url, 2)
+        await until_listening(pg_url, 2)
         busy = await a.submit("check ORD-1")  # A's only slot, held until released
         queued = await a.submit("check ORD-2")  # beyond A's cap: journaled, unclaimed
         with anyio.fail_after(5):
@@ -280,28 +256,30 @@ async def test_a_run_queued_beyond_one_workers_cap_is_pulled_by_another_at_once(
 # -- closing --------------------------------------------------------------------------------------
 
 
-async def test_closing_commits_the_events_appended_without_waiting(url: str) -> None:
+async def test_closing_commits_the_events_appended_without_waiting(pg_url: str) -> None:
     """What a stopping worker's runs appended with ``wait=False`` is written, not lost."""
-    async with PostgresStore(url) as store:
+    async with PostgresStore(pg_url) as store:
         await store.append(RunStarted(run_id="r1", ts=T0, agent="a", task="t"))
         await store.append(RunFinished(run_id="r1", ts=T0 + 1, outcome="cancelled"), wait=False)
-    async with PostgresStore(url) as store:
+    async with PostgresStore(pg_url) as store:
         assert [e.kind for e in await store.read("r1")] == ["run_started", "run_finished"]
 
 
-async def test_closing_the_store_ends_its_watch(url: str) -> None:
+async def test_closing_the_store_ends_its_watch(pg_url: str) -> None:
     heard = Heard()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
-            store = PostgresStore(url)
+            store = PostgresStore(pg_url)
             await store.open()
             tasks.start_soon(store.watch_wakeups, heard)
-            await until_listening(url, 1)
+            await until_listening(pg_url, 1)
             await store.close()  # the watch returns: the task group ends without a cancel
-    await until_listening(url, 0)  # its connection is gone (the server notices it at once)
+    await until_listening(pg_url, 0)  # its connection is gone (the server notices it at once)
 
 
-async def test_a_cancellation_asked_through_another_worker_ends_the_run_at_once(url: str) -> None:
+async def test_a_cancellation_asked_through_another_worker_ends_the_run_at_once(
+    pg_url: str,
+) -> None:
     """The holder polls every 30 s: only the notification can end the run in time."""
     from corral import Durability, Runtime
 
@@ -309,7 +287,7 @@ async def test_a_cancellation_asked_through_another_worker_ends_the_run_at_once(
 
     stalling = stalling_agent(60)
     agent = stalling.agent
-    async with PostgresStore(url) as store_a, PostgresStore(url) as store_b:
+    async with PostgresStore(pg_url) as store_a, PostgresStore(pg_url) as store_b:
         async with (
             Runtime(
                 agents=[agent], journal=store_a, durability=Durability(poll_interval_s=30)
@@ -321,7 +299,7 @@ async def test_a_cancellation_asked_through_another_worker_ends_the_run_at_once(
             ) as other,
         ):
             with anyio.fail_after(10):
-                while await listening(url) < 1:  # the holder's listener is up
+                while await listening(pg_url) < 1:  # the holder's listener is up
                     await anyio.sleep(0.02)
             handle = await holder.submit("Look up INV-1")
             with anyio.fail_after(10):

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,36 +35,8 @@ from ._postgres import (
     PASSWORD,
     Cluster,
     create_database,
-    drop_database,
-    external_url,
-    fresh_name,
     takeover_answer,
 )
-
-
-@pytest.fixture(scope="session")
-def pg_admin() -> Iterator[str]:
-    """A URL with the right to create databases: ``CORRAL_TEST_PG_URL``, or a cluster's."""
-    given = external_url()
-    if given is not None:
-        yield given
-        return
-    cluster = Cluster.start()
-    try:
-        yield cluster.url()
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
-async def pg_url(pg_admin: str) -> AsyncIterator[str]:
-    """A fresh, empty database for one test."""
-    name = fresh_name()
-    url = await create_database(pg_admin, name)
-    try:
-        yield url
-    finally:
-        await drop_database(pg_admin, name)
 
 
 class TestPostgresStore(JournalContract):
