@@ -53,8 +53,8 @@ from ..events import (
     ToolCallRejected,
 )
 from ..store import Journal, SqliteStore
-from ..store._migrations import migrate as migrate_store
 from ._context_tokens import text_tokens
+from ._schema import migrate_component
 from ._summarise import clip
 
 __all__ = [
@@ -390,23 +390,21 @@ class MemoryEpisodes:
 
 
 _COMPONENT = "episodes"
-_SCHEMA_VERSION = 1
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS memory_schema (
-    component TEXT PRIMARY KEY,
-    version INTEGER NOT NULL
-)""",
-    """CREATE TABLE IF NOT EXISTS memory_episodes (
-        run_id TEXT PRIMARY KEY,
-        agent TEXT NOT NULL,
-        tenant TEXT NOT NULL,
-        finished_at REAL NOT NULL,
-        data TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS memory_episodes_agent"
-    " ON memory_episodes (agent, tenant, finished_at)",
-    "CREATE INDEX IF NOT EXISTS memory_episodes_tenant ON memory_episodes (tenant)",
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS memory_episodes (
+            run_id TEXT PRIMARY KEY,
+            agent TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            finished_at REAL NOT NULL,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS memory_episodes_agent"
+        " ON memory_episodes (agent, tenant, finished_at)",
+        "CREATE INDEX IF NOT EXISTS memory_episodes_tenant ON memory_episodes (tenant)",
+    ),
 )
+"""The episode tables' steps, oldest first (a component of ``memory_schema``)."""
 
 
 class SqliteEpisodes:
@@ -439,38 +437,18 @@ class SqliteEpisodes:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            migrate_store(self._conn, path=self.path)
-            self._migrate()
+            migrate_component(
+                self._conn,
+                path=self.path,
+                component=_COMPONENT,
+                migrations=_MIGRATIONS,
+                what="episode tables",
+            )
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise ConfigError(f"cannot open episodic memory at {self.path}: {exc}") from exc
         except BaseException:
             self._conn.close()
-            raise
-
-    def _migrate(self) -> None:
-        db = self._conn
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA:
-                db.execute(statement)
-            row = db.execute(
-                "SELECT version FROM memory_schema WHERE component = ?", (_COMPONENT,)
-            ).fetchone()
-            if row is not None and int(row[0]) > _SCHEMA_VERSION:
-                raise ConfigError(
-                    f"{self.path} has episode tables of version {row[0]}, newer than this "
-                    f"Corral understands ({_SCHEMA_VERSION}); upgrade Corral to open it"
-                )
-            if row is None:
-                db.execute(
-                    "INSERT INTO memory_schema (component, version) VALUES (?, ?)",
-                    (_COMPONENT, _SCHEMA_VERSION),
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             raise
 
     def _run(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]] | int:
