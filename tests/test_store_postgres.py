@@ -539,3 +539,39 @@ def test_without_server_binaries_the_tests_fail_saying_how_to_install_them(
     monkeypatch.setattr(_postgres.shutil, "which", lambda name: None)
     with pytest.raises(_postgres.PostgresUnavailable, match="apt-get install postgresql"):
         _postgres.Cluster.start()
+
+
+async def test_a_batch_aborted_as_a_deadlock_victim_is_committed_on_a_retry(pg_url: str) -> None:
+    """Another transaction holds r2, then asks for r1 while the batch holds r1 (the append
+    function locks its runs in run_id order) and waits for r2: the batch checks for a
+    deadlock first (0.5 s into its wait, against 5 s), so PostgreSQL aborts the batch, and
+    the store writes it again once the other transaction is done."""
+    setup = await asyncpg.connect(pg_url)
+    try:  # the store's connections, made after this, check for a deadlock 0.5 s into a wait
+        name = await setup.fetchval("SELECT current_database()")
+        await setup.execute(f"ALTER DATABASE \"{name}\" SET deadlock_timeout = '500ms'")
+    finally:
+        await setup.close()
+    async with PostgresStore(pg_url) as store:
+        for run_id in ("r1", "r2"):
+            await store.append(ev.started(run_id))
+            assert await store.claim(run_id, "A", lease_s=60, now=ev.T0)
+        other = await asyncpg.connect(pg_url)
+        try:
+            tx = other.transaction()
+            await tx.start()
+            await other.execute("SET deadlock_timeout = '5s'")
+            await other.execute("SELECT 1 FROM corral.runs WHERE run_id = 'r2' FOR UPDATE")
+            await store.append(ev.proposed("r1", "c1"), wait=False)
+            await store.append(ev.proposed("r2", "c2"), wait=False)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.flush)
+                await anyio.sleep(0.15)  # the batch holds r1 and waits for r2
+                with anyio.fail_after(10):
+                    await other.execute("SELECT 1 FROM corral.runs WHERE run_id = 'r1' FOR UPDATE")
+                await tx.commit()
+        finally:
+            await other.close()
+        assert ev.seqs(await store.read("r1")) == [1, 2]
+        assert ev.seqs(await store.read("r2")) == [1, 2]
+        assert await store.append(ev.proposed("r1", "c3")) is not None  # nothing poisoned

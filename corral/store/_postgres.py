@@ -644,11 +644,17 @@ class PostgresStore(PostgresEngine):
         """
         if run_ids is not None and not run_ids:
             return 0
-        text = "UPDATE corral.runs SET lease_until = $1 WHERE owner = $2 AND status <> 'finished'"
+        # The rows are locked in run_id order, as the append function locks its batch's:
+        # a renewal and a commit of the same worker never deadlock on each other.
+        mine = "SELECT run_id FROM corral.runs WHERE owner = $2 AND status <> 'finished'"
         args: list[Any] = [now + lease_s, owner]
         if run_ids is not None:
-            text += " AND run_id = ANY($3::text[])"
+            mine += " AND run_id = ANY($3::text[])"
             args.append(list(run_ids))
+        text = (
+            f"UPDATE corral.runs SET lease_until = $1 WHERE run_id IN ({mine} "
+            "ORDER BY run_id FOR UPDATE) AND owner = $2 AND status <> 'finished'"
+        )
         return await self._write(_count, text, *args)
 
     async def release(self, run_id: str, owner: str) -> None:
@@ -1078,7 +1084,7 @@ async def _claim(
         "WITH free AS (SELECT r.run_id, "
         f"{_RENEWAL} AS renewal FROM corral.runs r {_mine_join('$5', '$6')} "
         f"WHERE r.run_id = ANY($4::text[]) AND r.status <> 'finished' AND {_LEASE_FREE} "
-        "FOR UPDATE OF r) "
+        "ORDER BY r.run_id FOR UPDATE OF r) "
         "UPDATE corral.runs r SET owner = $1, lease_until = $2, "
         f"{_next_epoch('free.renewal')} FROM free "
         "WHERE r.run_id = free.run_id RETURNING r.run_id, NOT free.renewal, r.lease_epoch",

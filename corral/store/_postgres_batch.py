@@ -104,6 +104,15 @@ def is_connection_error(exc: BaseException) -> bool:
     )
 
 
+_DEADLOCK_TRIES = 3
+"""Tries of a batch PostgreSQL aborts as a deadlock (or serialization) victim."""
+
+
+def _is_deadlock(exc: BaseException) -> bool:
+    """Whether PostgreSQL aborted the statement to break a deadlock (40P01, 40001)."""
+    return getattr(exc, "sqlstate", None) in ("40P01", "40001")
+
+
 def _is_run_error(exc: BaseException) -> bool:
     """Whether `exc` may come from one run's events alone (a broken constraint, bad data)."""
     asyncpg = importlib.import_module("asyncpg")
@@ -676,7 +685,7 @@ class PostgresEngine:
         try:
             async with self._connection() as conn:
                 try:
-                    failures = await self._append(conn, batch.rows, batch.claims, batch)
+                    failures = await self._append_retrying(conn, batch)
                 except Exception as exc:
                     if not _is_run_error(exc):
                         raise
@@ -701,6 +710,22 @@ class PostgresEngine:
         for run_id in batch.ended:
             if run_id not in failures:
                 self._held.pop(run_id, None)  # its lease ended with it
+
+    async def _append_retrying(self, conn: Any, batch: PgBatch) -> dict[str, BaseException]:
+        """`_append` the whole batch, again if PostgreSQL aborted it as a deadlock victim.
+
+        The statement is one transaction: aborted, it wrote nothing, so running it again is
+        safe. Rows are locked in run_id order everywhere, so this is a safety net.
+        """
+        for attempt in range(1, _DEADLOCK_TRIES + 1):
+            try:
+                return await self._append(conn, batch.rows, batch.claims, batch)
+            except Exception as exc:
+                if attempt == _DEADLOCK_TRIES or not _is_deadlock(exc):
+                    raise
+                log.warning("store.commit_retried", where=self.where, attempt=attempt)
+                await anyio.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _append(
         self, conn: Any, rows: list[Row], claims: list[Claim], batch: PgBatch

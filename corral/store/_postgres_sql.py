@@ -182,6 +182,26 @@ WAKE_CHANNEL = "corral_wake"
 """The channel every store LISTENs on: ``<kind> <run_id>`` per change that may wake a run
 (see `corral.store.WakeupSource`), sent in the transaction that commits the change."""
 
+_APPEND_FUNCTION_ORDERED = _APPEND_FUNCTION.replace(
+    "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1
+).replace(
+    """BEGIN
+    IF coalesce(array_length(f_run_ids, 1), 0) > 0 THEN
+""",
+    """BEGIN
+    -- Every run row the batch updates is locked first, in run_id order, as lease
+    -- renewals and claims lock theirs: two workers' commits never wait on each other in
+    -- a cycle (PostgreSQL would abort one of them as a deadlock).
+    PERFORM 1 FROM corral.runs WHERE run_id = ANY(p_run_ids) ORDER BY run_id FOR UPDATE;
+    IF coalesce(array_length(f_run_ids, 1), 0) > 0 THEN
+""",
+    1,
+)
+"""`_APPEND_FUNCTION` as migration 5 replaces it (migration 1 keeps the text it shipped)."""
+if _APPEND_FUNCTION_ORDERED.count("ORDER BY run_id FOR UPDATE") != 2:  # pragma: no cover
+    raise AssertionError("the append function's lock order was not applied")
+
+
 MIGRATIONS: tuple[PgMigration, ...] = (
     PgMigration(
         1,
@@ -343,6 +363,11 @@ MIGRATIONS: tuple[PgMigration, ...] = (
         4,
         "cancellations asked of the process driving a run",
         ("ALTER TABLE corral.runs ADD COLUMN cancel_request text",),
+    ),
+    PgMigration(
+        5,
+        "the append function locks every run row of its batch first, in run_id order",
+        (_APPEND_FUNCTION_ORDERED,),
     ),
 )
 """Every schema step, oldest first; step ``i`` takes the database from version ``i`` on."""
