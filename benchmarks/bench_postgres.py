@@ -11,6 +11,9 @@ pg_ctl on 127.0.0.1, a free port), with the server's durable defaults (``fsync=o
 * the same on PostgreSQL with ``synchronous_commit=off`` (labelled: a server crash may lose
   the last commits, as a power loss may with SQLite's NORMAL; a crash of a Corral worker
   loses nothing either way);
+* the same with every run's tenant under a daily budget (``Tenants(default=...)``), so each
+  model call also reserves and settles its tenant's share in the journal (two more
+  transactions per step: `corral.store.TenantBudgets`), on both backends;
 * 1, 2 and 4 worker processes on one database: each a subprocess with its own `Runtime`,
   claiming its share of the runs through leases (``claim_runs``: ``FOR UPDATE SKIP
   LOCKED``) and driving them together; the figure is every step of every worker over the
@@ -44,25 +47,35 @@ from _measure import STEPS  # noqa: E402
 from _table import is_quick, record, record_missing  # noqa: E402
 from _workload import agent, durability  # noqa: E402
 
-from corral import Runtime, SubAgent  # noqa: E402
+from corral import Runtime, SubAgent, Tenants  # noqa: E402
 from corral.events import RunStarted  # noqa: E402
 from corral.store import Journal, PostgresStore, SqliteJournal  # noqa: E402
+from corral.supervisor import TenantLimits  # noqa: E402
 from tests._postgres import Cluster, PostgresUnavailable, create_database  # noqa: E402
 
 BENCH = "bench_postgres"
 HERE = Path(__file__).resolve()
 
 
-async def steps_per_s(journal: Journal, *, concurrent: int, runs: int) -> float:
+async def steps_per_s(
+    journal: Journal, *, concurrent: int, runs: int, budgeted: bool = False
+) -> float:
     """Durable steps/s of `runs` 10-step runs, `concurrent` started together at a time.
 
-    One warm-up run first (not counted), on the open journal given.
+    One warm-up run first (not counted), on the open journal given. `budgeted`: every run's
+    tenant has a daily budget (never reached), reserved in the journal at each model call.
     """
-    async with Runtime(agents=[agent()], journal=journal, durability=durability()) as rt:
+    tenants = Tenants(default=TenantLimits(daily_tokens=10**12)) if budgeted else Tenants()
+    async with Runtime(
+        agents=[agent()], journal=journal, durability=durability(), tenants=tenants
+    ) as rt:
         await rt.run("warm up")
         start = time.perf_counter()
         for first in range(0, runs, concurrent):
-            handles = [await rt.submit(f"task {i}") for i in range(first, first + concurrent)]
+            handles = [
+                await rt.submit(f"task {i}", tenant="acme")
+                for i in range(first, first + concurrent)
+            ]
             for handle in handles:
                 result = await handle.result()
                 if result.outcome != "completed" or result.steps != STEPS:
@@ -71,16 +84,16 @@ async def steps_per_s(journal: Journal, *, concurrent: int, runs: int) -> float:
     return runs * STEPS / elapsed
 
 
-async def on_postgres(url: str, *, concurrent: int, runs: int) -> float:
+async def on_postgres(url: str, *, concurrent: int, runs: int, budgeted: bool = False) -> float:
     """`steps_per_s` on the PostgreSQL database at `url`."""
     async with PostgresStore(url) as journal:
-        return await steps_per_s(journal, concurrent=concurrent, runs=runs)
+        return await steps_per_s(journal, concurrent=concurrent, runs=runs, budgeted=budgeted)
 
 
-async def on_sqlite(path: Path, *, concurrent: int, runs: int) -> float:
+async def on_sqlite(path: Path, *, concurrent: int, runs: int, budgeted: bool = False) -> float:
     """`steps_per_s` on a fresh SQLite file at `path`."""
     async with SqliteJournal(path) as journal:
-        return await steps_per_s(journal, concurrent=concurrent, runs=runs)
+        return await steps_per_s(journal, concurrent=concurrent, runs=runs, budgeted=budgeted)
 
 
 # -- several workers on one database --------------------------------------------------------------
@@ -178,6 +191,8 @@ LABELS = {
     "postgres": "PostgreSQL (synchronous_commit=on)",
     "postgres-async": "PostgreSQL (synchronous_commit=off)",
     "sqlite": "SQLite (WAL, synchronous=NORMAL)",
+    "postgres-budget": "PostgreSQL, tenant budget held in the database",
+    "sqlite-budget": "SQLite, tenant budget held in the file",
 }
 WHAT = {1: "1 run at a time", 100: "100 started together"}
 WORKERS = (1, 2, 4)
@@ -214,24 +229,24 @@ def main() -> None:
             )
             rates: dict[tuple[str, int], list[float]] = {}
             n = 0
-            for r in range(rounds):
+            for _round in range(rounds):
                 for concurrent, runs in ((1, serial_runs), (100, 100)):
-                    for backend in ("postgres", "postgres-async", "sqlite"):
+                    for backend in LABELS:
                         n += 1
-                        if backend == "sqlite":
-                            rate = anyio.run(
-                                _sqlite_rate, d / f"s{r}_{concurrent}.db", concurrent, runs
-                            )
+                        budgeted = backend.endswith("-budget")
+                        if backend.startswith("sqlite"):
+                            path = d / f"s{n}.db"
+                            rate = anyio.run(_sqlite_rate, path, concurrent, runs, budgeted)
                         else:
                             url = anyio.run(create_database, cluster.url(), f"bench_{n}")
                             if backend == "postgres-async":
                                 url += "?synchronous_commit=off"
-                            rate = anyio.run(_pg_rate, url, concurrent, runs)
+                            rate = anyio.run(_pg_rate, url, concurrent, runs, budgeted)
                         rates.setdefault((backend, concurrent), []).append(rate)
             for (backend, concurrent), values in rates.items():
                 rate = statistics.median(values)
                 what = WHAT[concurrent]
-                print(f"  durable steps/s, {what:<21} {LABELS[backend]:<37} {rate:>9,.0f}")
+                print(f"  durable steps/s, {what:<21} {LABELS[backend]:<48} {rate:>9,.0f}")
                 record(
                     BENCH,
                     f"durable steps/s, {what}, {LABELS[backend]}",
@@ -264,12 +279,12 @@ def main() -> None:
         cluster.destroy()
 
 
-async def _pg_rate(url: str, concurrent: int, runs: int) -> float:
-    return await on_postgres(url, concurrent=concurrent, runs=runs)
+async def _pg_rate(url: str, concurrent: int, runs: int, budgeted: bool) -> float:
+    return await on_postgres(url, concurrent=concurrent, runs=runs, budgeted=budgeted)
 
 
-async def _sqlite_rate(path: Path, concurrent: int, runs: int) -> float:
-    return await on_sqlite(path, concurrent=concurrent, runs=runs)
+async def _sqlite_rate(path: Path, concurrent: int, runs: int, budgeted: bool) -> float:
+    return await on_sqlite(path, concurrent=concurrent, runs=runs, budgeted=budgeted)
 
 
 if __name__ == "__main__":

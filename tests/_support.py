@@ -77,6 +77,18 @@ def stalling_agent(seconds: float = 60.0) -> Stalling:
     return holder[0]
 
 
+@tool(timeout=5)
+async def ping(n: int = 0) -> str:
+    """Ping."""
+    return "pong"
+
+
+@tool(timeout=5)
+async def pong(n: int = 0) -> str:
+    """Pong."""
+    return "ping"
+
+
 def runtime(*agents: SubAgent, clock: MockClock | None = None, **options: Any) -> Runtime:
     return Runtime(agents=list(agents), clock=clock or MockClock(), seed=7, **options)
 

@@ -14,7 +14,7 @@ from corral.models import FunctionModel, ModelRequest, ModelResponse, ToolCall, 
 from corral.supervisor import TenantLimits
 from corral.tools import RetryPolicy
 
-from ._support import agent, of_kind, runtime
+from ._support import agent, of_kind, ping, pong, runtime
 
 PRICES = {"priced": (3.0, 15.0)}  # USD per million input / output tokens
 
@@ -22,18 +22,6 @@ PRICES = {"priced": (3.0, 15.0)}  # USD per million input / output tokens
 def cost(model: str, usage: Usage) -> float:
     inp, out = PRICES.get(model, (0.0, 0.0))
     return (usage.input_tokens * inp + usage.output_tokens * out) / 1_000_000
-
-
-@tool(timeout=5)
-async def ping(n: int = 0) -> str:
-    """Ping."""
-    return "pong"
-
-
-@tool(timeout=5)
-async def pong(n: int = 0) -> str:
-    """Pong."""
-    return "ping"
 
 
 def busy_model(text: str = "", name: str = "priced") -> FunctionModel:

@@ -14,10 +14,10 @@ import pytest
 
 from corral._clock import MockClock
 from corral.store import Journal, SqliteStore
-from corral.store.testing import FencingContract
+from corral.store.testing import FencingContract, SharedTenantBudgetsContract
 
 
-class TestSqliteFencing(FencingContract):
+class TestSqliteFencing(FencingContract, SharedTenantBudgetsContract):
     @pytest.fixture
     async def journal(self, tmp_path: Path) -> AsyncIterator[Journal]:
         async with SqliteStore(tmp_path / "shared.db", clock=MockClock(1_000.0)) as store:

@@ -28,7 +28,7 @@ from corral.models import FunctionModel, ModelRequest, ToolResultMessage, call
 from corral.store import Journal, PostgresStore, journal_from_url, open_store
 from corral.store._postgres import parse_postgres_url, redact_postgres_url
 from corral.store._postgres_sql import SCHEMA_VERSION
-from corral.store.testing import FencingContract, JournalContract
+from corral.store.testing import FencingContract, JournalContract, SharedTenantBudgetsContract
 from corral.store.testing import _events as ev
 
 from ._postgres import (
@@ -46,7 +46,7 @@ class TestPostgresStore(JournalContract):
             yield store
 
 
-class TestPostgresFencing(FencingContract):
+class TestPostgresFencing(FencingContract, SharedTenantBudgetsContract):
     """Two store objects on one database: two processes, each with its own pool."""
 
     @pytest.fixture

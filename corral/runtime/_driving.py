@@ -93,7 +93,8 @@ class RunDriving(RuntimeBase):
 
         Runs waiting at a gate or for an event stay as rows in the journal until the
         decision or the event arrives. Only runs of this runtime's agents and workflows
-        are claimed, in batches, oldest first.
+        are claimed, in batches, oldest first (round-robin by tenant with
+        `Durability.fair_tenants`).
         """
         self._require_running()
         resumed: list[str] = []
@@ -108,6 +109,7 @@ class RunDriving(RuntimeBase):
                 limit=min(room, 100),
                 agents=self._agent_refs.keys(),
                 exclude={*self._active, *self._stalled},
+                fair=self.durability.fair_tenants,
             )
             fresh = [run_id for run_id in claimed if run_id not in self._active]
             for run_id in fresh:

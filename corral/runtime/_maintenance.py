@@ -8,7 +8,6 @@ journal as with a million. A failing part is logged and the others still run.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import functools
 import os
 import socket
@@ -18,10 +17,9 @@ from typing import Any
 import anyio
 
 from ..actors import Actor
-from ..events import ModelCalled
 from ..store import WakeupSource, WorkerInfo
 from ..supervisor import BreakerState
-from ..supervisor._supervisor import GetBreakers, SeedBreakers, SeedTenant, StopRun
+from ..supervisor._supervisor import GetBreakers, SeedBreakers, StopRun
 from ._approvals import Approvals
 from ._base import log
 
@@ -257,26 +255,13 @@ class Maintenance(Approvals):
         await self.resume()
 
     async def _restore_supervisor(self) -> None:
-        """After a restart: breaker states, and what each budgeted tenant spent today."""
+        """After a restart: the breaker states saved (tenants' spending is in the journal)."""
         supervisor = self._require_supervisor()
         saved = await self.journal.load_breakers()
         if saved:
             states = {tool: BreakerState(**state) for tool, state in saved.items()}
             await supervisor.ask(SeedBreakers(states))
             self._saved_breakers = states
-        if not self.tenants.budgeted:
-            return
-        day = dt.datetime.fromtimestamp(self.clock.now(), tz=dt.UTC)
-        midnight = day.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-        spent: dict[str, list[float]] = {}
-        for info in await self.journal.runs(updated_since=midnight, limit=None):
-            for event in await self.journal.read(info.run_id):
-                if isinstance(event, ModelCalled) and event.ts >= midnight:
-                    total = spent.setdefault(info.tenant, [0, 0.0])
-                    total[0] += event.response.usage.total_tokens
-                    total[1] += event.cost_usd
-        for tenant, (tokens, cost) in spent.items():
-            await supervisor.ask(SeedTenant(tenant, day.date().isoformat(), int(tokens), cost))
 
     async def _save_breakers(self) -> None:
         """Keep breaker states in the journal, so they survive a restart."""

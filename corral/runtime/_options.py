@@ -57,6 +57,11 @@ class Durability(BaseModel):
     """The most runs this process drives at once (back-pressure). A run submitted beyond
     it is journaled and waits, unleased, for this process (as its runs finish, and at each
     tick) or another worker on the same journal to pull it. Default: no cap."""
+    fair_tenants: bool = False
+    """Pull queued runs round-robin by tenant rather than oldest first: each tenant's
+    oldest waiting run, then each one's second-oldest, and so on, so one tenant's backlog
+    cannot hold back every other tenant's runs (matters with `max_active_runs`, or when
+    several workers share a journal). Default False (oldest first)."""
     mode: Literal["step", "batched"] = "step"
     """When a read-only step's events are committed. ``"step"`` (default): each model
     call's result is committed before the next step starts (concurrent runs share one
@@ -130,7 +135,11 @@ class Alerts:
 
 
 class Tenants(BaseModel):
-    """Daily budgets by tenant, shared by all of a tenant's runs (days are UTC)."""
+    """Daily budgets by tenant, shared by all of a tenant's runs (days are UTC).
+
+    Reserved in the journal by each model call (`corral.store.TenantBudgets`), so a
+    budget holds across every worker sharing the journal, and across restarts.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -146,8 +155,18 @@ class Tenants(BaseModel):
 
     @property
     def budgeted(self) -> bool:
-        """True when any tenant has a budget (their spending is then restored on start)."""
+        """True when any tenant has a budget."""
         return bool(self.limits) or self.default is not None
+
+    def limits_for(self, tenant: str) -> TenantLimits | None:
+        """The daily budget of `tenant` (`default` when it is not named); None: none.
+
+        A budget with neither limit set counts as none.
+        """
+        found = self.limits.get(tenant, self.default)
+        if found is None or (found.daily_tokens is None and found.daily_cost_usd is None):
+            return None
+        return found
 
     def usd_budgets(self) -> list[str]:
         """Each USD budget, described, for the unpriced-model refusal."""

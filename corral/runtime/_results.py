@@ -260,9 +260,27 @@ class RunResults(RunDriving):
         return snapshot
 
     async def tenant_usage(self, tenant: str) -> TenantUsage:
-        """Return a tenant's usage today against its daily budget."""
-        usage: TenantUsage = await self._require_supervisor().ask(GetTenantUsage(tenant))
-        return usage
+        """Return a tenant's usage today (UTC) against its daily budget.
+
+        A budgeted tenant's figures are the journal's: what every process sharing it
+        spent and holds (``across_processes`` is True). A tenant without a budget is not
+        counted in the journal: its figures are this process's since it started.
+        """
+        limits = self.tenants.limits_for(tenant)
+        if limits is None:
+            usage: TenantUsage = await self._require_supervisor().ask(GetTenantUsage(tenant))
+            return usage
+        spend = await self.journal.tenant_spend(tenant, now=self.clock.now())
+        return TenantUsage(
+            tenant,
+            spend.day,
+            spend.tokens,
+            spend.reserved,
+            spend.cost_usd,
+            limits,
+            spend.reserved_cost_usd,
+            across_processes=True,
+        )
 
     async def breaker_states(self) -> dict[str, BreakerState]:
         """Return the circuit breaker of every tool: each agent's tools and their fallbacks.

@@ -233,14 +233,9 @@ class Runtime(Maintenance, WorkflowRuns):
 
     async def _spawn_actors(self, system: ActorSystem) -> None:
         """The supervisor, the alerter, and one parent per sub-agent and workflow."""
-        clock, breakers, tenants = self.clock, self.breakers, self.tenants
+        clock, breakers = self.clock, self.breakers
         self._supervisor = await system.spawn(
-            lambda: Supervisor(
-                clock=clock,
-                breakers=breakers,
-                tenants=dict(tenants.limits),
-                default_tenant_limits=tenants.default,
-            ),
+            lambda: Supervisor(clock=clock, breakers=breakers),
             name="supervisor",
             restart=RestartPolicy(max_restarts=10, within=60, backoff=0.0),
         )
@@ -270,6 +265,9 @@ class Runtime(Maintenance, WorkflowRuns):
             episodes=self._episodes,
             on_fatal=self._on_fatal,
             on_journal_failed=self._on_journal_failed,
+            tenant_limits=self.tenants.limits_for,
+            owner=self.owner,
+            lease_s=self.durability.lease_s,
         )
         for name, agent in self.agents.items():
             run_actor = partial(_run_actor, agent, self._services)

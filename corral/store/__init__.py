@@ -6,7 +6,9 @@ Public: the contract, split by concern (`EventLog`, `RunIndex`, `Leases`, `Blobs
 `open_store`, the index records `RunInfo`, `GateRecord`, `WaitRecord`, `RunStatus`, the
 rules every backend applies (`run_status`, `check_not_expired`, `gate_expired`), and the
 SQLite extras `RunRow`, `WaitRow`, `StoreStatistics`, the worker registry's `WorkerInfo`
-(`Workers`), and `WakeupSource` (a journal that tells every process of a change at once:
+(`Workers`), tenants' daily budgets reserved across processes (`TenantBudgets`,
+`TenantAsk`, `TenantHold`, `TenantSpend`, `TenantDenied`, `tenant_grant`, `tenant_day`),
+and `WakeupSource` (a journal that tells every process of a change at once:
 PostgreSQL's LISTEN/NOTIFY). `corral.store.testing` holds the conformance suite for
 backends.
 """
@@ -20,6 +22,11 @@ from ._contract import Leases as Leases
 from ._contract import RunIndex as RunIndex
 from ._contract import RunInfo as RunInfo
 from ._contract import RunStatus as RunStatus
+from ._contract import TenantAsk as TenantAsk
+from ._contract import TenantBudgets as TenantBudgets
+from ._contract import TenantDenied as TenantDenied
+from ._contract import TenantHold as TenantHold
+from ._contract import TenantSpend as TenantSpend
 from ._contract import Upkeep as Upkeep
 from ._contract import WaitRecord as WaitRecord
 from ._contract import WakeupSource as WakeupSource
@@ -28,6 +35,8 @@ from ._contract import Workers as Workers
 from ._contract import check_not_expired as check_not_expired
 from ._contract import gate_expired as gate_expired
 from ._contract import run_status as run_status
+from ._contract import tenant_day as tenant_day
+from ._contract import tenant_grant as tenant_grant
 from ._journal import MemoryJournal as MemoryJournal
 from ._migrations import SCHEMA_VERSION as SCHEMA_VERSION
 from ._open import DEFAULT_DB_URL as DEFAULT_DB_URL
@@ -59,6 +68,11 @@ __all__ = [
     "SqliteJournal",
     "SqliteStore",
     "StoreStatistics",
+    "TenantAsk",
+    "TenantBudgets",
+    "TenantDenied",
+    "TenantHold",
+    "TenantSpend",
     "Upkeep",
     "WaitRecord",
     "WaitRow",
@@ -71,4 +85,6 @@ __all__ = [
     "open_store",
     "run_status",
     "store_url",
+    "tenant_day",
+    "tenant_grant",
 ]

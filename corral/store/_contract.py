@@ -1,16 +1,18 @@
 """The journal contract: what every backend implements, split by concern.
 
-============  ==========================================================================
-`EventLog`    the append-only events of each run: `append`, `flush`, `read`,
-              `read_lazily`
-`RunIndex`    what the log implies, kept in step with it: runs and their status, gates
-              and their decisions, waits and early deliveries
-`Leases`      who drives which run, and when: claims, renewals, durable timers, and the
-              batched expiry of overdue gates and waits
-`Blobs`       bytes stored once by content (full tool results)
-`Upkeep`      circuit-breaker states kept across restarts, and retention
-`Journal`     all of the above, plus ``close`` and ``async with``
-============  ==========================================================================
+================  ======================================================================
+`EventLog`        the append-only events of each run: `append`, `flush`, `read`,
+                  `read_lazily`
+`RunIndex`        what the log implies, kept in step with it: runs and their status, gates
+                  and their decisions, waits and early deliveries
+`Leases`          who drives which run, and when: claims, renewals, durable timers, and the
+                  batched expiry of overdue gates and waits
+`Blobs`           bytes stored once by content (full tool results)
+`Upkeep`          circuit-breaker states kept across restarts, and retention
+`Workers`         the registry of worker processes (``corral workers``)
+`TenantBudgets`   tenants' daily budgets, reserved across processes
+`Journal`         all of the above, plus ``close`` and ``async with``
+================  ======================================================================
 
 Every method the runtime calls is here: nothing is looked up with ``getattr``.
 `corral.store.testing.JournalContract` checks a backend against this contract; a new
@@ -23,6 +25,7 @@ the same way (`run_status`, `check_not_expired`) live here too.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, Self, runtime_checkable
@@ -41,6 +44,11 @@ __all__ = [
     "RunIndex",
     "RunInfo",
     "RunStatus",
+    "TenantAsk",
+    "TenantBudgets",
+    "TenantDenied",
+    "TenantHold",
+    "TenantSpend",
     "Upkeep",
     "WaitRecord",
     "WakeupSource",
@@ -49,6 +57,8 @@ __all__ = [
     "check_not_expired",
     "gate_expired",
     "run_status",
+    "tenant_day",
+    "tenant_grant",
 ]
 
 RunStatus = Literal["running", "waiting", "finished"]
@@ -379,6 +389,7 @@ class Leases(Protocol):
         limit: int = 100,
         agents: Collection[str] | None = None,
         exclude: Collection[str] = (),
+        fair: bool = False,
     ) -> list[str]:
         """Claim up to `limit` runs that are ready to drive, oldest first.
 
@@ -387,6 +398,15 @@ class Leases(Protocol):
         or `owner`'s own (so a restarted process with the same owner name gets its runs
         back: pass those already driven here in `exclude`).
 
+        With `fair`, the ready runs (of `agents`, less `exclude`) are taken round-robin
+        by tenant, so one tenant's backlog cannot starve the others: first the oldest
+        ready run of each tenant, then the second-oldest of each, and so on; within a
+        round, older runs first (ties in the order the runs were started). The runs a
+        tenant already has in flight (a live lease held by another owner, or by `owner`
+        on a run in `exclude`) count as its first turns: a tenant with two runs being
+        driven waits for every tenant with fewer, so a worker pulling one run at a time
+        still shares its room.
+
         Args:
             owner: this process's name in leases.
             lease_s: how long the leases last without renewal, seconds.
@@ -394,9 +414,11 @@ class Leases(Protocol):
             limit: most runs to claim. Default 100.
             agents: only runs of these agents (those this process can drive). Default: any.
             exclude: runs never to claim.
+            fair: take the runs round-robin by tenant. Default False (oldest first).
 
         Returns:
-            The ids claimed, oldest first.
+            The ids claimed, in the order they were taken: oldest first, or round by
+            round with `fair`.
         """
         ...
 
@@ -411,7 +433,8 @@ class Leases(Protocol):
         """Extend the leases `owner` still holds on unfinished runs to ``now + lease_s``.
 
         It never claims: a run released meanwhile (paused at a gate) or taken over by
-        another owner is left alone.
+        another owner is left alone. The tenant holds `owner` made for the runs renewed
+        (`TenantBudgets.reserve_tenant`) are extended with them.
 
         Args:
             owner: this process's name in leases.
@@ -526,8 +549,9 @@ class Upkeep(Protocol):
         """Delete finished runs last updated before ``now - older_than_s``.
 
         Their events, gates and waits go with them; so may what only they used (blobs,
-        early deliveries nobody waited for), when older than the cutoff. Unfinished runs
-        are never pruned.
+        early deliveries nobody waited for), when older than the cutoff, and tenants'
+        budget days (`TenantBudgets`) before the cutoff's day. Unfinished runs are never
+        pruned.
 
         Returns:
             The number of runs deleted.
@@ -566,7 +590,183 @@ class Workers(Protocol):
         ...
 
 
-class Journal(EventLog, RunIndex, Leases, Blobs, Upkeep, Workers, Protocol):
+def tenant_day(now: float) -> str:
+    """The UTC day of `now`, as tenant budgets count days (``2026-12-02``)."""
+    return dt.datetime.fromtimestamp(now, tz=dt.UTC).date().isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class TenantAsk:
+    """What one model call asks of its tenant's daily budget (see `TenantBudgets`).
+
+    The input is reserved whole; the output may be granted fewer tokens than asked, down
+    to `min_output`, as the budget leaves room.
+    """
+
+    tenant: str
+    run_id: str
+    """The run the call is for: its hold lives as long as `owner`'s lease on it."""
+    owner: str
+    """The process asking (its name in leases)."""
+    input_tokens: int
+    """The call's estimated input tokens, margin included."""
+    input_cost_usd: float
+    max_output: int
+    """The most output tokens wanted (what the run's own budget allows)."""
+    min_output: int
+    """Fewer output tokens than this left: refused."""
+    output_price: float
+    """USD per output token (0 when unpriced)."""
+    daily_tokens: int | None
+    """The tenant's limit of tokens per UTC day; None: none."""
+    daily_cost_usd: float | None
+    """The tenant's limit of USD per UTC day; None: none."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantHold:
+    """A reservation against a tenant's day, held until settled or expired."""
+
+    hold_id: str
+    tenant: str
+    day: str
+    """The UTC day it counts against (`tenant_day` of when it was made)."""
+    tokens: int
+    """Tokens reserved: the input and the output granted."""
+    cost_usd: float
+    max_output: int
+    """Output tokens granted (at most `TenantAsk.max_output`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSpend:
+    """A tenant's day: what it spent and what is reserved, across every process."""
+
+    tenant: str
+    day: str
+    tokens: int
+    """Tokens spent: settled calls, plus holds that expired unsettled (counted whole)."""
+    cost_usd: float
+    reserved: int
+    """Tokens held by calls in flight."""
+    reserved_cost_usd: float
+
+    @classmethod
+    def from_rows(
+        cls,
+        tenant: str,
+        day: str,
+        settled: Sequence[Any] | None,
+        expired: Sequence[Any],
+        live: Sequence[Any],
+    ) -> TenantSpend:
+        """The day from a backend's rows, each (tokens, USD).
+
+        Args:
+            tenant: the tenant.
+            day: its UTC day.
+            settled: what settled calls spent (None: no row for the day yet).
+            expired: the sum of the holds that expired unsettled (counted as spent).
+            live: the sum of the holds still live.
+        """
+        tokens, cost = (int(settled[0]), float(settled[1])) if settled else (0, 0.0)
+        return cls(
+            tenant,
+            day,
+            tokens + int(expired[0]),
+            cost + float(expired[1]),
+            int(live[0]),
+            float(live[1]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantDenied:
+    """A reservation refused: the day's budget has no room for the call."""
+
+    reason: str
+    spend: TenantSpend
+    """The day as the refusal saw it."""
+
+
+def tenant_grant(ask: TenantAsk, spend: TenantSpend) -> tuple[int, int, float] | TenantDenied:
+    """The rule every backend applies, inside the transaction that holds the tenant's day.
+
+    The output granted is what every one of the tenant's limits leaves after what is
+    spent, what is reserved and the call's own input, capped by ``ask.max_output``.
+
+    Returns:
+        ``(output granted, tokens held, USD held)``, or a `TenantDenied` when fewer than
+        ``ask.min_output`` output tokens are left.
+    """
+    room: list[tuple[float, str]] = [(float(ask.max_output), "")]
+    if ask.daily_tokens is not None:
+        room.append(
+            (
+                ask.daily_tokens - spend.tokens - spend.reserved - ask.input_tokens,
+                "tokens",
+            )
+        )
+    if ask.daily_cost_usd is not None:
+        left = ask.daily_cost_usd - spend.cost_usd - spend.reserved_cost_usd - ask.input_cost_usd
+        if ask.output_price > 0:
+            room.append((left / ask.output_price, "cost"))
+        elif left < 0:
+            room.append((0.0, "cost"))
+    tightest, which = min(room)
+    granted = min(ask.max_output, math.floor(tightest))
+    if granted >= ask.min_output:
+        return granted, ask.input_tokens + granted, ask.input_cost_usd + granted * ask.output_price
+    if which == "tokens":
+        reason = (
+            f"tenant {ask.tenant!r} daily token budget reached: {spend.tokens:,} used and "
+            f"{spend.reserved:,} reserved of {ask.daily_tokens:,} today"
+        )
+    else:
+        reason = (
+            f"tenant {ask.tenant!r} daily cost budget reached: ${spend.cost_usd:.4f} used and "
+            f"${spend.reserved_cost_usd:.4f} reserved of ${ask.daily_cost_usd:.4f} today"
+        )
+    return TenantDenied(reason, spend)
+
+
+@runtime_checkable
+class TenantBudgets(Protocol):
+    """Tenants' daily budgets, reserved in the journal so they hold across processes.
+
+    Each model call of a tenant with a daily limit reserves its tokens and cost with
+    `reserve_tenant` (in one transaction that holds the tenant's day, so two processes
+    never both take the last of it) and gives the hold back with `settle_tenant` once
+    the call's usage is known. A hold lives as long as the asking owner's lease on its
+    run (`Leases.renew_leases` extends both): when that process dies, its holds expire
+    with its leases and count as spent in full (what the calls in flight used is
+    unknown, and counting less could let the tenant overspend).
+    """
+
+    async def reserve_tenant(
+        self, ask: TenantAsk, *, now: float, until: float
+    ) -> TenantHold | TenantDenied:
+        """Hold what `ask` needs of today's budget (`tenant_grant`), until `until`.
+
+        Holds of the tenant's day that expired unsettled are first counted as spent.
+        """
+        ...
+
+    async def settle_tenant(self, hold: TenantHold, *, tokens: int, cost_usd: float) -> bool:
+        """Give `hold` back and count what the call used on its day.
+
+        Returns:
+            False when the hold had expired and was already counted whole (nothing
+            changes then).
+        """
+        ...
+
+    async def tenant_spend(self, tenant: str, *, now: float) -> TenantSpend:
+        """Return the tenant's day (the UTC day of `now`), across every process."""
+        ...
+
+
+class Journal(EventLog, RunIndex, Leases, Blobs, Upkeep, Workers, TenantBudgets, Protocol):
     """Where run events go: the whole contract, and the journal's lifecycle.
 
     Use it as ``async with journal: ...`` (entering opens what needs opening, leaving

@@ -12,6 +12,7 @@ against both.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Self, cast
@@ -34,10 +35,16 @@ from ._contract import (
     GateRecord,
     RunInfo,
     RunStatus,
+    TenantAsk,
+    TenantDenied,
+    TenantHold,
+    TenantSpend,
     WaitRecord,
     WorkerInfo,
     check_not_expired,
     run_status,
+    tenant_day,
+    tenant_grant,
 )
 
 __all__ = ["MemoryJournal"]
@@ -110,6 +117,16 @@ class _Key:
         return self.started is not None and not self.resolved
 
 
+@dataclass(slots=True)
+class _Hold:
+    """A tenant hold, with whose lease it lives by (see `TenantBudgets`)."""
+
+    hold: TenantHold
+    owner: str
+    run_id: str
+    until: float
+
+
 class MemoryJournal:
     """A journal held in memory: fast, for tests, benchmarks and one-shot embedding.
 
@@ -132,6 +149,8 @@ class MemoryJournal:
         self._blob_refs: dict[str, set[str]] = {}
         self._breakers: dict[str, str] = {}
         self._workers: dict[str, WorkerInfo] = {}
+        self._tenant_days: dict[tuple[str, str], tuple[int, float]] = {}
+        self._holds: dict[str, _Hold] = {}
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -390,23 +409,46 @@ class MemoryJournal:
         limit: int = 100,
         agents: Collection[str] | None = None,
         exclude: Collection[str] = (),
+        fair: bool = False,
     ) -> list[str]:
-        """Claim up to `limit` ready runs, oldest first (see `Leases.claim_runs`)."""
+        """Claim up to `limit` ready runs, oldest first (see `Leases.claim_runs`).
+
+        With `fair`, round-robin by tenant, counting the runs each tenant already has
+        in flight (see `Leases.claim_runs`).
+        """
         wanted = None if agents is None else set(agents)
         skipped = set(exclude)
+        ready = (
+            run
+            for run in self._oldest_first()
+            if run.status == "running"
+            and run.free_for(owner, now)
+            and (run.wake_at is None or run.wake_at <= now)
+            and (wanted is None or run.agent in wanted)
+            and run.run_id not in skipped
+        )
+        if fair:
+            ranks: dict[str, int] = {}  # a tenant's runs in flight, then its ready ones
+            for run in self._runs.values():
+                if (
+                    not run.finished
+                    and run.owner is not None
+                    and run.lease_until is not None
+                    and run.lease_until > now
+                    and (run.owner != owner or run.run_id in skipped)
+                ):
+                    ranks[run.tenant] = ranks.get(run.tenant, 0) + 1
+            rounds: list[tuple[int, int, _Run]] = []
+            for age, run in enumerate(ready):  # `age`: the place in oldest-first order
+                rank = ranks[run.tenant] = ranks.get(run.tenant, 0) + 1
+                rounds.append((rank, age, run))
+            ready = (run for _, _, run in sorted(rounds, key=lambda r: (r[0], r[1])))
         claimed: list[str] = []
-        for run in self._oldest_first():
+        for run in ready:
             if len(claimed) >= limit:
                 break
-            if (
-                run.status == "running"
-                and run.free_for(owner, now)
-                and (run.wake_at is None or run.wake_at <= now)
-                and (wanted is None or run.agent in wanted)
-                and run.run_id not in skipped
-            ):
-                run.owner, run.lease_until = owner, now + lease_s
-                claimed.append(run.run_id)
+            run.owner, run.lease_until = owner, now + lease_s
+            claimed.append(run.run_id)
         return claimed
 
     async def renew_leases(
@@ -423,12 +465,15 @@ class MemoryJournal:
             How many leases were renewed.
         """
         only = None if run_ids is None else set(run_ids)
-        renewed = 0
+        renewed: set[str] = set()
         for run in self._runs.values():
             if run.owner == owner and not run.finished and (only is None or run.run_id in only):
                 run.lease_until = now + lease_s
-                renewed += 1
-        return renewed
+                renewed.add(run.run_id)
+        for held in self._holds.values():
+            if held.owner == owner and held.run_id in renewed:
+                held.until = now + lease_s
+        return len(renewed)
 
     async def release(self, run_id: str, owner: str) -> None:
         """Release `owner`'s lease (nothing happens if it holds none)."""
@@ -566,6 +611,54 @@ class MemoryJournal:
         """Remove a worker from the registry."""
         self._workers.pop(owner, None)
 
+    # -- tenant budgets ----------------------------------------------------------------------
+
+    def _spend(self, tenant: str, day: str, now: float) -> TenantSpend:
+        tokens, cost = self._tenant_days.get((tenant, day), (0, 0.0))
+        reserved, reserved_cost = 0, 0.0
+        for held in self._holds.values():
+            hold = held.hold
+            if hold.tenant != tenant or hold.day != day:
+                continue
+            if held.until <= now:  # expired unsettled: counted whole
+                tokens, cost = tokens + hold.tokens, cost + hold.cost_usd
+            else:
+                reserved, reserved_cost = reserved + hold.tokens, reserved_cost + hold.cost_usd
+        return TenantSpend(tenant, day, tokens, cost, reserved, reserved_cost)
+
+    async def reserve_tenant(
+        self, ask: TenantAsk, *, now: float, until: float
+    ) -> TenantHold | TenantDenied:
+        """Hold what `ask` needs of the tenant's day (see `TenantBudgets.reserve_tenant`)."""
+        day = tenant_day(now)
+        spend = self._spend(ask.tenant, day, now)
+        for hold_id in [
+            h
+            for h, held in self._holds.items()
+            if held.hold.tenant == ask.tenant and held.hold.day == day and held.until <= now
+        ]:
+            del self._holds[hold_id]  # counted as spent, in `spend`
+        self._tenant_days[ask.tenant, day] = (spend.tokens, spend.cost_usd)
+        granted = tenant_grant(ask, spend)
+        if isinstance(granted, TenantDenied):
+            return granted
+        output, tokens, cost = granted
+        hold = TenantHold(uuid.uuid4().hex, ask.tenant, day, tokens, cost, output)
+        self._holds[hold.hold_id] = _Hold(hold, ask.owner, ask.run_id, until)
+        return hold
+
+    async def settle_tenant(self, hold: TenantHold, *, tokens: int, cost_usd: float) -> bool:
+        """Give `hold` back and count what the call used (False: it had expired)."""
+        if self._holds.pop(hold.hold_id, None) is None:
+            return False
+        spent, spent_cost = self._tenant_days.get((hold.tenant, hold.day), (0, 0.0))
+        self._tenant_days[hold.tenant, hold.day] = (spent + tokens, spent_cost + cost_usd)
+        return True
+
+    async def tenant_spend(self, tenant: str, *, now: float) -> TenantSpend:
+        """Return the tenant's day (the UTC day of `now`)."""
+        return self._spend(tenant, tenant_day(now), now)
+
     async def prune(self, *, older_than_s: float, now: float) -> int:
         """Delete finished runs last updated before ``now - older_than_s``.
 
@@ -596,6 +689,9 @@ class MemoryJournal:
             for digest, (data, created) in self._blobs.items()
             if created >= cutoff or digest in self._blob_refs
         }
+        first_day = tenant_day(cutoff)
+        self._tenant_days = {k: v for k, v in self._tenant_days.items() if k[1] >= first_day}
+        self._holds = {h: held for h, held in self._holds.items() if held.hold.day >= first_day}
         return len(gone)
 
     async def vacuum(self) -> None:

@@ -12,7 +12,8 @@ of gates into columns, merges early webhook deliveries into ``waits``, and adds 
 ``last_seq``, blob references, saved breaker states and the append-only triggers;
 version 3 adds lease epochs (fencing: see `corral.errors.LeaseLostError`) and the
 registry of worker processes (``corral workers``); version 4 keeps a cancellation asked
-of the process driving a run (`Leases.request_cancel`).
+of the process driving a run (`Leases.request_cancel`); version 5 adds tenants' budget
+days and the holds of calls in flight (`corral.store.TenantBudgets`).
 """
 
 from __future__ import annotations
@@ -246,6 +247,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "cancellations asked of the process driving a run",
         ("ALTER TABLE runs ADD COLUMN cancel_request TEXT",),
+    ),
+    Migration(
+        5,
+        "tenants' daily budgets, reserved across processes",
+        (
+            """CREATE TABLE tenant_days (
+                tenant TEXT NOT NULL,
+                day TEXT NOT NULL,
+                tokens INTEGER NOT NULL,
+                cost_usd REAL NOT NULL,
+                PRIMARY KEY (tenant, day)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE tenant_holds (
+                hold_id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                day TEXT NOT NULL,
+                tokens INTEGER NOT NULL,
+                cost_usd REAL NOT NULL,
+                owner TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                until REAL NOT NULL
+            )""",
+            "CREATE INDEX tenant_holds_day ON tenant_holds (tenant, day)",
+            "CREATE INDEX tenant_holds_owner ON tenant_holds (owner, run_id)",
+        ),
     ),
 )
 """Every schema step, oldest first; step ``i`` takes the file from version ``i`` to ``i + 1``."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import uuid
 from collections.abc import Collection, Mapping
 from typing import Any, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode
@@ -47,15 +48,22 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from .._clock import Clock, SystemClock
 from ..errors import ConfigError, CorralError, UsageError
 from ..events import GateDecided, GateOpened, WaitResolved, WaitStarted
+from ._coalesce import Coalescer, Job
 from ._codec import decode_as, from_json, to_json
 from ._contract import (
     WORKER_FORGET_S,
     GateRecord,
     RunInfo,
     RunStatus,
+    TenantAsk,
+    TenantDenied,
+    TenantHold,
+    TenantSpend,
     WaitRecord,
     WorkerInfo,
     check_not_expired,
+    tenant_day,
+    tenant_grant,
 )
 from ._postgres_batch import PostgresEngine, append_in_transaction
 from ._postgres_sql import WAKE_CHANNEL
@@ -247,6 +255,7 @@ class PostgresStore(PostgresEngine):
         self._listen_check_s = listen_check_s
         self._listeners = set()
         self._clock = clock or SystemClock()
+        self._tenant_jobs = Coalescer(self._run_tenant_jobs)
         self._pool = None
         self._closing = False
         self._reset()
@@ -574,6 +583,7 @@ class PostgresStore(PostgresEngine):
         limit: int = 100,
         agents: Collection[str] | None = None,
         exclude: Collection[str] = (),
+        fair: bool = False,
     ) -> list[str]:
         """Claim up to `limit` ready runs, oldest first, in one statement.
 
@@ -589,14 +599,17 @@ class PostgresStore(PostgresEngine):
             limit: most runs to claim. Default 100.
             agents: only runs of these agents. Default: any.
             exclude: runs never to claim.
+            fair: take them round-robin by tenant (each tenant's oldest ready run, then
+                each one's second-oldest, ...). A run being claimed by another worker at
+                that instant is skipped and the next in that order taken. Default False.
 
         Returns:
-            The ids claimed, oldest first.
+            The ids claimed, in the order taken (oldest first, or round by round).
         """
         if self._pending.rows or self._inflight is not None:
             await self._flush()
         claimed = await self._write(
-            _claim_runs,
+            _claim_runs_fairly if fair else _claim_runs,
             owner,
             now + lease_s,
             now,
@@ -651,11 +664,17 @@ class PostgresStore(PostgresEngine):
         if run_ids is not None:
             mine += " AND run_id = ANY($3::text[])"
             args.append(list(run_ids))
+        # The tenant holds made for the runs renewed are extended with them (the run rows
+        # first, then the holds in hold_id order, as reservations lock them).
         text = (
-            f"UPDATE corral.runs SET lease_until = $1 WHERE run_id IN ({mine} "
-            "ORDER BY run_id FOR UPDATE) AND owner = $2 AND status <> 'finished'"
+            f"WITH renewed AS (UPDATE corral.runs SET lease_until = $1 WHERE run_id IN ({mine} "
+            "ORDER BY run_id FOR UPDATE) AND owner = $2 AND status <> 'finished' "
+            "RETURNING run_id), held AS (UPDATE corral.tenant_holds SET until = $1 WHERE "
+            "hold_id IN (SELECT hold_id FROM corral.tenant_holds WHERE owner = $2 AND run_id IN "
+            "(SELECT run_id FROM renewed) ORDER BY hold_id FOR UPDATE)) "
+            "SELECT count(*) FROM renewed"
         )
-        return await self._write(_count, text, *args)
+        return int(await self._write(_value, text, *args))
 
     async def release(self, run_id: str, owner: str) -> None:
         """Give up `owner`'s lease on a run (nothing happens if it holds none).
@@ -786,6 +805,37 @@ class PostgresStore(PostgresEngine):
         """Remove a worker from the registry."""
         await self._write(_count, "DELETE FROM corral.workers WHERE owner = $1", owner)
 
+    # -- tenant budgets -------------------------------------------------------------------------
+
+    async def reserve_tenant(
+        self, ask: TenantAsk, *, now: float, until: float
+    ) -> TenantHold | TenantDenied:
+        """Hold what `ask` needs of the tenant's day, under a lock on the day's row.
+
+        Two workers reserving for one tenant take turns on that row, so they never both
+        take the last of its budget (see `TenantBudgets.reserve_tenant`). The holds and
+        settlements asked in the same tick share one transaction (one commit), taking the
+        day rows in (tenant, day) order, as every worker does: no deadlock.
+        """
+        key = (ask.tenant, tenant_day(now), 1)
+        hold: TenantHold | TenantDenied = await self._tenant_jobs.call(
+            key, _reserve_tenant, ask, now, until
+        )
+        return hold
+
+    async def settle_tenant(self, hold: TenantHold, *, tokens: int, cost_usd: float) -> bool:
+        """Give `hold` back and count what the call used (False: it had expired)."""
+        key = (hold.tenant, hold.day, 0)  # before the reservations of the same day
+        settled: bool = await self._tenant_jobs.call(key, _settle_tenant, hold, tokens, cost_usd)
+        return settled
+
+    async def _run_tenant_jobs(self, jobs: list[Job]) -> list[Any]:
+        return await self._write(_tenant_jobs, jobs)
+
+    async def tenant_spend(self, tenant: str, *, now: float) -> TenantSpend:
+        """Return the tenant's day (the UTC day of `now`), across every worker."""
+        return await self._query(_tenant_spend, tenant, tenant_day(now), now)
+
     # -- breakers, retention, maintenance -------------------------------------------------------
 
     async def save_breakers(self, states: Mapping[str, Mapping[str, Any]]) -> None:
@@ -838,7 +888,8 @@ class PostgresStore(PostgresEngine):
         await self._query(
             _execute,
             "VACUUM (ANALYZE) corral.events, corral.runs, corral.gates, corral.waits, "
-            "corral.blobs, corral.blob_refs, corral.breakers",
+            "corral.blobs, corral.blob_refs, corral.breakers, corral.tenant_days, "
+            "corral.tenant_holds",
         )
 
     def statistics(self) -> StoreStatistics:
@@ -912,6 +963,10 @@ async def _fetch(conn: Any, text: str, *args: Any) -> list[Any]:
 
 async def _execute(conn: Any, text: str) -> None:
     await conn.execute(text)
+
+
+async def _value(conn: Any, text: str, *args: Any) -> Any:
+    return await conn.fetchval(text, *args)
 
 
 async def _count(conn: Any, text: str, *args: Any) -> int:
@@ -1132,6 +1187,148 @@ async def _claim_runs(
     return [(row[0], row[1], row[2]) for row in ordered]
 
 
+_READY = (
+    f"r.status = 'running' AND {_LEASE_FREE} AND (r.wake_at IS NULL OR r.wake_at <= $3) "
+    "AND ($5::text[] IS NULL OR r.agent = ANY($5::text[])) AND NOT (r.run_id = ANY($6::text[]))"
+)
+"""A run `_claim_runs_fairly` may take (the same test `_claim_runs` makes)."""
+
+
+async def _claim_runs_fairly(
+    conn: Any,
+    owner: str,
+    until: float,
+    now: float,
+    limit: int,
+    agents: list[str] | None,
+    exclude: list[str],
+    mine: tuple[list[str], list[int]],
+) -> list[tuple[str, bool, int]]:
+    """`_claim_runs` round-robin by tenant; return (run_id, fresh, epoch) in that order.
+
+    PostgreSQL refuses ``FOR UPDATE`` beside a window function, so ``ranked`` numbers the
+    ready runs within their tenant, after the runs the tenant has in flight (``busy``: a
+    live lease of another owner, or the claimer's own on a run it excludes), without
+    locks; ``ready`` then locks them in the order of those numbers with ``SKIP LOCKED``
+    up to `limit`: a row another worker is claiming is passed over and the next one in
+    the order taken, so the batch is still full and fair. Its readiness is tested again
+    on the row it locks (``ranked`` read an older snapshot: the row may have been claimed
+    and committed since). Skipping never waits for a lock, so locking in this order
+    rather than by ``run_id`` cannot deadlock.
+    """
+    rows = await conn.fetch(
+        "WITH busy AS (SELECT r.tenant, count(*) AS n FROM corral.runs r "
+        "WHERE r.owner IS NOT NULL AND r.lease_until > $3 AND r.status <> 'finished' "
+        "AND (r.owner <> $1 OR r.run_id = ANY($6::text[])) GROUP BY r.tenant), "
+        "ranked AS (SELECT r.run_id, COALESCE(busy.n, 0) + ROW_NUMBER() OVER "
+        "(PARTITION BY r.tenant ORDER BY r.created_at, r.ord) AS rn "
+        f"FROM corral.runs r LEFT JOIN busy ON busy.tenant = r.tenant WHERE {_READY}), "
+        "ready AS (SELECT r.run_id, ranked.rn, r.created_at, r.ord, "
+        f"{_RENEWAL} AS renewal FROM corral.runs r JOIN ranked ON ranked.run_id = r.run_id "
+        f"{_mine_join('$7', '$8')} WHERE {_READY} "
+        "ORDER BY ranked.rn, r.created_at, r.ord LIMIT $4 FOR UPDATE OF r SKIP LOCKED) "
+        "UPDATE corral.runs r SET owner = $1, lease_until = $2, "
+        f"{_next_epoch('ready.renewal')} FROM ready "
+        "WHERE r.run_id = ready.run_id "
+        "RETURNING r.run_id, NOT ready.renewal, r.lease_epoch, ready.rn, ready.created_at, "
+        "ready.ord",
+        owner,
+        until,
+        now,
+        limit,
+        agents,
+        exclude,
+        *mine,
+    )
+    ordered = sorted(rows, key=lambda row: (row[3], row[4], row[5]))
+    return [(row[0], row[1], row[2]) for row in ordered]
+
+
+_TENANT_DAY = "SELECT tokens, cost_usd FROM corral.tenant_days WHERE tenant = $1 AND day = $2"
+_TENANT_HOLDS = (
+    "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_usd), 0.0) FROM corral.tenant_holds "
+    "WHERE tenant = $1 AND day = $2 AND until {} $3"
+)
+
+
+async def _tenant_spend(conn: Any, tenant: str, day: str, now: float) -> TenantSpend:
+    row = await conn.fetchrow(_TENANT_DAY, tenant, day)
+    expired = await conn.fetchrow(_TENANT_HOLDS.format("<="), tenant, day, now)
+    live = await conn.fetchrow(_TENANT_HOLDS.format(">"), tenant, day, now)
+    return TenantSpend.from_rows(tenant, day, row, expired, live)
+
+
+async def _lock_tenant_day(conn: Any, tenant: str, day: str) -> None:
+    await conn.execute(
+        "INSERT INTO corral.tenant_days (tenant, day, tokens, cost_usd) VALUES ($1, $2, 0, 0) "
+        "ON CONFLICT (tenant, day) DO NOTHING",
+        tenant,
+        day,
+    )
+    await conn.execute(
+        "SELECT 1 FROM corral.tenant_days WHERE tenant = $1 AND day = $2 FOR UPDATE", tenant, day
+    )
+
+
+async def _reserve_tenant(
+    conn: Any, ask: TenantAsk, now: float, until: float
+) -> TenantHold | TenantDenied:
+    day = tenant_day(now)
+    await _lock_tenant_day(conn, ask.tenant, day)
+    # Holds that expired unsettled (their worker died) count as spent, whole.
+    await conn.execute(
+        "WITH gone AS (DELETE FROM corral.tenant_holds WHERE hold_id IN ("
+        "SELECT hold_id FROM corral.tenant_holds WHERE tenant = $1 AND day = $2 AND until <= $3 "
+        "ORDER BY hold_id FOR UPDATE) RETURNING tokens, cost_usd) "
+        "UPDATE corral.tenant_days SET tokens = tokens + (SELECT COALESCE(SUM(tokens), 0) "
+        "FROM gone), cost_usd = cost_usd + (SELECT COALESCE(SUM(cost_usd), 0.0) FROM gone) "
+        "WHERE tenant = $1 AND day = $2",
+        ask.tenant,
+        day,
+        now,
+    )
+    spend = await _tenant_spend(conn, ask.tenant, day, now)
+    granted = tenant_grant(ask, spend)
+    if isinstance(granted, TenantDenied):
+        return granted
+    output, tokens, cost = granted
+    hold = TenantHold(uuid.uuid4().hex, ask.tenant, day, tokens, cost, output)
+    await conn.execute(
+        "INSERT INTO corral.tenant_holds "
+        "(hold_id, tenant, day, tokens, cost_usd, owner, run_id, until) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        hold.hold_id,
+        hold.tenant,
+        day,
+        tokens,
+        cost,
+        ask.owner,
+        ask.run_id,
+        until,
+    )
+    return hold
+
+
+async def _tenant_jobs(conn: Any, jobs: list[Job]) -> list[Any]:
+    return [await job.fn(conn, *job.args) for job in jobs]
+
+
+async def _settle_tenant(conn: Any, hold: TenantHold, tokens: int, cost: float) -> bool:
+    await _lock_tenant_day(conn, hold.tenant, hold.day)  # the day first, as reservations do
+    gone = await conn.execute("DELETE FROM corral.tenant_holds WHERE hold_id = $1", hold.hold_id)
+    if gone == "DELETE 0":
+        return False
+    await conn.execute(
+        "UPDATE corral.tenant_days SET tokens = tokens + $3, cost_usd = cost_usd + $4 "
+        "WHERE tenant = $1 AND day = $2",
+        hold.tenant,
+        hold.day,
+        tokens,
+        cost,
+    )
+    return True
+
+
 async def _replace_breakers(conn: Any, rows: list[tuple[str, str, float]]) -> None:
     await conn.execute("DELETE FROM corral.breakers")
     if rows:
@@ -1161,4 +1358,7 @@ async def _prune_some(conn: Any, cutoff: float, limit: int) -> int:
         await conn.execute(
             "DELETE FROM corral.waits WHERE run_id IS NULL AND delivered_at < $1", cutoff
         )
+        first_day = tenant_day(cutoff)
+        await conn.execute("DELETE FROM corral.tenant_days WHERE day < $1", first_day)
+        await conn.execute("DELETE FROM corral.tenant_holds WHERE day < $1", first_day)
     return len(ids)

@@ -1,15 +1,11 @@
 """The PostgreSQL store's write path: the pool, group commit, and conditional appends.
 
 `PostgresEngine` is the base of `corral.store.PostgresStore`, as `SqliteEngine` is of the
-SQLite store, with the same rules: events appended in the same event-loop tick go out
-together (the first appender that must wait leads the batch, yields once so the others of
-the tick join it, commits it and wakes them); a run's events are numbered at once from a
-counter kept in memory; a batch that fails fails every appender in it, except that a
-constraint broken by one run's events (or data the server refuses: text holding a NUL)
-fails only that run (the others are written run by run); a run whose events were lost
-forgets its counter and fails its later queued events. Conditional appends (gate
-decisions, wait resolutions, deliveries, expiries) hold back the appends of their runs
-with a fence while their transaction runs.
+SQLite store. Group commit itself (numbering, batches, per-run failures, fences) is the
+engine both share, `corral.store._group.GroupCommit`; this module adds the pool, the
+statement a batch is, and how PostgreSQL's errors read. A constraint broken by one run's
+events (or data the server refuses: text holding a NUL) fails only that run: the others
+are written run by run.
 
 A batch is one statement, ``SELECT * FROM corral.append_events(...)`` with the batch's
 columns as arrays (see ``_postgres_sql.py``): one round trip and one commit for every
@@ -42,10 +38,11 @@ from .._clock import Clock
 from .._log import get_logger
 from .._loop import require_asyncio
 from ..errors import ConfigError, CorralError, JournalError, UsageError
-from ..events import Event, RunStarted
+from ..events import Event
 from . import _postgres_sql as sql
-from ._codec import LazyEvents, decode, encode, with_seq
-from ._failure import Failure, LeaseTaken
+from ._codec import encode, with_seq
+from ._failure import LeaseTaken
+from ._group import GroupBatch, GroupCommit, Row
 
 __all__ = [
     "PgBatch",
@@ -62,12 +59,8 @@ _WAKE_BUFFER = 10_000
 """Notifications held for `watch_wakeups`' callback; beyond it they are dropped, and the
 callback is told ``resync`` instead."""
 
-_RELEASES = frozenset({"gate_opened", "wait_started", "run_finished"})
-"""Kinds after which a run pauses or ends: its counter leaves memory once they commit."""
 _MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM corral.events WHERE run_id = $1"
 
-Row = tuple[str, int, str, float, str]
-"""An ``events`` row: run_id, seq, kind, ts, payload (JSON)."""
 Claim = tuple[str, str, float]
 """A claim of a new run committed with its first events: run_id, owner, lease end."""
 Fence = tuple[str, str, int]
@@ -119,79 +112,19 @@ def _is_run_error(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.IntegrityConstraintViolationError | asyncpg.DataError)
 
 
-class PgBatch:
-    """Events committed together, and the signal that they were."""
+class PgBatch(GroupBatch):
+    """A PostgreSQL batch: its events, and the claims of new runs committed with them."""
 
-    __slots__ = (
-        "claims",
-        "done",
-        "ended",
-        "errors",
-        "nbytes",
-        "releases",
-        "rows",
-        "started",
-        "touch",
-        "waited",
-        "waiters",
-        "wake",
-    )
+    __slots__ = ("claims",)
 
     def __init__(self) -> None:
-        self.rows: list[Row] = []
+        super().__init__()
         self.claims: list[Claim] = []
         """Claims of runs started in this batch, committed with it."""
-        self.touch: dict[str, int] = {}
-        """Per run: its last seq in this batch."""
-        self.releases: list[tuple[str, int]] = []
-        self.started: set[str] = set()
-        """Runs whose ``run_started`` is in this batch: new runs, not yet visible to others."""
-        self.ended: set[str] = set()
-        """Runs whose ``run_finished`` is in this batch."""
-        self.waited: set[str] = set()
-        """Runs with an appender waiting on this batch (they will be told of a failure)."""
-        self.nbytes = 0
-        self.waiters = 0
-        self.wake = anyio.Event()
-        """Set when the batch is committed, or when its waiters must elect a leader."""
-        self.done = False
-        self.errors: dict[str, Failure] = {}
 
-    def add(self, event: Event, run_id: str, seq: int, payload: str, wait: bool) -> None:
-        """Queue a stored event (of `run_id`, numbered `seq`) and its JSON text."""
-        kind = event.kind
-        self.rows.append((run_id, seq, kind, event.ts, payload))
-        self.nbytes += len(payload)
-        self.touch[run_id] = seq
-        if kind in _RELEASES:
-            self.releases.append((run_id, seq))
-            if kind == "run_finished":
-                self.ended.add(run_id)
-        elif kind == "run_started":
-            self.started.add(run_id)
-        if wait:
-            self.wait(run_id)
-
-    def wait(self, run_id: str) -> None:
-        """Count one more appender of `run_id` waiting for this batch."""
-        self.waiters += 1
-        self.waited.add(run_id)
-
-    def remove_run(self, run_id: str) -> tuple[list[int], bool]:
-        """Drop a run's events; return their seqs and whether one had a waiter."""
-        if run_id not in self.touch:
-            return [], False
-        seqs = [row[1] for row in self.rows if row[0] == run_id]
-        self.rows = [row for row in self.rows if row[0] != run_id]
+    def dropped(self, run_id: str) -> None:
+        """Drop the run's claim."""
         self.claims = [c for c in self.claims if c[0] != run_id]
-        self.releases = [r for r in self.releases if r[0] != run_id]
-        self.nbytes = sum(len(row[4]) for row in self.rows)
-        del self.touch[run_id]
-        self.started.discard(run_id)
-        self.ended.discard(run_id)
-        waited = run_id in self.waited
-        self.waited.discard(run_id)
-        return seqs, waited
 
 
 def _arrays(rows: list[Row], claims: list[Claim], fences: list[Fence]) -> list[Any]:
@@ -216,7 +149,7 @@ async def append_in_transaction(conn: Any, event: Event) -> Event:
     return stored
 
 
-class PostgresEngine:
+class PostgresEngine(GroupCommit[PgBatch]):
     """The pool and the write path of `PostgresStore` (its base class; see there).
 
     You should never need to use this class directly.
@@ -241,23 +174,7 @@ class PostgresEngine:
     _closing: bool
 
     def _reset(self) -> None:
-        self._seq: dict[str, int] = {}
-        self._held: dict[str, tuple[str, int]] = {}
-        """Leases this store claimed and still holds: run id -> (owner, epoch). Its appends
-        to those runs are fenced: refused once another claim moved the lease on."""
-        self._fences: dict[str, anyio.Event] = {}
-        self._fenced = 0
-        """Conditional appends finished so far (a counter read before is stale if it moved)."""
-        self._poisoned: dict[str, Failure] = {}
-        self._pending = PgBatch()
-        self._inflight: PgBatch | None = None
-        """The batch being committed."""
-        self._leading = False
-        self._transactions = 0
-        self._events = 0
-        self._largest = 0
-        self._conditional_count = 0
-        self._failed = 0
+        self._reset_queue()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -543,142 +460,27 @@ class PostgresEngine:
 
     # -- the log --------------------------------------------------------------------------------
 
-    async def append(self, event: Event, *, wait: bool = True) -> Event:
-        """Append one event; return the stored copy, numbered 1, 2, ... per run, no gaps.
+    def _check_open(self) -> None:
+        self._open_pool()
 
-        The copy is numbered and serialised at once; `event` itself is not changed. A
-        cancelled waiting append may still be committed: once numbered, an event is never
-        withdrawn (that would leave a gap).
+    def _new_batch(self) -> PgBatch:
+        return PgBatch()
 
-        Args:
-            event: the event; its ``seq`` is ignored.
-            wait: True (default): return once the event is committed, together with every
-                event appended in the same tick (group commit: one statement). False:
-                return at once; the event goes with the next batch, in order. If that
-                batch fails, the next append of the same run raises (or `close` does).
-
-        Returns:
-            The stored event: ``event.model_copy(update={"seq": n})``.
-
-        Raises:
-            JournalError: the event could not be written (the message names the database
-                without its password, the run, the seqs and the server's error: a lost
-                connection, a server shut down, a full disk), or an earlier
-                ``wait=False`` event of this run could not be. Nothing committed before is
-                lost, and the next append of the run numbers after its last committed
-                event.
-            UsageError: the store is not open.
-        """
-        run_id = event.run_id
-        while True:
-            self._open_pool()
-            if self._poisoned:
-                failure = self._poisoned.pop(run_id, None)
-                if failure is not None:
-                    raise failure.error()
-            pending = self._pending
-            if len(pending.rows) >= self._max_events or pending.nbytes >= self._max_bytes:
-                await self._flush()  # back-pressure: the queue is full
-                continue
-            if run_id in self._fences or run_id not in self._seq:
-                await self._prepare(event)
-                continue
-            break
-        seq = self._seq[run_id] + 1
-        stored = with_seq(event, seq)
-        payload = encode(stored)
-        self._seq[run_id] = seq
-        pending.add(stored, run_id, seq, payload, wait)
-        if wait:
-            await self._wait_for(pending, run_id)
-        return stored
-
-    async def _prepare(self, event: Event) -> None:
-        """Wait out a conditional append on the run, or load the run's counter."""
-        run_id = event.run_id
-        fence = self._fences.get(run_id)
-        if fence is not None:
-            await fence.wait()
-            return
-        if isinstance(event, RunStarted):
-            self._seq[run_id] = 0  # a new run; a reused id fails on the primary key
-            return
-        fenced = self._fenced
+    async def _last_seq(self, run_id: str) -> int:
         try:
-            last = await self._query(_max_seq, run_id)
+            return await self._query(_max_seq, run_id)
         except JournalError as exc:
             raise JournalError(
                 f"{exc} (reading the last seq of run {run_id!r}: nothing was appended)",
                 path=self.where,
                 run_id=run_id,
             ) from exc
-        # A conditional append that ran while we read may have written after `last`.
-        if fenced == self._fenced and run_id not in self._fences and run_id not in self._seq:
-            self._seq[run_id] = last
 
-    async def _wait_for(self, batch: PgBatch, run_id: str) -> None:
-        try:
-            await self._until_done(batch)
-        finally:
-            batch.waiters -= 1
-        failure = batch.errors.get(run_id)
-        if failure is not None:
-            raise failure.error()
+    async def _event_rows(self, run_id: str) -> list[tuple[int, str]]:
+        return await self._read(_select_events, run_id, run=run_id)
 
-    async def _until_done(self, batch: PgBatch) -> None:
-        """Wait until `batch` is committed, leading a batch whenever nobody leads."""
-        while not batch.done:
-            if self._leading:
-                await batch.wake.wait()
-            else:
-                await self._lead()
-
-    async def flush(self) -> None:
-        """Commit every event appended so far (including ``wait=False`` ones).
-
-        Raises:
-            UsageError: the store is not open.
-        """
-        self._open_pool()
-        await self._flush()
-
-    async def _flush(self) -> None:
-        target = self._pending if self._pending.rows else self._inflight
-        if target is None:
-            return
-        target.waiters += 1
-        try:
-            await self._until_done(target)
-        finally:
-            target.waiters -= 1
-
-    async def _lead(self) -> None:
-        """Commit the pending batch as its leader, then hand over to the next one's waiters.
-
-        One batch is in flight at a time; the next one gathers meanwhile. (Two in flight
-        could not hold events of the same run, or a failure of the first would leave a
-        gap; in a runtime's steps nearly every run of the next batch is in the one in
-        flight, so a second connection would not shorten anyone's wait.)
-        """
-        self._leading = True
-        if self._pending.wake.is_set():
-            self._pending.wake = anyio.Event()
-        try:
-            with anyio.CancelScope(shield=True):
-                await anyio.lowlevel.checkpoint()  # the others of this tick join the batch
-                batch, self._pending = self._pending, PgBatch()
-                try:
-                    if batch.rows:  # (empty when a failure removed all its events)
-                        self._inflight = batch
-                        await self._commit(batch)
-                finally:
-                    self._inflight = None
-                    batch.done = True
-                    batch.wake.set()
-        finally:
-            self._leading = False
-            if self._pending.waiters:
-                self._pending.wake.set()  # one of them leads the next batch
+    def _explain(self, exc: BaseException) -> tuple[str, str]:
+        return self._text(exc), ""
 
     async def _commit(self, batch: PgBatch) -> None:
         failures: dict[str, BaseException]
@@ -693,23 +495,10 @@ class PostgresEngine:
         except Exception as exc:
             await self._lost(exc)
             failures = dict.fromkeys(batch.touch, exc)
-        if failures:
-            self._failed += 1
-            self._fail_runs(batch, failures)
-        written = len(batch.rows) - sum(1 for row in batch.rows if row[0] in failures)
-        if written:
-            self._transactions += 1
-        self._events += written
-        self._largest = max(self._largest, written)
-        for run_id, seq in batch.releases:
-            if self._seq.get(run_id) == seq:  # nothing numbered after it: forget the run
-                del self._seq[run_id]
         for run_id, owner, _ in batch.claims:
             if run_id not in failures:
                 self._held[run_id] = (owner, 1)  # a new run's first lease
-        for run_id in batch.ended:
-            if run_id not in failures:
-                self._held.pop(run_id, None)  # its lease ended with it
+        self._settle(batch, failures)  # after the claims: it forgets the runs that finished
 
     async def _append_retrying(self, conn: Any, batch: PgBatch) -> dict[str, BaseException]:
         """`_append` the whole batch, again if PostgreSQL aborted it as a deadlock victim.
@@ -768,51 +557,6 @@ class PostgresEngine:
                 failures[run_id] = exc
         return failures
 
-    def _fail_runs(self, batch: PgBatch, failures: dict[str, BaseException]) -> None:
-        """Tell the appenders of runs whose events were lost, and keep the counters exact."""
-        for run_id, exc in failures.items():
-            seqs = [row[1] for row in batch.rows if row[0] == run_id]
-            lost = f"events {min(seqs)}..{max(seqs)} of run {run_id!r}"
-            text = self._text(exc)
-            message = f"journal {self.where}: {lost} were not written: {text}"
-            failure = Failure(message, exc, self.where, run_id, "")
-            batch.errors[run_id] = failure
-            told = run_id in batch.waited
-            later, later_told = self._pending.remove_run(run_id)
-            if later:  # numbered after the lost ones: writing them would leave a gap
-                self._pending.errors[run_id] = Failure(
-                    f"journal {self.where}: events {min(later)}..{max(later)} of run "
-                    f"{run_id!r} were dropped, because {lost} were not written: {text}",
-                    exc,
-                    self.where,
-                    run_id,
-                    "",
-                )
-                told = told or later_told
-            # Reload from the database at the next append. (A run taken over keeps its stale
-            # claim: every later write is refused too, until a new claim or `release`.)
-            self._seq.pop(run_id, None)
-            if not told:
-                self._poisoned[run_id] = failure
-
-    async def read(self, run_id: str) -> list[Event]:
-        """Return a run's events in order; empty for an unknown run.
-
-        Raises:
-            CorralError: a stored event does not validate (the message names run and seq).
-        """
-        rows = await self._read(_select_events, run_id, run=run_id)
-        return [decode(self.where, run_id, seq, payload) for seq, payload in rows]
-
-    async def read_lazily(self, run_id: str) -> LazyEvents:
-        """A run's events as `read` returns them, each decoded when first looked at.
-
-        Raises:
-            CorralError: on access, a stored event that does not validate.
-        """
-        rows = await self._read(_select_events, run_id, run=run_id)
-        return LazyEvents(self.where, run_id, rows)
-
     # -- conditional appends --------------------------------------------------------------------
 
     async def _conditional(
@@ -824,35 +568,8 @@ class PostgresEngine:
         queued events are committed first, so the transaction numbers its events after
         them, and nothing can be numbered in between.
         """
-        runs = set(run_ids)
-        while True:
-            busy = next((self._fences[r] for r in runs if r in self._fences), None)
-            if busy is None:
-                break
-            await busy.wait()
-        fence = anyio.Event()
-        for run_id in runs:
-            self._fences[run_id] = fence
-        try:
-            await self._flush()
-            result = await self._write(fn, self.where, *args)
-            self._conditional_count += 1
-            return result
-        finally:
-            self._fenced += 1
-            for run_id in runs:
-                del self._fences[run_id]
-                self._forget_counter(run_id)  # the transaction numbered from the database
-            fence.set()
-
-    def _forget_counter(self, run_id: str) -> None:
-        """Drop a run's cached seq counter, unless events of it are still queued here."""
-        if not self._uncommitted(run_id):
-            self._seq.pop(run_id, None)
-
-    def _uncommitted(self, run_id: str) -> bool:
-        inflight = self._inflight
-        return run_id in self._pending.touch or (inflight is not None and run_id in inflight.touch)
+        async with self._fenced_runs(run_ids):
+            return await self._write(fn, self.where, *args)
 
 
 async def _max_seq(conn: Any, run_id: str) -> int:

@@ -26,6 +26,11 @@ run that no worker claimed in it (``run_queued <run_id>``). PostgreSQL delivers 
 the commit, to every listening connection of the database; see
 `corral.store.WakeupSource`.
 
+Tenant budgets (migration 6): ``corral.tenant_days`` keeps what each tenant spent each
+UTC day, ``corral.tenant_holds`` what calls in flight reserved; every transaction that
+changes a day locks its row first, then the holds it touches in ``hold_id`` order (a lease
+renewal locks run rows, then holds), so no two of them deadlock.
+
 Never edit a released migration: append a new one.
 """
 
@@ -368,6 +373,31 @@ MIGRATIONS: tuple[PgMigration, ...] = (
         5,
         "the append function locks every run row of its batch first, in run_id order",
         (_APPEND_FUNCTION_ORDERED,),
+    ),
+    PgMigration(
+        6,
+        "tenants' daily budgets, reserved across workers",
+        (
+            """CREATE TABLE corral.tenant_days (
+                tenant text NOT NULL,
+                day text NOT NULL,
+                tokens bigint NOT NULL,
+                cost_usd double precision NOT NULL,
+                PRIMARY KEY (tenant, day)
+            )""",
+            """CREATE TABLE corral.tenant_holds (
+                hold_id text PRIMARY KEY,
+                tenant text NOT NULL,
+                day text NOT NULL,
+                tokens bigint NOT NULL,
+                cost_usd double precision NOT NULL,
+                owner text NOT NULL,
+                run_id text NOT NULL,
+                until double precision NOT NULL
+            )""",
+            "CREATE INDEX tenant_holds_day ON corral.tenant_holds (tenant, day)",
+            "CREATE INDEX tenant_holds_owner ON corral.tenant_holds (owner, run_id)",
+        ),
     ),
 )
 """Every schema step, oldest first; step ``i`` takes the database from version ``i`` on."""

@@ -66,14 +66,20 @@ from .._clock import Clock, SystemClock
 from ..errors import ConfigError, CorralError
 from ..events import GateDecided, WaitResolved, WaitStarted
 from . import _sqlite_queries as queries
+from ._coalesce import Coalescer, Job
 from ._codec import decode_as, from_json, to_json
 from ._contract import (
     WORKER_FORGET_S,
     GateRecord,
     RunInfo,
     RunStatus,
+    TenantAsk,
+    TenantDenied,
+    TenantHold,
+    TenantSpend,
     WaitRecord,
     WorkerInfo,
+    tenant_day,
 )
 from ._migrations import SCHEMA_VERSION
 from ._rows import RunRow, StoreStatistics, WaitRow
@@ -142,6 +148,8 @@ class SqliteStore(SqliteEngine):
         if max_pending_events < 1 or max_pending_bytes < 1:
             raise ConfigError("max_pending_events and max_pending_bytes must be positive")
         self.path = os.fspath(path)
+        self.where = self.path
+        self._tenant_jobs = Coalescer(self._run_tenant_jobs)
         self.synchronous = synchronous
         self.busy_timeout_s = busy_timeout_s
         self.max_size_bytes = max_size_bytes
@@ -448,6 +456,7 @@ class SqliteStore(SqliteEngine):
         limit: int = 100,
         agents: Collection[str] | None = None,
         exclude: Collection[str] = (),
+        fair: bool = False,
     ) -> list[str]:
         """Claim up to `limit` runs that are ready to drive, oldest first, in one transaction.
 
@@ -463,9 +472,11 @@ class SqliteStore(SqliteEngine):
             limit: most runs to claim. Default 100.
             agents: only runs of these agents. Default: any.
             exclude: runs never to claim.
+            fair: take them round-robin by tenant (each tenant's oldest ready run, then
+                each one's second-oldest, ...). Default False.
 
         Returns:
-            The ids claimed, oldest first.
+            The ids claimed, in the order taken (oldest first, or round by round).
         """
         if self._pending.rows or self._inflight is not None:
             await self._flush()
@@ -478,6 +489,7 @@ class SqliteStore(SqliteEngine):
             None if agents is None else list(agents),
             list(exclude),
             self._held,
+            fair,
         )
         self._claimed(claimed, owner)
         return [run_id for run_id, _, _ in claimed]
@@ -664,6 +676,38 @@ class SqliteStore(SqliteEngine):
     async def retire(self, owner: str) -> None:
         """Remove a worker from the registry."""
         await self._write(queries.execute_count, "DELETE FROM workers WHERE owner = ?", (owner,))
+
+    # -- tenant budgets -------------------------------------------------------------------------
+
+    async def reserve_tenant(
+        self, ask: TenantAsk, *, now: float, until: float
+    ) -> TenantHold | TenantDenied:
+        """Hold what `ask` needs of the tenant's day, in one write transaction.
+
+        The file's write lock keeps every other process off the day meanwhile (see
+        `TenantBudgets.reserve_tenant`). The holds and settlements asked in the same tick
+        share that transaction (one commit for all the runs stepping together).
+        """
+        key = (ask.tenant, tenant_day(now), 1)
+        hold: TenantHold | TenantDenied = await self._tenant_jobs.call(
+            key, queries.reserve_tenant, ask, now, until
+        )
+        return hold
+
+    async def settle_tenant(self, hold: TenantHold, *, tokens: int, cost_usd: float) -> bool:
+        """Give `hold` back and count what the call used (False: it had expired)."""
+        key = (hold.tenant, hold.day, 0)  # before the reservations of the same day
+        settled: bool = await self._tenant_jobs.call(
+            key, queries.settle_tenant, hold, tokens, cost_usd
+        )
+        return settled
+
+    async def _run_tenant_jobs(self, jobs: list[Job]) -> list[Any]:
+        return await self._write(queries.tenant_jobs, jobs)
+
+    async def tenant_spend(self, tenant: str, *, now: float) -> TenantSpend:
+        """Return the tenant's day (the UTC day of `now`), across every process."""
+        return await self._job(self._open_reader(), queries.tenant_spend, tenant, now)
 
     # -- breakers, retention, maintenance -------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -19,8 +20,20 @@ from pydantic import BaseModel
 
 from ..errors import CorralError, UsageError
 from ..events import GateDecided, GateOpened, WaitResolved, WaitStarted
+from ._coalesce import Job
 from ._codec import decode_as, from_json
-from ._contract import GateRecord, RunInfo, RunStatus, check_not_expired
+from ._contract import (
+    GateRecord,
+    RunInfo,
+    RunStatus,
+    TenantAsk,
+    TenantDenied,
+    TenantHold,
+    TenantSpend,
+    check_not_expired,
+    tenant_day,
+    tenant_grant,
+)
 from ._sqlite_sql import append_in_transaction, transaction
 
 __all__ = [
@@ -43,10 +56,14 @@ __all__ = [
     "put_blob",
     "renew_leases",
     "replace_breakers",
+    "reserve_tenant",
     "resolve_wait",
     "select_run",
     "select_runs",
+    "settle_tenant",
     "size_bytes",
+    "tenant_jobs",
+    "tenant_spend",
     "vacuum",
 ]
 
@@ -56,7 +73,6 @@ SET_OWNER = (
     "UPDATE runs SET owner = ?, lease_until = ?, lease_epoch = lease_epoch + 1 WHERE run_id = ?"
 )
 """The lease of a new run, in the transaction that inserts it (its epoch becomes 1)."""
-"""Give a run's lease to an owner until a time."""
 _INFO_COLUMNS = (
     "run_id, agent, tenant, status, outcome, created_at, updated_at, task, owner, lease_until, "
     "wake_at"
@@ -380,6 +396,24 @@ def claim_many(
     return claimed
 
 
+_RANKED = (
+    "run_id, owner, lease_epoch, tenant, created_at, rowid AS ord, "
+    "ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY created_at, rowid) AS rn"
+)
+"""`claim_runs` with ``fair``: each ready run's rank among its tenant's, by age."""
+
+_FAIR = (
+    "SELECT ready.run_id, ready.owner, ready.lease_epoch FROM ({}) AS ready "
+    "LEFT JOIN (SELECT tenant, COUNT(*) AS n FROM runs WHERE owner IS NOT NULL "
+    "AND lease_until > ? AND status != 'finished' "
+    "AND (owner != ? OR run_id IN (SELECT value FROM json_each(?))) GROUP BY tenant) AS busy "
+    "ON busy.tenant = ready.tenant "
+    "ORDER BY ready.rn + COALESCE(busy.n, 0), ready.created_at, ready.ord LIMIT ?"
+)
+"""Take the ranked runs round by round; a tenant's runs in flight (a live lease of
+another owner, or the claimer's own on a run it excludes) count as its first rounds."""
+
+
 def claim_runs(
     conn: sqlite3.Connection,
     owner: str,
@@ -389,10 +423,17 @@ def claim_runs(
     agents: list[str] | None,
     exclude: list[str],
     held: Held,
+    fair: bool = False,
 ) -> list[tuple[str, bool, int]]:
-    """Claim up to `limit` ready runs, oldest first; return (run_id, fresh, epoch) of each."""
+    """Claim up to `limit` ready runs, oldest first; return (run_id, fresh, epoch) of each.
+
+    With `fair`, round-robin by tenant: rank each tenant's ready runs by age, after the
+    runs it has in flight, then take rank 1 of every tenant, rank 2 of every tenant, ...
+    (each rank oldest first).
+    """
+    columns = _RANKED if fair else "run_id, owner, lease_epoch"
     sql = (
-        f"SELECT run_id, owner, lease_epoch FROM runs WHERE status = 'running' AND {_LEASE_FREE} "
+        f"SELECT {columns} FROM runs WHERE status = 'running' AND {_LEASE_FREE} "
         "AND (wake_at IS NULL OR wake_at <= ?)"
     )
     args: list[Any] = [owner, now, now]
@@ -402,7 +443,11 @@ def claim_runs(
     if exclude:
         sql += " AND run_id NOT IN (SELECT value FROM json_each(?))"
         args.append(json.dumps(exclude))
-    sql += " ORDER BY created_at, rowid LIMIT ?"
+    if fair:
+        sql = _FAIR.format(sql)
+        args += [now, owner, json.dumps(exclude)]
+    else:
+        sql += " ORDER BY created_at, rowid LIMIT ?"
     args.append(limit)
     with transaction(conn):
         rows = conn.execute(sql, args).fetchall()
@@ -424,9 +469,96 @@ def renew_leases(
     """Extend `owner`'s leases (of `run_ids` only, if given) to `until`; return how many."""
     with transaction(conn):
         if run_ids is None:
-            return int(conn.execute(_RENEW, (until, owner)).rowcount)
-        rows = [(until, run_id, owner) for run_id in run_ids]
-        return int(conn.executemany(_RENEW_ONE, rows).rowcount)
+            renewed = int(conn.execute(_RENEW, (until, owner)).rowcount)
+        else:
+            rows = [(until, run_id, owner) for run_id in run_ids]
+            renewed = int(conn.executemany(_RENEW_ONE, rows).rowcount)
+        if renewed:  # the tenant holds made for the runs renewed live as long
+            conn.execute(_RENEW_HOLDS, (until, owner, owner, until))
+        return renewed
+
+
+_RENEW_HOLDS = (
+    "UPDATE tenant_holds SET until = ? WHERE owner = ? AND run_id IN "
+    "(SELECT run_id FROM runs WHERE owner = ? AND lease_until = ? AND status != 'finished')"
+)
+"""Extend an owner's tenant holds on the runs whose leases were just renewed."""
+
+
+# -- tenant budgets ------------------------------------------------------------------------------
+
+_DAY = "SELECT tokens, cost_usd FROM tenant_days WHERE tenant = ? AND day = ?"
+_HOLDS = (
+    "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_usd), 0.0) FROM tenant_holds "
+    "WHERE tenant = ? AND day = ? AND until {} ?"
+)
+_EXPIRED, _LIVE = _HOLDS.format("<="), _HOLDS.format(">")
+
+
+def _tenant_spend(conn: sqlite3.Connection, tenant: str, day: str, now: float) -> TenantSpend:
+    row = conn.execute(_DAY, (tenant, day)).fetchone()
+    expired = conn.execute(_EXPIRED, (tenant, day, now)).fetchone()
+    live = conn.execute(_LIVE, (tenant, day, now)).fetchone()
+    return TenantSpend.from_rows(tenant, day, row, expired, live)
+
+
+def tenant_spend(conn: sqlite3.Connection, tenant: str, now: float) -> TenantSpend:
+    """The tenant's day of `now`: spent (expired holds counted whole) and reserved."""
+    return _tenant_spend(conn, tenant, tenant_day(now), now)
+
+
+def reserve_tenant(
+    conn: sqlite3.Connection, ask: TenantAsk, now: float, until: float
+) -> TenantHold | TenantDenied:
+    """Fold the day's expired holds into its spend, then hold what `ask` needs, if it fits.
+
+    Inside the transaction of `tenant_jobs` (the write lock is held: no other process
+    reads the day meanwhile).
+    """
+    day = tenant_day(now)
+    spend = _tenant_spend(conn, ask.tenant, day, now)
+    conn.execute(
+        "DELETE FROM tenant_holds WHERE tenant = ? AND day = ? AND until <= ?",
+        (ask.tenant, day, now),
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO tenant_days (tenant, day, tokens, cost_usd) VALUES (?, ?, ?, ?)",
+        (ask.tenant, day, spend.tokens, spend.cost_usd),
+    )
+    granted = tenant_grant(ask, spend)
+    if isinstance(granted, TenantDenied):
+        return granted
+    output, tokens, cost = granted
+    hold = TenantHold(uuid.uuid4().hex, ask.tenant, day, tokens, cost, output)
+    conn.execute(
+        "INSERT INTO tenant_holds (hold_id, tenant, day, tokens, cost_usd, owner, run_id, until) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (hold.hold_id, hold.tenant, day, tokens, cost, ask.owner, ask.run_id, until),
+    )
+    return hold
+
+
+def settle_tenant(conn: sqlite3.Connection, hold: TenantHold, tokens: int, cost: float) -> bool:
+    """Delete `hold` and add what the call used to its day; False if it was gone.
+
+    Inside the transaction of `tenant_jobs`.
+    """
+    gone = conn.execute("DELETE FROM tenant_holds WHERE hold_id = ?", (hold.hold_id,))
+    if gone.rowcount == 0:
+        return False
+    conn.execute(
+        "INSERT INTO tenant_days (tenant, day, tokens, cost_usd) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (tenant, day) DO UPDATE SET tokens = tokens + excluded.tokens, "
+        "cost_usd = cost_usd + excluded.cost_usd",
+        (hold.tenant, hold.day, tokens, cost),
+    )
+    return True
+
+
+def tenant_jobs(conn: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
+    """Run `reserve_tenant` / `settle_tenant` jobs in one transaction; their results."""
+    with transaction(conn):
+        return [job.fn(conn, *job.args) for job in jobs]
 
 
 def heartbeat(conn: sqlite3.Connection, row: tuple[Any, ...], cutoff: float) -> None:
@@ -505,6 +637,9 @@ def prune_some(conn: sqlite3.Connection, cutoff: float, limit: int) -> int:
                 (cutoff,),
             )
             conn.execute("DELETE FROM waits WHERE run_id IS NULL AND delivered_at < ?", (cutoff,))
+            first_day = tenant_day(cutoff)
+            conn.execute("DELETE FROM tenant_days WHERE day < ?", (first_day,))
+            conn.execute("DELETE FROM tenant_holds WHERE day < ?", (first_day,))
     return len(ids)
 
 

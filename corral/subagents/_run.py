@@ -99,8 +99,8 @@ from ..models._tokens import (
     token_bound,
     tools_token_bound,
 )
-from ..store import Journal
-from ..supervisor import DEFAULT_GATE_TTL_S, Limits
+from ..store import Journal, TenantAsk, TenantDenied, TenantHold
+from ..supervisor import DEFAULT_GATE_TTL_S, Limits, TenantLimits
 from ..supervisor._supervisor import (
     CallFailed,
     CallFinished,
@@ -109,6 +109,7 @@ from ..supervisor._supervisor import (
     Deny,
     Opened,
     OpenRun,
+    Permit,
     ReserveModel,
     ReserveTool,
     SettleModel,
@@ -188,6 +189,13 @@ class RunServices:
     episodes: EpisodeStore | None = None
     """Where finished runs are kept as episodes and recalled from, for the agents that
     use episodic memory (``SubAgent(episodes=...)``); None: nowhere."""
+    tenant_limits: Callable[[str], TenantLimits | None] = field(default=lambda tenant: None)
+    """A tenant's daily budget (None: none); each model call of a budgeted tenant holds
+    its share in the journal (`corral.store.TenantBudgets`)."""
+    owner: str = ""
+    """This process's name in leases: the owner of its tenant holds."""
+    lease_s: float = 30.0
+    """How long a tenant hold lives without the lease of its run being renewed."""
 
 
 class _Stop(Exception):
@@ -311,13 +319,79 @@ class RunActor(OneShotActor):
             await self._tell(Counted(self.run_id, state.errors - errors))
         self.s.publish(stored)
 
-    async def _settle(self, settle: SettleModel) -> None:
-        """Give a model reservation back to the supervisor, even while being cancelled."""
+    async def _reserve_model(
+        self, state: RunState, message: ReserveModel
+    ) -> tuple[Permit, TenantHold | None]:
+        """Reserve a model call: the run's budget (the supervisor), then its tenant's day.
+
+        A budgeted tenant's share is held in the journal (`corral.store.TenantBudgets`),
+        so it holds across processes; its output may be granted fewer tokens than the
+        run's budget allows. A refusal gives the run's reservation back and stops the run
+        (``stopped_budget``).
+        """
+        permit: Permit = await self._ask_supervisor(message)
+        limits = self.s.tenant_limits(state.tenant)
+        if limits is None:
+            return permit, None
+        output_cost = permit.max_tokens * message.output_price
+        ask = TenantAsk(
+            tenant=state.tenant,
+            run_id=self.run_id,
+            owner=self.s.owner,
+            input_tokens=permit.reserved - permit.max_tokens,
+            input_cost_usd=max(permit.reserved_cost - output_cost, 0.0),
+            max_output=permit.max_tokens,
+            min_output=self.limits.min_output_tokens,
+            output_price=message.output_price,
+            daily_tokens=limits.daily_tokens,
+            daily_cost_usd=limits.daily_cost_usd,
+        )
+        now = self.s.clock.now()
+        try:
+            hold = await self.s.journal.reserve_tenant(ask, now=now, until=now + self.s.lease_s)
+        except BaseException:
+            await self._settle_model(permit, None, 0, 0.0)
+            raise
+        if isinstance(hold, TenantDenied):
+            await self._settle_model(permit, None, 0, 0.0)
+            raise _Stop("stopped_budget", hold.reason)
+        if hold.max_output < permit.max_tokens:
+            permit = permit._replace(max_tokens=hold.max_output)
+        return permit, hold
+
+    async def _settle_model(
+        self, permit: Permit, hold: TenantHold | None, used: int, cost_usd: float
+    ) -> None:
+        """Give a model call's reservations back with what it used, even while cancelled.
+
+        The run's (to the supervisor: it must never leak), then the tenant's hold, if
+        any. A hold that cannot be settled (the journal failing) is logged and left to
+        expire with the run's lease, when it counts as spent whole: never less than used.
+        """
+        settle = SettleModel(
+            self.run_id,
+            reserved=permit.reserved,
+            used=used,
+            cost_usd=cost_usd,
+            reserved_cost=permit.reserved_cost,
+        )
         try:
             self.s.supervisor.tell_nowait(settle)
         except MailboxFullError:
             with anyio.CancelScope(shield=True):  # a reservation must never leak
                 await self.s.supervisor.tell(settle)
+        if hold is None:
+            return
+        with anyio.move_on_after(_SHIELD_S, shield=True):
+            try:
+                await self.s.journal.settle_tenant(hold, tokens=used, cost_usd=cost_usd)
+            except Exception as exc:
+                log.warning(
+                    "budget.tenant_settle_failed",
+                    run_id=self.run_id,
+                    tenant=hold.tenant,
+                    error=redact_secrets(repr(exc)),
+                )
 
     async def _tell(self, message: Any) -> None:
         """Tell the supervisor; wait for room only if its mailbox is full (it rarely is)."""
@@ -529,14 +603,15 @@ class RunActor(OneShotActor):
                 previous_input=state.reported_input,
                 added_bound=state.added_tokens,
             )
-        permit = await self._ask_supervisor(
+        permit, hold = await self._reserve_model(
+            state,
             ReserveModel(
                 self.run_id,
                 estimate,
                 limits.output_tokens,
                 input_price=input_price,
                 output_price=output_price,
-            )
+            ),
         )
         attempts = Attempts(limits.model_retry, rng=self.s.rng, retry_unknown=False)
         called: ModelCalled | None = None
@@ -615,14 +690,12 @@ class RunActor(OneShotActor):
             )
         finally:
             # The supervisor's figures are the recorded event's (0 when the call failed).
-            settle = SettleModel(
-                self.run_id,
-                reserved=permit.reserved,
-                used=called.response.usage.total_tokens if called is not None else 0,
-                cost_usd=called.cost_usd if called is not None else 0.0,
-                reserved_cost=permit.reserved_cost,
+            await self._settle_model(
+                permit,
+                hold,
+                called.response.usage.total_tokens if called is not None else 0,
+                called.cost_usd if called is not None else 0.0,
             )
-            await self._settle(settle)
         return response
 
     # -- conversation and episodic memory --------------------------------------------------
@@ -679,14 +752,15 @@ class RunActor(OneShotActor):
         async def call(model: Model, request: ModelRequest) -> ModelResponse:
             request = request.model_copy(update={"run_id": self.run_id, "step": step})
             input_price, output_price = self._prices(model.name)
-            permit = await self._ask_supervisor(
+            permit, hold = await self._reserve_model(
+                state,
                 ReserveModel(
                     self.run_id,
                     input_bound(model, request.system, request.messages, request.tools),
                     request.max_tokens,
                     input_price=input_price,
                     output_price=output_price,
-                )
+                ),
             )
             spent["reserved"] += permit.reserved
             usage: Usage | None = None
@@ -704,14 +778,9 @@ class RunActor(OneShotActor):
                 cost[0] += price
                 models.append(response.model or model.name)
             finally:
-                settle = SettleModel(
-                    self.run_id,
-                    reserved=permit.reserved,
-                    used=usage.total_tokens if usage is not None else 0,
-                    cost_usd=price,
-                    reserved_cost=permit.reserved_cost,
+                await self._settle_model(
+                    permit, hold, usage.total_tokens if usage is not None else 0, price
                 )
-                await self._settle(settle)
             return response
 
         name = summariser.name

@@ -6,8 +6,11 @@ with every run in the process.
 
 Every limit is enforced by reservation before the call and settlement after: a model call
 reserves its estimated input (times a margin) plus its output cap, in tokens and in USD,
-against the run's budget and its tenant's daily budget, so no in-flight call can push
-either past its cap.
+against the run's budget, so no in-flight call can push it past its cap. A tenant's daily
+budget is not here: several processes share it, so each call of a budgeted tenant reserves
+it in the journal (`corral.store.TenantBudgets`), once this actor has granted the run's
+part. What the supervisor keeps of tenants is this process's tally of what each spent
+today (`GetTenantUsage`), the figure reported for tenants without a daily limit.
 
 Who owns which number:
 
@@ -66,7 +69,6 @@ __all__ = [
     "ReserveModel",
     "ReserveTool",
     "SeedBreakers",
-    "SeedTenant",
     "SettleModel",
     "StopRun",
     "Supervisor",
@@ -236,7 +238,7 @@ class GetUsage:
 
 @dataclass(frozen=True, slots=True)
 class GetTenantUsage:
-    """Ask for a tenant's usage today (ask); answers a `TenantUsage`."""
+    """Ask for this process's tally of a tenant's usage today (ask); answers a `TenantUsage`."""
 
     tenant: str
 
@@ -258,16 +260,6 @@ class SeedBreakers:
     """Restore breaker states saved before a restart (ask)."""
 
     states: Mapping[str, BreakerState]
-
-
-@dataclass(frozen=True, slots=True)
-class SeedTenant:
-    """Restore what a tenant already spent today, from the journal, after a restart (ask)."""
-
-    tenant: str
-    day: str
-    tokens: int
-    cost_usd: float
 
 
 class Permit(NamedTuple):
@@ -312,7 +304,12 @@ class UsageSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class TenantUsage:
-    """A tenant's consumption today (UTC) against its daily limits."""
+    """A tenant's consumption today (UTC) against its daily limits.
+
+    For a tenant with a daily limit, the journal's figures: every process sharing it
+    (`corral.store.TenantBudgets`). For one without, this process's tally since it started
+    (`across_processes` is False then).
+    """
 
     tenant: str
     day: str
@@ -320,6 +317,9 @@ class TenantUsage:
     reserved: int
     cost_usd: float
     limits: TenantLimits | None
+    reserved_cost_usd: float = 0.0
+    across_processes: bool = False
+    """True: the figures are every process's (a budgeted tenant's, from the journal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +358,6 @@ class _Budget:
 @dataclass(slots=True)
 class _Tenant:
     name: str
-    limits: TenantLimits | None
     day: str = ""
     day_ends: float = float("-inf")
     """When `day` ends, Unix seconds (checked on every reservation; cheaper than a date)."""
@@ -408,8 +407,6 @@ class Supervisor(Actor):
     Args:
         clock: time source (inject a `MockClock` in tests).
         breakers: circuit-breaker policy shared by all runs.
-        tenants: daily limits by tenant name.
-        default_tenant_limits: daily limits of tenants not in `tenants` (None: unlimited).
     """
 
     mailbox_size = 4096
@@ -419,13 +416,9 @@ class Supervisor(Actor):
         *,
         clock: Clock,
         breakers: BreakerPolicy | None = None,
-        tenants: Mapping[str, TenantLimits] | None = None,
-        default_tenant_limits: TenantLimits | None = None,
     ) -> None:
         self._clock = clock
         self._policy = breakers or BreakerPolicy()
-        self._tenant_limits = dict(tenants or {})
-        self._default_tenant_limits = default_tenant_limits
         self._runs: dict[str, _Run] = {}
         self._budgets: dict[str, _Budget] = {}
         self._tenants: dict[str, _Tenant] = {}
@@ -450,8 +443,7 @@ class Supervisor(Actor):
     def _tenant(self, name: str, now: float) -> _Tenant:
         tenant = self._tenants.get(name)
         if tenant is None:
-            limits = self._tenant_limits.get(name, self._default_tenant_limits)
-            tenant = self._tenants[name] = _Tenant(name, limits)
+            tenant = self._tenants[name] = _Tenant(name)
         if now >= tenant.day_ends:  # a new day: yesterday's usage no longer counts
             today = _day(now)
             if tenant.day != today:
@@ -539,7 +531,7 @@ class Supervisor(Actor):
         denied = self._common_checks(run, now)
         if denied is not None:
             return denied
-        budget, tenant = run.budget, self._tenant(run.tenant.name, now)
+        budget = run.budget
         limits = budget.limits
         # Decided on what is used and reserved before this call; the notice goes into the
         # request, so its own tokens are part of what this call reserves.
@@ -558,27 +550,17 @@ class Supervisor(Actor):
             room.append((left / m.output_price, "run cost budget"))
         elif limits.max_cost_usd is not None and budget.cost >= limits.max_cost_usd:
             room.append((0, "run cost budget"))
-        tl = tenant.limits
-        if tl is not None and tl.daily_tokens is not None:
-            room.append(
-                (
-                    tl.daily_tokens - tenant.tokens - tenant.reserved - input_tokens,
-                    "tenant daily token budget",
-                )
-            )
-        if tl is not None and tl.daily_cost_usd is not None and m.output_price > 0:
-            left = tl.daily_cost_usd - tenant.cost - tenant.reserved_cost - input_cost
-            room.append((left / m.output_price, "tenant daily cost budget"))
         tightest, which = min(room)
         granted = min(m.max_tokens, math.floor(tightest))
         if granted < limits.min_output_tokens:
             if notice is not None:
                 budget.warned = False  # not delivered
-            return Deny("stopped_budget", self._exhausted(which, run, tenant, input_tokens))
+            return Deny("stopped_budget", self._exhausted(which, run, input_tokens))
         reserved = input_tokens + granted
         reserved_cost = input_cost + granted * m.output_price
         budget.reserved += reserved
         budget.reserved_cost += reserved_cost
+        tenant = self._tenant(run.tenant.name, now)
         tenant.reserved += reserved
         tenant.reserved_cost += reserved_cost
         run.reserved += reserved
@@ -591,7 +573,7 @@ class Supervisor(Actor):
             unavailable=self._unavailable(now),
         )
 
-    def _exhausted(self, which: str, run: _Run, tenant: _Tenant, input_tokens: int) -> str:
+    def _exhausted(self, which: str, run: _Run, input_tokens: int) -> str:
         budget = run.budget
         limits = budget.limits
         need = input_tokens + limits.min_output_tokens
@@ -600,21 +582,9 @@ class Supervisor(Actor):
                 f"token budget reached: {budget.tokens:,} used and {budget.reserved:,} reserved "
                 f"of {limits.max_tokens:,}; the next call needs about {need:,}"
             )
-        if which == "run cost budget":
-            return (
-                f"cost budget reached: ${budget.cost:.4f} used and ${budget.reserved_cost:.4f} "
-                f"reserved of ${limits.max_cost_usd:.4f}"
-            )
-        tl = tenant.limits
-        assert tl is not None
-        if which == "tenant daily token budget":
-            return (
-                f"tenant {tenant.name!r} daily token budget reached: {tenant.tokens:,} used and "
-                f"{tenant.reserved:,} reserved of {tl.daily_tokens:,} today"
-            )
         return (
-            f"tenant {tenant.name!r} daily cost budget reached: ${tenant.cost:.4f} used and "
-            f"${tenant.reserved_cost:.4f} reserved of ${tl.daily_cost_usd:.4f} today"
+            f"cost budget reached: ${budget.cost:.4f} used and ${budget.reserved_cost:.4f} "
+            f"reserved of ${limits.max_cost_usd:.4f}"
         )
 
     def _notice(self, run: _Run, now: float) -> str | None:
@@ -764,7 +734,7 @@ class Supervisor(Actor):
 
     def _tenant_usage(self, m: GetTenantUsage) -> TenantUsage:
         t = self._tenant(m.tenant, self._clock.now())
-        return TenantUsage(t.name, t.day, t.tokens, t.reserved, t.cost, t.limits)
+        return TenantUsage(t.name, t.day, t.tokens, t.reserved, t.cost, None, t.reserved_cost)
 
     def _seed_breakers(self, m: SeedBreakers) -> None:
         for tool, state in m.states.items():
@@ -775,12 +745,6 @@ class Supervisor(Actor):
                 opened_at=state.opened_at,
                 half_open=False,  # a trial in flight before the restart did not finish
             )
-
-    def _seed_tenant(self, m: SeedTenant) -> None:
-        tenant = self._tenant(m.tenant, self._clock.now())
-        if tenant.day == m.day:
-            tenant.tokens = max(tenant.tokens, m.tokens)
-            tenant.cost = max(tenant.cost, m.cost_usd)
 
     def _breaker_states(self, m: GetBreakers) -> dict[str, BreakerState]:
         out: dict[str, BreakerState] = {tool: _CLOSED for tool in m.tools}
@@ -806,5 +770,4 @@ class Supervisor(Actor):
         GetTenantUsage: _tenant_usage,
         GetBreakers: _breaker_states,
         SeedBreakers: _seed_breakers,
-        SeedTenant: _seed_tenant,
     }

@@ -32,18 +32,23 @@ claim, timers and expiries fire once; blobs are stored once by content; breaker 
 are replaced, not merged; retention deletes only finished runs older than the cutoff.
 Each of these parts is a class of its own (`EventLogContract`, `RunIndexContract`,
 `LeasesContract`, `UpkeepContract`, `WorkersContract`: heartbeats and the live workers
-with their leases), one module each; `JournalContract` is all five.
+with their leases, `TenantBudgetsContract`: tenants' daily holds and what they spent),
+one module each; `JournalContract` is all six.
 
 A backend that several processes share also runs `FencingContract`, which needs a second
 fixture, ``second_journal`` (another store object on the same database): a claim that
 takes a run over advances its lease epoch, and the writes of the previous holder are
-refused with `corral.errors.LeaseLostError`.
+refused with `corral.errors.LeaseLostError`. Such a backend runs
+`SharedTenantBudgetsContract` too (same fixtures): two processes reserving of one tenant's
+day at once never grant more than the day holds.
 """
 
 from ._fencing import FencingContract as FencingContract
 from ._index import RunIndexContract as RunIndexContract
 from ._leases import LeasesContract as LeasesContract
 from ._log import EventLogContract as EventLogContract
+from ._tenants import SharedTenantBudgetsContract as SharedTenantBudgetsContract
+from ._tenants import TenantBudgetsContract as TenantBudgetsContract
 from ._upkeep import UpkeepContract as UpkeepContract
 from ._workers import WorkersContract as WorkersContract
 
@@ -53,13 +58,20 @@ __all__ = [
     "JournalContract",
     "LeasesContract",
     "RunIndexContract",
+    "SharedTenantBudgetsContract",
+    "TenantBudgetsContract",
     "UpkeepContract",
     "WorkersContract",
 ]
 
 
 class JournalContract(
-    EventLogContract, RunIndexContract, LeasesContract, UpkeepContract, WorkersContract
+    EventLogContract,
+    RunIndexContract,
+    LeasesContract,
+    UpkeepContract,
+    WorkersContract,
+    TenantBudgetsContract,
 ):
     """Every test of the contract; subclass it and provide an async ``journal`` fixture.
 

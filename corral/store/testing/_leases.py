@@ -125,6 +125,119 @@ class LeasesContract:
         ]
         assert not await journal.claim("held", "B", lease_s=30, now=T0 + 51)
 
+    async def _queue_of_three_tenants(self, journal: Journal) -> None:
+        """``big`` queues 4 runs, ``mid`` 3, ``small`` 1; appended out of age order."""
+        queued = [  # (run, tenant, age): b3 and s1 are as old, b3 started first
+            ("m3", "mid", 6),
+            ("b2", "big", 3),
+            ("b1", "big", 0),
+            ("m1", "mid", 1),
+            ("b3", "big", 4),
+            ("s1", "small", 4),
+            ("m2", "mid", 2),
+            ("b4", "big", 5),
+        ]
+        for run_id, tenant, age in queued:
+            await journal.append(ev.started(run_id, ts=T0 + age, tenant=tenant))
+
+    async def test_a_fair_claim_takes_the_runs_round_robin_by_tenant(
+        self, journal: Journal
+    ) -> None:
+        """Each tenant's oldest run, then each one's second-oldest...; each round by age."""
+        await self._queue_of_three_tenants(journal)
+        got = await journal.claim_runs("A", lease_s=30, now=T0 + 10, fair=True)
+        assert got == ["b1", "m1", "s1", "m2", "b2", "b3", "m3", "b4"]
+        for run_id in got:
+            info = await journal.run(run_id)
+            assert info is not None and (info.owner, info.lease_until) == ("A", T0 + 40)
+        assert await journal.claim_runs("B", lease_s=30, now=T0 + 10, fair=True) == []
+
+    async def test_an_unfair_claim_still_takes_the_oldest_first(self, journal: Journal) -> None:
+        """Without `fair` (or with ``fair=False``), one tenant's backlog comes first."""
+        await self._queue_of_three_tenants(journal)
+        assert await journal.claim_runs("A", lease_s=30, now=T0 + 10, limit=3) == [
+            "b1",
+            "m1",
+            "m2",
+        ]
+        got = await journal.claim_runs("B", lease_s=30, now=T0 + 10, fair=False)
+        assert got == ["b2", "b3", "s1", "b4", "m3"]
+
+    async def test_a_fair_claim_cut_by_limit_ranks_what_is_left_next_time(
+        self, journal: Journal
+    ) -> None:
+        """`limit` cuts a round short; the next claim ranks what is left after what is held."""
+        await self._queue_of_three_tenants(journal)
+        assert await journal.claim_runs("A", lease_s=30, now=T0 + 10, limit=4, fair=True) == [
+            "b1",
+            "m1",
+            "s1",
+            "m2",
+        ]
+        # Left: big b2, b3, b4 and mid m3. A drives 1 of big's and 2 of mid's: b2 evens
+        # them, then b3 is older than m3.
+        got = await journal.claim_runs("B", lease_s=30, now=T0 + 10, limit=3, fair=True)
+        assert got == ["b2", "b3", "m3"]
+        assert await journal.claim_runs("C", lease_s=30, now=T0 + 10, limit=1, fair=True) == ["b4"]
+
+    async def test_a_fair_claim_ranks_only_the_runs_it_may_take(self, journal: Journal) -> None:
+        """Runs of other agents, excluded (unleased), waiting or sleeping take no turn."""
+        await journal.append(ev.started("x", ts=T0, agent="support", tenant="small"))
+        await journal.append(ev.started("held", ts=T0, tenant="big"))
+        assert await journal.claim("held", "B", lease_s=30, now=T0)
+        await journal.append(ev.started("gated", ts=T0, tenant="mid"))
+        await journal.append(ev.gate_opened("gated", ts=T0 + 1))
+        await journal.append(ev.started("sleeping", ts=T0, tenant="mid"))
+        assert await journal.set_wake("sleeping", T0 + 50)
+        for run_id, tenant, age in [
+            ("b1", "big", 1),
+            ("b2", "big", 2),
+            ("b3", "big", 3),
+            ("m1", "mid", 4),
+            ("m2", "mid", 5),
+            ("s1", "small", 6),
+        ]:
+            await journal.append(ev.started(run_id, ts=T0 + age, tenant=tenant))
+        got = await journal.claim_runs(
+            "A", lease_s=100, now=T0 + 10, agents={"billing"}, exclude={"b1", "m1"}, fair=True
+        )
+        assert got == ["m2", "s1", "b2", "b3"]  # B drives "held": big's first turn
+        assert await journal.claim_runs("A", lease_s=100, now=T0 + 10, agents=[], fair=True) == []
+        got = await journal.claim_runs("A", lease_s=100, now=T0 + 10, agents=["support"], fair=True)
+        assert got == ["x"]
+        # At T0 + 50 the timer is due and B's lease on "held" is over; A's still hold:
+        # 2 of big's, 1 of mid's.
+        got = await journal.claim_runs("C", lease_s=30, now=T0 + 50, exclude={"b1"}, fair=True)
+        assert got == ["sleeping", "held", "m1"]
+
+    async def test_a_fair_claim_counts_the_runs_a_tenant_already_has_in_flight(
+        self, journal: Journal
+    ) -> None:
+        """Another owner's live leases, and the claimer's own on runs it excludes, are turns.
+
+        A worker with room for one run at a time still shares it: the tenant with runs
+        being driven waits for one that has none, however old its backlog.
+        """
+        for i in range(4):
+            await journal.append(ev.started(f"b{i}", ts=T0 + i, tenant="big"))
+        await journal.append(ev.started("s0", ts=T0 + 10, tenant="small"))
+        await journal.append(ev.started("s1", ts=T0 + 11, tenant="small"))
+        assert await journal.claim_many(["b0", "b1"], "A", lease_s=30, now=T0) == ["b0", "b1"]
+        mine = {"b0", "b1"}
+        assert await journal.claim_runs(
+            "A", lease_s=30, now=T0 + 20, limit=1, exclude=mine, fair=True
+        ) == ["s0"]
+        assert await journal.claim_runs("A", lease_s=30, now=T0 + 20, limit=1, exclude=mine) == [
+            "b2"
+        ]
+        # B sees A's live leases on b0, b1, b2 and s0: small has fewer in flight.
+        assert await journal.claim_runs("B", lease_s=30, now=T0 + 20, limit=1, fair=True) == ["s1"]
+        # Once A's leases run out they are no one's turns: they are ready again, by age.
+        assert await journal.claim_runs("C", lease_s=30, now=T0 + 50, limit=2, fair=True) == [
+            "b0",
+            "s0",
+        ]
+
     async def test_renewal_extends_only_leases_still_held_and_never_claims(
         self, journal: Journal
     ) -> None:
