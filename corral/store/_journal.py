@@ -90,6 +90,15 @@ class _Run:
             self.wake_at,
         )
 
+    def leased(self, now: float) -> bool:
+        """Unfinished, with an owner whose lease is still live at `now`."""
+        return (
+            not self.finished
+            and self.owner is not None
+            and self.lease_until is not None
+            and self.lease_until > now
+        )
+
     def free_for(self, owner: str, now: float) -> bool:
         """Unfinished, and its lease free, expired (``lease_until <= now``) or `owner`'s."""
         return not self.finished and (
@@ -430,13 +439,7 @@ class MemoryJournal:
         if fair:
             ranks: dict[str, int] = {}  # a tenant's runs in flight, then its ready ones
             for run in self._runs.values():
-                if (
-                    not run.finished
-                    and run.owner is not None
-                    and run.lease_until is not None
-                    and run.lease_until > now
-                    and (run.owner != owner or run.run_id in skipped)
-                ):
+                if run.leased(now) and (run.owner != owner or run.run_id in skipped):
                     ranks[run.tenant] = ranks.get(run.tenant, 0) + 1
             rounds: list[tuple[int, int, _Run]] = []
             for age, run in enumerate(ready):  # `age`: the place in oldest-first order
@@ -596,13 +599,9 @@ class MemoryJournal:
         """Return the workers seen within `within_s` of `now`, oldest first, with leases."""
         live: dict[str, int] = {}
         for run in self._runs.values():
-            if (
-                not run.finished
-                and run.owner is not None
-                and run.lease_until is not None
-                and run.lease_until > now
-            ):
-                live[run.owner] = live.get(run.owner, 0) + 1
+            owner = run.owner
+            if owner is not None and run.leased(now):
+                live[owner] = live.get(owner, 0) + 1
         seen = [w for w in self._workers.values() if w.seen_at >= now - within_s]
         seen.sort(key=lambda w: (w.started_at, w.owner))
         return [replace(w, leases=live.get(w.owner, 0)) for w in seen]
