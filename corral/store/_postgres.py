@@ -1244,29 +1244,31 @@ async def _claim_runs_fairly(
     return [(row[0], row[1], row[2]) for row in ordered]
 
 
-_TENANT_DAY = "SELECT tokens, cost_usd FROM corral.tenant_days WHERE tenant = $1 AND day = $2"
-_TENANT_HOLDS = (
-    "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_usd), 0.0) FROM corral.tenant_holds "
-    "WHERE tenant = $1 AND day = $2 AND until {} $3"
+_TENANT_SPEND = (
+    "SELECT (SELECT tokens FROM corral.tenant_days WHERE tenant = $1 AND day = $2), "
+    "(SELECT cost_usd FROM corral.tenant_days WHERE tenant = $1 AND day = $2), "
+    "COALESCE(SUM(tokens) FILTER (WHERE until <= $3), 0), "
+    "COALESCE(SUM(cost_usd) FILTER (WHERE until <= $3), 0.0), "
+    "COALESCE(SUM(tokens) FILTER (WHERE until > $3), 0), "
+    "COALESCE(SUM(cost_usd) FILTER (WHERE until > $3), 0.0) "
+    "FROM corral.tenant_holds WHERE tenant = $1 AND day = $2"
 )
+"""A tenant's day in one round trip: settled, expired holds, live holds (tokens, USD)."""
 
 
 async def _tenant_spend(conn: Any, tenant: str, day: str, now: float) -> TenantSpend:
-    row = await conn.fetchrow(_TENANT_DAY, tenant, day)
-    expired = await conn.fetchrow(_TENANT_HOLDS.format("<="), tenant, day, now)
-    live = await conn.fetchrow(_TENANT_HOLDS.format(">"), tenant, day, now)
-    return TenantSpend.from_rows(tenant, day, row, expired, live)
+    row = await conn.fetchrow(_TENANT_SPEND, tenant, day, now)
+    settled = (row[0], row[1]) if row[0] is not None else None
+    return TenantSpend.from_rows(tenant, day, settled, (row[2], row[3]), (row[4], row[5]))
 
 
 async def _lock_tenant_day(conn: Any, tenant: str, day: str) -> None:
+    """Lock the day's row (made if missing) until the transaction ends: one round trip."""
     await conn.execute(
         "INSERT INTO corral.tenant_days (tenant, day, tokens, cost_usd) VALUES ($1, $2, 0, 0) "
-        "ON CONFLICT (tenant, day) DO NOTHING",
+        "ON CONFLICT (tenant, day) DO UPDATE SET tokens = corral.tenant_days.tokens",
         tenant,
         day,
-    )
-    await conn.execute(
-        "SELECT 1 FROM corral.tenant_days WHERE tenant = $1 AND day = $2 FOR UPDATE", tenant, day
     )
 
 
@@ -1315,18 +1317,17 @@ async def _tenant_jobs(conn: Any, jobs: list[Job]) -> list[Any]:
 
 async def _settle_tenant(conn: Any, hold: TenantHold, tokens: int, cost: float) -> bool:
     await _lock_tenant_day(conn, hold.tenant, hold.day)  # the day first, as reservations do
-    gone = await conn.execute("DELETE FROM corral.tenant_holds WHERE hold_id = $1", hold.hold_id)
-    if gone == "DELETE 0":
-        return False
-    await conn.execute(
+    done = await conn.execute(
+        "WITH gone AS (DELETE FROM corral.tenant_holds WHERE hold_id = $5 RETURNING 1) "
         "UPDATE corral.tenant_days SET tokens = tokens + $3, cost_usd = cost_usd + $4 "
-        "WHERE tenant = $1 AND day = $2",
+        "WHERE tenant = $1 AND day = $2 AND EXISTS (SELECT 1 FROM gone)",
         hold.tenant,
         hold.day,
         tokens,
         cost,
+        hold.hold_id,
     )
-    return True
+    return bool(done == "UPDATE 1")
 
 
 async def _replace_breakers(conn: Any, rows: list[tuple[str, str, float]]) -> None:
